@@ -1,0 +1,83 @@
+"""Class rebalancing against a float64 numpy/scipy re-derivation and the paper's properties."""
+
+import numpy as np
+import pytest
+import torch
+from scipy.ndimage import gaussian_filter
+
+from zhangcolor.bins import ab_bins, grid_index
+from zhangcolor.rebalance import class_weights, prior_from_counts, smooth_prior
+
+
+def reference_weights(p: np.ndarray, lam: float, sigma: float) -> tuple[np.ndarray, np.ndarray]:
+    """The paper's recipe in numpy: smooth on the 2-D ab grid with scipy, mix, invert, normalise."""
+    rows, cols, n = (t.numpy() if hasattr(t, "numpy") else t for t in grid_index(ab_bins()))
+    grid = np.zeros((n, n))
+    grid[rows, cols] = p
+    smoothed = gaussian_filter(grid, sigma=sigma / 10.0, mode="constant", truncate=12.0)[rows, cols]
+    smoothed /= smoothed.sum()
+    w = 1.0 / ((1 - lam) * smoothed + lam / len(p))
+    return smoothed, w / (smoothed * w).sum()
+
+
+def skewed_prior(seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    p = rng.random(313) ** 6  # heavy-tailed, like real photos
+    p[rng.choice(313, 40, replace=False)] = 0  # never-seen bins
+    return p / p.sum()
+
+
+@pytest.mark.parametrize("lam,sigma", [(0.5, 5.0), (0.2, 5.0), (0.5, 10.0), (0.9, 2.5)])
+def test_class_weights_match_numpy_scipy_reference(lam, sigma):
+    p = skewed_prior()
+    ref_smoothed, ref_w = reference_weights(p, lam, sigma)
+    prior = torch.from_numpy(p)
+    np.testing.assert_allclose(smooth_prior(prior, sigma=sigma).numpy(), ref_smoothed, rtol=1e-10, atol=1e-15)
+    np.testing.assert_allclose(class_weights(prior, lam, sigma).numpy(), ref_w, rtol=1e-10)
+
+
+def test_expected_weight_under_smoothed_prior_is_one():
+    prior = torch.from_numpy(skewed_prior(1))
+    w = class_weights(prior)
+    assert torch.isclose((smooth_prior(prior) * w).sum(), torch.tensor(1.0, dtype=torch.float64))
+
+
+def test_rarer_colours_get_larger_weights():
+    prior = torch.from_numpy(skewed_prior(2))
+    smoothed, w = smooth_prior(prior), class_weights(prior)
+    order = torch.argsort(smoothed)
+    assert bool((w[order][1:] <= w[order][:-1] + 1e-12).all())  # w is decreasing in p̃
+
+
+def test_lambda_one_gives_uniform_weights_and_lambda_zero_inverse_prior():
+    prior = torch.from_numpy(skewed_prior(3))
+    assert torch.allclose(class_weights(prior, lam=1.0), torch.ones(313, dtype=torch.float64))
+    smoothed = smooth_prior(prior)
+    w0 = class_weights(prior, lam=0.0)
+    assert torch.allclose(w0 * smoothed, torch.full_like(smoothed, 1 / 313))
+
+
+def test_a_uniform_prior_stays_close_to_uniform_weights():
+    w = class_weights(torch.full((313,), 1 / 313, dtype=torch.float64))
+    assert w.min() > 0.5 and w.max() < 2.5  # only the gamut's edge loses smoothed mass
+
+
+def test_prior_from_counts_normalises_and_rejects_bad_counts():
+    counts = torch.tensor([0, 1, 3], dtype=torch.int64)
+    assert torch.allclose(prior_from_counts(counts), torch.tensor([0, 0.25, 0.75]).double())
+    with pytest.raises(ValueError, match="no mass"):
+        prior_from_counts(torch.zeros(313))
+    with pytest.raises(ValueError, match="non-negative"):
+        prior_from_counts(torch.tensor([-1.0, 2.0]))
+
+
+def test_bad_arguments_raise():
+    prior = torch.from_numpy(skewed_prior())
+    with pytest.raises(ValueError, match=r"lam"):
+        class_weights(prior, lam=1.5)
+    with pytest.raises(ValueError, match="sigma"):
+        class_weights(prior, sigma=0.0)
+    with pytest.raises(ValueError, match=r"\(Q,\)"):
+        class_weights(prior.view(1, -1))
+    with pytest.raises(ValueError, match="centers"):
+        smooth_prior(prior[:10])

@@ -1,0 +1,46 @@
+"""The numbers of the paper and of CIE Lab, in one place.
+
+Every other module imports these; none repeats them.
+"""
+
+# --- CIE Lab (sRGB, D65, 2° observer), as in skimage.color -------------------------------------
+#: sRGB linear RGB -> XYZ matrix used by skimage.color (rows: X, Y, Z).
+XYZ_FROM_RGB = (
+    (0.412453, 0.357580, 0.180423),
+    (0.212671, 0.715160, 0.072169),
+    (0.019334, 0.119193, 0.950227),
+)
+#: D65 white point for the 2° observer (X, Y, Z), as in skimage.color.
+D65_WHITE = (0.95047, 1.0, 1.08883)
+
+# --- Network input / output normalisation (the authors' release) ---------------------------------
+#: L is centred by this before entering a network ...
+L_CENT = 50.0
+#: ... and divided by this, so the input is in [-1, 1].
+L_NORM = 100.0
+#: ab is divided by this for regression outputs, so targets are in about [-1, 1].
+AB_NORM = 110.0
+
+# --- Quantisation and soft-encoding (paper, section 2.1) -----------------------------------------
+#: Grid size of the ab quantisation.
+GRID = 10.0
+#: Number of in-gamut bins Q at grid 10.
+Q = 313
+#: Nearest neighbours used by the soft-encoding.
+K_NEIGHBOURS = 5
+#: Gaussian σ (ab units) of the soft-encoding and of the prior smoothing.
+SIGMA = 5.0
+
+# --- Class rebalancing (paper, section 2.2) -------------------------------------------------------
+#: Weight λ of the uniform distribution mixed into the smoothed prior.
+LAMBDA = 0.5
+
+# --- Decoding (paper, section 2.3) ----------------------------------------------------------------
+#: Annealed-mean temperature of the paper's results.
+TEMPERATURE = 0.38
+
+# --- Data ---------------------------------------------------------------------------------------
+#: A picture is grayscale when no pixel has |a| or |b| above this (the authors' test).
+GRAY_AB_THRESHOLD = 5.0
+#: File suffixes treated as images when a folder is walked.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")

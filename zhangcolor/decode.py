@@ -1,0 +1,82 @@
+"""From a predicted distribution over the Q bins to a point estimate of ab (paper, section 2.3).
+
+The annealed mean re-adjusts the temperature T of the softmax: T = 1 gives the mean, T -> 0 the
+mode. The paper's results use T = 0.38. The temperature is an argument here, never a part of the
+network, so one trained model can be decoded at any T.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from zhangcolor.constants import TEMPERATURE
+
+
+def check_temperature(temperature: float) -> float:
+    """Return ``temperature`` as a float if it is positive and finite, else raise ValueError."""
+    t = float(temperature)
+    if not (t > 0 and math.isfinite(t)):
+        raise ValueError(
+            f"temperature must be positive and finite, got {temperature!r}; "
+            f"the paper uses {TEMPERATURE} (1 is the mean, values near 0 the mode)"
+        )
+    return t
+
+
+def _check_logits(logits: Tensor, centers: Tensor) -> None:
+    if logits.dim() != 4:
+        raise ValueError(f"logits must have shape (B, Q, H, W), got {tuple(logits.shape)}")
+    if centers.dim() != 2 or centers.shape != (logits.shape[1], 2):
+        raise ValueError(
+            f"centers must have shape (Q, 2) with Q = {logits.shape[1]} (the logits' dim 1), "
+            f"got {tuple(centers.shape)}"
+        )
+
+
+def annealed_probabilities(logits: Tensor, temperature: float = TEMPERATURE) -> Tensor:
+    """f_T(z) = exp(log z / T) / Σ exp(log z / T), from logits: softmax(logits / T).
+
+    Args:
+        logits: ``(B, Q, H, W)`` unnormalised log-probabilities.
+        temperature: T > 0.
+
+    Returns:
+        ``(B, Q, H, W)`` re-tempered distribution, summing to 1 over dim 1.
+    """
+    t = check_temperature(temperature)
+    # log z = logits - logsumexp(logits); the constant cancels in the softmax.
+    return torch.softmax(logits / t, dim=1)
+
+
+def annealed_mean(logits: Tensor, centers: Tensor, temperature: float = TEMPERATURE) -> Tensor:
+    """Decode ab as the annealed mean H(Z) = E_{f_T(Z)}[ab].
+
+    Args:
+        logits: ``(B, Q, H, W)`` predicted logits over the bins.
+        centers: ``(Q, 2)`` bin centres, in the order of the logits.
+        temperature: T > 0; 1 gives the mean, T -> 0 the mode.
+
+    Returns:
+        ``(B, 2, H, W)`` ab.
+    """
+    _check_logits(logits, centers)
+    probs = annealed_probabilities(logits, temperature)  # (B, Q, H, W)
+    return torch.einsum("bqhw,qc->bchw", probs, centers.to(probs))
+
+
+def mode(logits: Tensor, centers: Tensor) -> Tensor:
+    """Decode ab as the centre of the most probable bin.
+
+    Args:
+        logits: ``(B, Q, H, W)`` predicted logits over the bins.
+        centers: ``(Q, 2)`` bin centres.
+
+    Returns:
+        ``(B, 2, H, W)`` ab.
+    """
+    _check_logits(logits, centers)
+    index = logits.argmax(dim=1)  # (B, H, W)
+    return centers.to(logits)[index].permute(0, 3, 1, 2)

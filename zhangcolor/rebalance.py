@@ -1,0 +1,96 @@
+"""Class rebalancing (paper, section 2.2).
+
+From the empirical ab distribution p over the Q bins:
+
+    p̃ = p smoothed by a Gaussian of σ = 5 ab units on the ab grid,
+    w ∝ ((1 - λ) p̃ + λ / Q)^-1,  λ = ½,  normalised so that E_p̃[w] = Σ_q p̃_q w_q = 1.
+
+The smoothing puts p on the grid of bin centres and convolves it with a Gaussian; mass that would
+land on an out-of-gamut node is dropped, and p̃ is renormalised over the Q bins.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from zhangcolor.bins import ab_bins
+from zhangcolor.constants import LAMBDA, SIGMA
+
+
+def _check_distribution(prior: Tensor, name: str) -> None:
+    if prior.dim() != 1:
+        raise ValueError(f"{name} must have shape (Q,), got {tuple(prior.shape)}")
+    if not bool(torch.isfinite(prior).all()) or bool((prior < 0).any()):
+        raise ValueError(f"{name} must be finite and non-negative")
+    if not float(prior.sum()) > 0:
+        raise ValueError(f"{name} has no mass: no pixel was counted")
+
+
+def prior_from_counts(counts: Tensor) -> Tensor:
+    """Normalise bin counts into the empirical distribution p.
+
+    Args:
+        counts: ``(Q,)`` non-negative pixel counts per bin.
+
+    Returns:
+        ``(Q,)`` p, summing to 1.
+    """
+    _check_distribution(counts, "counts")
+    counts = counts.to(torch.float64) if not counts.is_floating_point() else counts
+    return counts / counts.sum()
+
+
+def smooth_prior(prior: Tensor, centers: Tensor | None = None, sigma: float = SIGMA) -> Tensor:
+    """Smooth p with a Gaussian kernel of σ ab units on the grid of bin centres.
+
+    Args:
+        prior: ``(Q,)`` empirical distribution p (any non-negative mass; it is renormalised).
+        centers: ``(Q, 2)`` bin centres; the paper's 313 by default.
+        sigma: Gaussian σ in ab units (> 0).
+
+    Returns:
+        ``(Q,)`` p̃, summing to 1.
+    """
+    _check_distribution(prior, "prior")
+    if not sigma > 0:
+        raise ValueError(f"sigma must be positive, got {sigma}")
+    if centers is None:
+        centers = ab_bins(dtype=prior.dtype, device=prior.device)
+    if centers.shape != (prior.shape[0], 2):
+        raise ValueError(
+            f"centers must have shape ({prior.shape[0]}, 2) to match the prior, "
+            f"got {tuple(centers.shape)}"
+        )
+    dtype = prior.dtype if prior.is_floating_point() else torch.float64
+    centers = centers.to(dtype=dtype, device=prior.device)
+    # The kernel between bin centres is the grid convolution restricted to in-gamut nodes.
+    kernel = torch.exp(-torch.cdist(centers, centers) ** 2 / (2 * sigma**2))  # (Q, Q)
+    smoothed = kernel @ prior.to(dtype)
+    return smoothed / smoothed.sum()
+
+
+def class_weights(
+    prior: Tensor,
+    lam: float = LAMBDA,
+    sigma: float = SIGMA,
+    centers: Tensor | None = None,
+) -> Tensor:
+    """The paper's class-rebalancing weights w.
+
+    Args:
+        prior: ``(Q,)`` empirical distribution p over the bins.
+        lam: weight λ in [0, 1] of the uniform distribution (½ in the paper); λ = 1 gives w = 1.
+        sigma: σ of the Gaussian smoothing, in ab units.
+        centers: ``(Q, 2)`` bin centres; the paper's 313 by default.
+
+    Returns:
+        ``(Q,)`` w, with Σ_q p̃_q w_q = 1.
+    """
+    if not 0.0 <= lam <= 1.0:
+        raise ValueError(f"lam (λ) must be in [0, 1], got {lam}")
+    smoothed = smooth_prior(prior, centers, sigma)
+    if lam == 0.0 and bool((smoothed == 0).any()):
+        raise ValueError("lam = 0 needs every smoothed bin to have mass; some have none")
+    weights = 1.0 / ((1.0 - lam) * smoothed + lam / smoothed.shape[0])
+    return weights / (smoothed * weights).sum()
