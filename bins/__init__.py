@@ -1,1 +1,1 @@
-"""The shipped bin artifacts: the paper's 313 ab centres and the default prior (see README.md here)."""
+"""The shipped bin artifacts: the paper's 313 ab centres and the default prior (README.md)."""

@@ -1,4 +1,4 @@
-"""The shipped 313 bins against the authors' list, their coverage of sRGB, and nearest-bin search."""
+"""The shipped 313 bins against the authors' list, their sRGB coverage, and nearest-bin search."""
 
 from pathlib import Path
 
@@ -40,11 +40,13 @@ def test_every_in_gamut_srgb_colour_has_a_bin_within_5_sqrt2():
 @pytest.mark.parametrize("k", [1, 5, 10])
 def test_nearest_bins_match_sklearn(k):
     rng = np.random.default_rng(k)
-    points = np.concatenate([
-        rng.uniform(-130, 130, (4000, 2)),  # the whole Lab range
-        rng.normal(0, 20, (4000, 2)),  # where real pixels are
-        rng.uniform(-1000, 1000, (50, 2)),  # far outside any colour
-    ])
+    points = np.concatenate(
+        [
+            rng.uniform(-130, 130, (4000, 2)),  # the whole Lab range
+            rng.normal(0, 20, (4000, 2)),  # where real pixels are
+            rng.uniform(-1000, 1000, (50, 2)),  # far outside any colour
+        ]
+    )
     ab = torch.from_numpy(points.T.reshape(1, 2, 1, -1))  # float64, so no float32 near-ties
     centers = ab_bins(torch.float64)
     dist2, index = nearest_bins(ab, centers, k)
@@ -66,7 +68,9 @@ def test_shipped_default_prior_loads_and_is_consistent():
     assert set(bins) >= {"centers", "counts", "prior", "prior_smoothed", "weights"}
     assert torch.equal(bins["centers"], ab_bins(torch.float64))
     assert torch.isclose(bins["prior"].sum(), torch.tensor(1.0, dtype=torch.float64))
-    assert torch.isclose((bins["prior_smoothed"] * bins["weights"]).sum(), torch.tensor(1.0).double())
+    assert torch.isclose(
+        (bins["prior_smoothed"] * bins["weights"]).sum(), torch.tensor(1.0).double()
+    )
 
 
 def test_load_bins_explains_a_missing_file(tmp_path):

@@ -37,11 +37,16 @@ def test_temperature_one_is_the_mean():
 
 def test_small_temperature_tends_to_the_mode():
     logits = torch.randn(2, 313, 4, 4, dtype=torch.float64)
-    logits.scatter_add_(1, torch.randint(0, 313, (2, 1, 4, 4)), torch.full((2, 1, 4, 4), 10.0).double())
+    logits.scatter_add_(
+        1, torch.randint(0, 313, (2, 1, 4, 4)), torch.full((2, 1, 4, 4), 10.0).double()
+    )
     centers = ab_bins(torch.float64)  # each pixel has one bin ahead by a clear margin
     assert torch.allclose(annealed_mean(logits, centers, 1e-3), mode(logits, centers), atol=1e-6)
     # and the distance to the mode shrinks as T falls
-    gaps = [(annealed_mean(logits, centers, t) - mode(logits, centers)).abs().mean() for t in (1, 0.38, 0.1)]
+    gaps = [
+        (annealed_mean(logits, centers, t) - mode(logits, centers)).abs().mean()
+        for t in (1, 0.38, 0.1)
+    ]
     assert gaps[0] > gaps[1] > gaps[2]
 
 

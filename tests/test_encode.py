@@ -15,7 +15,9 @@ def sklearn_soft_encode(ab: np.ndarray, centers: np.ndarray, k=5, sigma=5.0) -> 
     """The authors' NNEncode.encode_points_mtx_nd, in float64: (B, 2, H, W) -> (B, Q, H, W)."""
     b, _, h, w = ab.shape
     points = ab.transpose(0, 2, 3, 1).reshape(-1, 2)
-    dists, inds = NearestNeighbors(n_neighbors=k, algorithm="ball_tree").fit(centers).kneighbors(points)
+    dists, inds = (
+        NearestNeighbors(n_neighbors=k, algorithm="ball_tree").fit(centers).kneighbors(points)
+    )
     wts = np.exp(-(dists**2) / (2 * sigma**2))
     wts /= wts.sum(axis=1, keepdims=True)
     out = np.zeros((points.shape[0], len(centers)))

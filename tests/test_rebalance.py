@@ -32,7 +32,9 @@ def test_class_weights_match_numpy_scipy_reference(lam, sigma):
     p = skewed_prior()
     ref_smoothed, ref_w = reference_weights(p, lam, sigma)
     prior = torch.from_numpy(p)
-    np.testing.assert_allclose(smooth_prior(prior, sigma=sigma).numpy(), ref_smoothed, rtol=1e-10, atol=1e-15)
+    np.testing.assert_allclose(
+        smooth_prior(prior, sigma=sigma).numpy(), ref_smoothed, rtol=1e-10, atol=1e-15
+    )
     np.testing.assert_allclose(class_weights(prior, lam, sigma).numpy(), ref_w, rtol=1e-10)
 
 

@@ -9,8 +9,8 @@ Each point then compares itself with a handful of candidates instead of all 313 
 from __future__ import annotations
 
 import functools
-from pathlib import Path
 from importlib import resources
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -66,7 +66,7 @@ def _candidate_table(centers_key: bytes, k: int) -> tuple[np.ndarray, np.ndarray
     far away) and the ``(n, n)`` cell-grid side.
     """
     centers = np.frombuffer(centers_key, dtype=np.float64).reshape(-1, 2)
-    n = int(round(2 * _TABLE_RADIUS / _CELL))
+    n = round(2 * _TABLE_RADIUS / _CELL)
     lo = -_TABLE_RADIUS + _CELL * np.arange(n)  # lower edge of each cell, per axis
 
     def axis_distances(coord: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -146,7 +146,8 @@ def load_bins(path: str | Path | None = None) -> dict[str, Tensor]:
         source = Path(path)
         if not source.is_file():
             raise FileNotFoundError(
-                f"no bins file at {source}; make one with `zhangcolor build-bins DATA_DIR --out DIR`"
+                f"no bins file at {source}; "
+                "make one with `zhangcolor build-bins DATA_DIR --out DIR`"
             )
     with source.open("rb") as f, np.load(f) as npz:
         missing = {"centers", "counts", "prior", "prior_smoothed", "weights"} - set(npz.files)

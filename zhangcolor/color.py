@@ -91,9 +91,7 @@ def rgb_to_lab(rgb: Tensor) -> Tensor:
     gamma = _power((rgb.clamp_min(_SRGB_LINEAR_IN) + 0.055) / 1.055, 2.4)
     linear = _select(rgb > _SRGB_LINEAR_IN, gamma, rgb / 12.92)
     t = _matrix(_T_FROM_LINEAR, linear)  # XYZ / white
-    f = _select(
-        t > _LAB_EPSILON, _cbrt(t.clamp_min(_LAB_EPSILON)), _LAB_KAPPA * t + 16.0 / 116.0
-    )
+    f = _select(t > _LAB_EPSILON, _cbrt(t.clamp_min(_LAB_EPSILON)), _LAB_KAPPA * t + 16.0 / 116.0)
     lab = _matrix(_LAB_FROM_F, f)
     return lab - torch.tensor((16.0, 0.0, 0.0), dtype=lab.dtype, device=lab.device).view(3, 1, 1)
 

@@ -65,7 +65,7 @@ def smooth_prior(prior: Tensor, centers: Tensor | None = None, sigma: float = SI
     dtype = prior.dtype if prior.is_floating_point() else torch.float64
     centers = centers.to(dtype=dtype, device=prior.device)
     # The kernel between bin centres is the grid convolution restricted to in-gamut nodes.
-    kernel = torch.exp(-torch.cdist(centers, centers) ** 2 / (2 * sigma**2))  # (Q, Q)
+    kernel = torch.exp(-(torch.cdist(centers, centers) ** 2) / (2 * sigma**2))  # (Q, Q)
     smoothed = kernel @ prior.to(dtype)
     return smoothed / smoothed.sum()
 

@@ -1,0 +1,141 @@
+"""`zhangcolor build-bins` end to end on generated folders (CliRunner, isolated filesystem)."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from makers import bad_corpus, noise, solid
+from PIL import Image
+
+from zhangcolor import __version__
+from zhangcolor.bins import ab_bins, load_bins, nearest_bins
+from zhangcolor.cli import main
+from zhangcolor.color import rgb_to_lab
+from zhangcolor.prior import PriorConfig, PriorError, estimate_prior
+from zhangcolor.rebalance import class_weights
+
+
+def bin_of(rgb: tuple[int, int, int]) -> int:
+    lab = rgb_to_lab(torch.tensor(rgb, dtype=torch.float64).view(1, 3, 1, 1) / 255)
+    return int(nearest_bins(lab[:, 1:], ab_bins(torch.float64), 1)[1].flatten())
+
+
+def run(*args):
+    # A wide terminal keeps rich-click from wrapping messages inside its error box.
+    return CliRunner(env={"COLUMNS": "400"}).invoke(
+        main, [str(a) for a in args], catch_exceptions=False
+    )
+
+
+def test_version_and_help():
+    assert __version__ in run("--version").output
+    assert "build-bins" in run("--help").output
+    assert "--max-images" in run("build-bins", "--help").output
+
+
+def test_counts_land_in_the_right_bins_and_artifacts_are_written(tmp_path):
+    data = tmp_path / "photos"
+    red, blue = (200, 30, 30), (20, 40, 220)
+    solid(data / "red.png", red, size=(16, 16))
+    solid(data / "sub" / "blue.png", blue, size=(16, 32))  # twice the pixels at its native size
+    solid(data / "gray.png", (128, 128, 128))
+    out = tmp_path / "bins"
+    result = run("build-bins", data, "--out", out, "--size", 16, "--workers", 1)
+    assert result.exit_code == 0, result.output
+    bins = load_bins(out / "bins.npz")
+    counts = bins["counts"].numpy()
+    # short side 16: red 16×16 = 256 px, blue 16×32 = 512 px
+    assert counts[bin_of(red)] == 256 and counts[bin_of(blue)] == 512 and counts.sum() == 768
+    assert np.isclose(bins["prior"].sum(), 1.0)
+    assert torch.allclose(bins["weights"], class_weights(bins["prior"]))
+    meta = json.loads((out / "bins.json").read_text())
+    assert meta["images_found"] == 3 and meta["images_used"] == 2 and meta["images_gray"] == 1
+    assert {"file": "gray.png", "reason": "grayscale"} in meta["skipped"]
+    assert meta["parameters"]["size"] == 16 and meta["zhangcolor_version"] == __version__
+    assert (out / "prior.png").stat().st_size > 1000
+    assert "grayscale" in result.output
+
+
+def test_transparent_pixels_carry_no_weight(tmp_path):
+    pixels = np.zeros((16, 16, 4), np.uint8)
+    pixels[:, :8] = (200, 30, 30, 255)  # opaque red
+    pixels[:, 8:] = (20, 40, 220, 254)  # nearly opaque blue: still not counted
+    Image.fromarray(pixels, "RGBA").save(tmp_path / "cut.png")
+    result = estimate_prior(tmp_path, PriorConfig(size=16, workers=1))
+    assert result.counts[bin_of((200, 30, 30))] == 128 and result.counts.sum() == 128
+
+
+def test_bad_files_are_skipped_with_reasons_and_the_rest_is_counted(tmp_path, small_bomb):
+    data = tmp_path / "photos"
+    for i in range(3):
+        noise(data / f"good{i}.jpg", seed=i)
+    bad_corpus(data / "broken")
+    solid(data / "bomb.png", (10, 200, 10), size=(100, 100))
+    result = run("build-bins", data, "--out", tmp_path / "out", "--workers", 2)
+    assert result.exit_code == 0, result.output
+    meta = json.loads((tmp_path / "out" / "bins.json").read_text())
+    reasons = {s["file"]: s["reason"] for s in meta["skipped"]}
+    assert meta["images_used"] == 3 and meta["images_failed"] == 4
+    assert "empty file" in reasons["broken/empty.jpg"]
+    assert "not an image" in reasons["broken/notes.jpg"]
+    assert "truncated" in reasons["broken/truncated.jpg"]
+    assert "decompression bomb" in reasons["bomb.png"]
+
+
+def test_empty_folder_and_folder_without_usable_images_fail_clearly(tmp_path):
+    (tmp_path / "empty").mkdir()
+    result = run("build-bins", tmp_path / "empty", "--out", tmp_path / "o")
+    assert result.exit_code == 1 and "no image files" in result.output
+    solid(tmp_path / "grays" / "g.png", (90, 90, 90))
+    bad_corpus(tmp_path / "grays")
+    result = run("build-bins", tmp_path / "grays", "--out", tmp_path / "o")
+    assert (
+        result.exit_code == 1 and "could be used" in result.output and "grayscale" in result.output
+    )
+    assert not (tmp_path / "o" / "bins.npz").exists()
+
+
+def test_bad_options_are_refused(tmp_path):
+    noise(tmp_path / "a.png")
+    assert run("build-bins", tmp_path, "--out", tmp_path / "o", "--lambda", 2).exit_code == 2
+    assert run("build-bins", tmp_path / "missing", "--out", tmp_path / "o").exit_code == 2
+    config = tmp_path / "c.yaml"
+    config.write_text("sizee: 3\n")
+    result = run("build-bins", tmp_path, "--out", tmp_path / "o", "--config", config)
+    assert result.exit_code == 2 and "valid: size" in result.output
+
+
+def test_yaml_config_gives_defaults_and_flags_override(tmp_path):
+    noise(tmp_path / "data" / "a.png")
+    config = tmp_path / "c.yaml"
+    config.write_text("size: 12\nlam: 0.25\n")
+    assert (
+        run(
+            "build-bins",
+            tmp_path / "data",
+            "-o",
+            tmp_path / "o",
+            "--config",
+            config,
+            "--lambda",
+            0.75,
+        ).exit_code
+        == 0
+    )
+    params = json.loads((tmp_path / "o" / "bins.json").read_text())["parameters"]
+    assert params["size"] == 12 and params["lam"] == 0.75
+
+
+def test_max_images_draws_a_seeded_subset(tmp_path):
+    for i in range(6):
+        noise(tmp_path / f"{i}.png", seed=i)
+    first = estimate_prior(tmp_path, PriorConfig(max_images=3, seed=1, workers=1))
+    again = estimate_prior(tmp_path, PriorConfig(max_images=3, seed=1, workers=2))
+    assert first.images_found == 3 and np.array_equal(first.counts, again.counts)
+
+
+def test_estimate_prior_raises_for_a_missing_folder(tmp_path):
+    with pytest.raises(PriorError, match="does not exist"):
+        estimate_prior(tmp_path / "nothing")

@@ -1,0 +1,106 @@
+"""Decoding odd and broken files: each is read right or refused with its own reason."""
+
+import numpy as np
+import pytest
+from makers import bad_corpus, noise, solid
+from PIL import Image
+
+from zhangcolor.images import ImageError, find_images, load_image
+
+
+def test_plain_rgb_jpeg_and_png(tmp_path):
+    image = load_image(solid(tmp_path / "red.png", (255, 0, 0)))
+    assert image.rgb.shape == (30, 40, 3) and image.rgb.dtype == np.float32
+    assert np.allclose(image.rgb[0, 0], [1, 0, 0]) and image.alpha is None
+    assert not image.gray_source and image.original_size == (40, 30)
+
+
+def test_resize_to_short_side_keeps_aspect(tmp_path):
+    image = load_image(noise(tmp_path / "a.jpg", size=(300, 200)), short_side=50)
+    assert image.rgb.shape == (50, 75, 3) and image.original_size == (300, 200)
+
+
+@pytest.mark.parametrize("case", ["zero-byte", "text", "truncated"])
+def test_broken_files_raise_image_error_with_reason(tmp_path, case):
+    reasons = {"zero-byte": "empty file", "text": "not an image", "truncated": "truncated"}
+    with pytest.raises(ImageError, match=reasons[case]):
+        load_image(bad_corpus(tmp_path)[case])
+
+
+def test_decompression_bomb_is_refused(tmp_path, small_bomb):
+    with pytest.raises(ImageError, match="decompression bomb"):
+        load_image(solid(tmp_path / "big.png", (1, 2, 3), size=(100, 100)))
+
+
+def test_sixteen_bit_gray_png_keeps_its_range(tmp_path):
+    ramp = (np.linspace(0, 65535, 64 * 8).reshape(8, 64)).astype(np.uint16)
+    path = tmp_path / "deep.png"
+    Image.fromarray(ramp).save(path)
+    image = load_image(path)
+    assert image.gray_source and image.rgb.shape == (8, 64, 3)
+    assert np.allclose(image.rgb[..., 0], ramp / 65535.0, atol=1e-6)
+
+
+def test_float_tiff(tmp_path):
+    values = np.linspace(0, 1, 100, dtype=np.float32).reshape(10, 10)
+    path = tmp_path / "float.tif"
+    Image.fromarray(values, mode="F").save(path)
+    image = load_image(path)
+    assert np.allclose(image.rgb[..., 1], values, atol=1e-6)
+
+
+def test_cmyk_jpeg_becomes_rgb(tmp_path):
+    path = solid(tmp_path / "cmyk.jpg", (0, 255, 255, 0), mode="CMYK")  # red in CMYK
+    image = load_image(path)
+    assert image.rgb[0, 0, 0] > 0.9 and image.rgb[0, 0, 1:].max() < 0.1
+
+
+def test_palette_with_transparency_gives_alpha(tmp_path):
+    image = Image.new("P", (4, 4), 0)
+    image.putpalette([255, 0, 0, 0, 0, 255] + [0] * 762)
+    image.putpixel((0, 0), 1)
+    path = tmp_path / "pal.png"
+    image.save(path, transparency=0)
+    loaded = load_image(path)
+    assert loaded.alpha is not None and loaded.alpha[0, 0] == 1.0 and loaded.alpha[1, 1] == 0.0
+
+
+def test_la_image_is_gray_with_alpha(tmp_path):
+    path = solid(tmp_path / "la.png", (128, 200), mode="LA")
+    loaded = load_image(path)
+    assert loaded.gray_source and loaded.alpha is not None
+
+
+def test_exif_rotation_is_applied(tmp_path):
+    pixels = np.zeros((20, 40, 3), np.uint8)
+    pixels[:, :20] = (255, 0, 0)  # left half red
+    image = Image.fromarray(pixels)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise to display
+    path = tmp_path / "rotated.jpg"
+    image.save(path, exif=exif.tobytes(), quality=95)
+    loaded = load_image(path)
+    assert loaded.rgb.shape == (40, 20, 3) and loaded.original_size == (20, 40)
+    assert loaded.rgb[2, 10, 0] > 0.8  # the red half is now on top
+    assert load_image(path, short_side=10).rgb.shape == (20, 10, 3)
+
+
+def test_animated_gif_gives_the_first_frame(tmp_path):
+    frames = [Image.new("RGB", (8, 8), c) for c in [(255, 0, 0), (0, 0, 255)]]
+    path = tmp_path / "anim.gif"
+    frames[0].save(path, save_all=True, append_images=frames[1:])
+    assert load_image(path).rgb[0, 0, 0] > 0.9
+
+
+def test_find_images_is_recursive_sorted_and_case_insensitive(tmp_path):
+    for name in ["b/x.JPG", "a.png", "c/d/e.webp", "notes.txt"]:
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"")
+    found = [p.relative_to(tmp_path).as_posix() for p in find_images(tmp_path)]
+    assert found == ["a.png", "b/x.JPG", "c/d/e.webp"]
+
+
+def test_unicode_and_space_paths(tmp_path):
+    path = noise(tmp_path / "ünïcode folder" / "a photo ☀.png")
+    assert load_image(path).rgb.shape == (32, 48, 3)

@@ -1,0 +1,161 @@
+"""Finding and decoding image files, robustly.
+
+Every failure to read a file becomes an :class:`ImageError` whose message says what is wrong with
+that file, so a caller can skip it, report it, and go on with the rest.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from zhangcolor.constants import IMAGE_SUFFIXES
+
+#: Pillow modes that hold one gray channel (with or without alpha).
+ORIENTATION_TAG = 0x0112
+_GRAY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
+
+
+class ImageError(Exception):
+    """A file could not be used as an image; the message says why."""
+
+
+@dataclass(frozen=True)
+class LoadedImage:
+    """A decoded image, EXIF orientation applied.
+
+    Attributes:
+        rgb: ``(H, W, 3)`` float32 sRGB in [0, 1] (gray sources are repeated over 3 channels).
+        alpha: ``(H, W)`` float32 opacity in [0, 1], or None when the file has no alpha.
+        gray_source: True when the file itself stores one channel (L, LA, I;16, F, ...).
+        original_size: ``(width, height)`` before any resizing.
+    """
+
+    rgb: np.ndarray
+    alpha: np.ndarray | None
+    gray_source: bool
+    original_size: tuple[int, int]
+
+
+def find_images(root: str | Path) -> list[Path]:
+    """All image files under ``root``, recursively, sorted; a file is returned as itself."""
+    root = Path(root)
+    if root.is_file():
+        return [root]
+    return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+def _open(path: Path) -> Image.Image:
+    try:
+        size = path.stat().st_size
+    except OSError as e:
+        raise ImageError(f"cannot read the file: {e.strerror or e}") from None
+    if size == 0:
+        raise ImageError("empty file (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            # Pillow only warns between its limit and twice it; refuse all of that range.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(path)
+            image.size  # noqa: B018 - the size check happens on open
+        return image
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageError(
+            f"too many pixels (over Pillow's limit of {Image.MAX_IMAGE_PIXELS:,}), "
+            "a possible decompression bomb; downscale the image first"
+        ) from None
+    except UnidentifiedImageError:
+        raise ImageError("not an image Pillow can read (unknown or corrupt format)") from None
+    except OSError as e:
+        raise ImageError(f"cannot read the file: {e.strerror or e}") from None
+
+
+def _high_bit_gray(image: Image.Image) -> np.ndarray:
+    """16-bit, 32-bit integer or float gray as float32 in [0, 1]."""
+    values = np.asarray(image, dtype=np.float32)
+    if image.mode == "F":
+        peak = float(np.nanmax(values)) if values.size else 0.0
+        # Float files are [0, 1] by convention; some hold 8- or 16-bit ranges instead.
+        scale = next((s for s in (1.0, 255.0, 65535.0) if peak <= s), peak)
+    else:
+        scale = (
+            65535.0
+            if image.mode.startswith("I;16") or values.max(initial=0) <= 65535
+            else (float(values.max()))
+        )
+    return np.clip(np.nan_to_num(values / scale), 0.0, 1.0)
+
+
+def load_image(path: str | Path, *, short_side: int | None = None) -> LoadedImage:
+    """Decode an image file to float sRGB, optionally resized so its short side is ``short_side``.
+
+    Handles EXIF orientation, CMYK, palette with transparency, 16-bit and float gray, and the
+    first frame of animations. Raises :class:`ImageError` with the reason for anything else.
+    """
+    path = Path(path)
+    image = _open(path)
+    try:
+        with image:
+            width, height = image.size
+            # EXIF orientations 5 to 8 turn the picture by 90°.
+            if image.getexif().get(ORIENTATION_TAG, 1) in (5, 6, 7, 8):
+                width, height = height, width
+            if short_side is not None and image.format == "JPEG":
+                # Decode at the smallest DCT scale that still covers the working size.
+                image.draft(image.mode, (short_side, short_side))
+            image.load()
+            image = ImageOps.exif_transpose(image)
+            return _to_arrays(image, short_side, (width, height))
+    except ImageError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageError("too many pixels, a possible decompression bomb") from None
+    except OSError as e:
+        raise ImageError(f"truncated or corrupt image data ({e})") from None
+    except (ValueError, TypeError, SyntaxError, EOFError) as e:
+        raise ImageError(f"cannot decode the image ({e})") from None
+
+
+def _to_arrays(
+    image: Image.Image, short_side: int | None, original_size: tuple[int, int]
+) -> LoadedImage:
+    if min(image.size) < 1:
+        raise ImageError(f"image has no pixels ({image.size[0]}×{image.size[1]})")
+    mode = image.mode
+    gray_source = mode in _GRAY_MODES
+    has_alpha = mode in ("RGBA", "LA", "La", "PA", "RGBa") or (
+        mode == "P" and "transparency" in image.info
+    )
+    if mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        image = Image.fromarray(_high_bit_gray(image), mode="F")
+    elif has_alpha:
+        image = image.convert("RGBA")
+    elif mode != "RGB":
+        try:
+            image = image.convert("RGB")
+        except (ValueError, OSError) as e:
+            raise ImageError(f"unsupported pixel mode {mode!r} ({e})") from None
+
+    if short_side is not None and min(image.size) != short_side:
+        w, h = image.size
+        scale = short_side / min(w, h)
+        size = (max(1, round(w * scale)), max(1, round(h * scale)))
+        image = image.resize(size, Image.Resampling.BILINEAR, reducing_gap=3.0)
+
+    if image.mode == "F":
+        gray = np.asarray(image, dtype=np.float32).clip(0.0, 1.0)
+        rgb, alpha = np.repeat(gray[..., None], 3, axis=2), None
+    else:
+        values = np.asarray(image, dtype=np.float32) * (1.0 / 255.0)
+        rgb = values[..., :3]
+        alpha = values[..., 3] if image.mode == "RGBA" else None
+    return LoadedImage(
+        rgb=np.ascontiguousarray(rgb),
+        alpha=alpha,
+        gray_source=gray_source,
+        original_size=original_size,
+    )

@@ -1,0 +1,298 @@
+"""The empirical ab prior of a folder of photos and its artifacts: `zhangcolor build-bins`.
+
+Each image is resized to a working size, converted to Lab, and its opaque pixels are counted in
+their nearest bin. The counts give p; :mod:`zhangcolor.rebalance` turns p into p̃ and the weights w.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import random
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from zhangcolor import __version__
+from zhangcolor.bins import ab_bins, grid_index, nearest_bins
+from zhangcolor.color import rgb_to_lab
+from zhangcolor.config import config_dict
+from zhangcolor.constants import GRAY_AB_THRESHOLD, IMAGE_SUFFIXES, LAMBDA, SIGMA
+from zhangcolor.images import ImageError, find_images, load_image
+from zhangcolor.rebalance import class_weights, prior_from_counts, smooth_prior
+
+
+@dataclass
+class PriorConfig:
+    """Options of the prior estimation (defaults in configs/prior.yaml)."""
+
+    size: int = 256  # short side (px) each image is resized to before its pixels are counted
+    lam: float = LAMBDA  # λ, weight of the uniform distribution mixed into the smoothed prior
+    sigma: float = SIGMA  # σ (ab units) of the Gaussian that smooths the empirical prior
+    max_images: int | None = None  # use at most this many images, drawn with `seed` (None: all)
+    workers: int = 2  # threads that decode and count images in parallel
+    seed: int = 0  # seed of the max_images draw
+
+    def __post_init__(self) -> None:
+        if self.size < 8:
+            raise ValueError(f"size must be at least 8 px, got {self.size}")
+        if not 0.0 <= self.lam <= 1.0:
+            raise ValueError(f"lam (λ) must be in [0, 1], got {self.lam}")
+        if not self.sigma > 0:
+            raise ValueError(f"sigma must be positive, got {self.sigma}")
+        if self.max_images is not None and self.max_images < 1:
+            raise ValueError(f"max_images must be at least 1, got {self.max_images}")
+        if self.workers < 1:
+            raise ValueError(f"workers must be at least 1, got {self.workers}")
+
+
+class PriorError(Exception):
+    """The folder gave nothing to estimate a prior from; the message says what to do."""
+
+
+@dataclass
+class PriorResult:
+    """Counts, distributions and weights over the Q bins, and what happened to each file."""
+
+    centers: np.ndarray  # (Q, 2) bin centres
+    counts: np.ndarray  # (Q,) int64 opaque pixels per nearest bin
+    prior: np.ndarray  # (Q,) p, sums to 1
+    prior_smoothed: np.ndarray  # (Q,) p̃, sums to 1
+    weights: np.ndarray  # (Q,) w, with Σ p̃ w = 1
+    images_found: int
+    images_used: int
+    pixels: int
+    seconds: float
+    gray: list[str] = field(default_factory=list)  # files skipped as grayscale
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (file, reason)
+
+
+def count_image(path: Path, centers: torch.Tensor, size: int) -> tuple[np.ndarray, int] | None:
+    """Count the opaque pixels of one image per nearest bin.
+
+    Returns:
+        ``(counts (Q,), pixels)``, or None when the image is grayscale (no opaque pixel with
+        |a| or |b| above 5). Raises :class:`ImageError` when the file cannot be used.
+    """
+    image = load_image(path, short_side=size)
+    if image.gray_source:
+        return None
+    rgb = torch.from_numpy(image.rgb).permute(2, 0, 1)  # (3, H, W)
+    ab = rgb_to_lab(rgb)[1:]  # (2, H, W)
+    # Pixels with alpha < 255 carry no weight.
+    opaque = None if image.alpha is None else torch.from_numpy(image.alpha >= 1.0)
+    if opaque is not None and not bool(opaque.any()):
+        raise ImageError("no opaque pixel (alpha is below 255 everywhere)")
+    colourful = ab.abs().amax(0) > GRAY_AB_THRESHOLD  # (H, W)
+    if not bool((colourful if opaque is None else colourful & opaque).any()):
+        return None
+    _, index = nearest_bins(ab[None], centers, k=1)  # (1, 1, H, W)
+    index = index[0, 0] if opaque is None else index[0, 0][opaque]
+    counts = torch.bincount(index.flatten(), minlength=centers.shape[0])
+    return counts.numpy().astype(np.int64), int(index.numel())
+
+
+def select_images(data_dir: Path, config: PriorConfig) -> list[Path]:
+    """The image files to count: all of them, or a seeded draw of ``max_images``."""
+    paths = find_images(data_dir)
+    if config.max_images is not None and len(paths) > config.max_images:
+        paths = sorted(random.Random(config.seed).sample(paths, config.max_images))
+    return paths
+
+
+def estimate_prior(
+    data_dir: str | Path,
+    config: PriorConfig | None = None,
+    on_image: Callable[[Path], None] | None = None,
+) -> PriorResult:
+    """Estimate the ab prior and class weights of every image under ``data_dir``.
+
+    Args:
+        data_dir: folder searched recursively for images.
+        config: options; defaults as in configs/prior.yaml.
+        on_image: called with each path once it is done (for progress bars).
+
+    Raises:
+        PriorError: the folder holds no image, or no image could be used.
+    """
+    config = config or PriorConfig()
+    data_dir = Path(data_dir)
+    if not data_dir.exists():
+        raise PriorError(f"{data_dir} does not exist")
+    paths = select_images(data_dir, config)
+    if not paths:
+        raise PriorError(
+            f"no image files under {data_dir} (looked for {', '.join(IMAGE_SUFFIXES)}); "
+            "point build-bins at a folder of colour photos"
+        )
+    centers = ab_bins()
+    total = np.zeros(centers.shape[0], dtype=np.int64)
+    pixels, gray, failed = 0, [], []
+
+    def work(path: Path) -> tuple[Path, tuple[np.ndarray, int] | str | None]:
+        try:
+            return path, count_image(path, centers, config.size)
+        except ImageError as e:
+            return path, str(e)
+
+    start = time.perf_counter()
+    threads = torch.get_num_threads()
+    # Images are counted in parallel threads; one torch thread each avoids oversubscription.
+    if config.workers > 1:
+        torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(max_workers=config.workers) as pool:
+            for path, outcome in pool.map(work, paths):
+                name = _relative(path, data_dir)
+                if outcome is None:
+                    gray.append(name)
+                elif isinstance(outcome, str):
+                    failed.append((name, outcome))
+                else:
+                    total += outcome[0]
+                    pixels += outcome[1]
+                if on_image is not None:
+                    on_image(path)
+    finally:
+        torch.set_num_threads(threads)
+    seconds = time.perf_counter() - start
+
+    used = len(paths) - len(gray) - len(failed)
+    if used == 0:
+        raise PriorError(
+            f"none of the {len(paths)} image(s) under {data_dir} could be used "
+            f"({len(gray)} grayscale, {len(failed)} unusable); "
+            "build-bins needs colour photos" + _first_reasons(failed)
+        )
+    counts = torch.from_numpy(total).to(torch.float64)
+    prior = prior_from_counts(counts)
+    smoothed = smooth_prior(prior, centers.double(), config.sigma)
+    weights = class_weights(prior, config.lam, config.sigma, centers.double())
+    return PriorResult(
+        centers=centers.double().numpy(),
+        counts=total,
+        prior=prior.numpy(),
+        prior_smoothed=smoothed.numpy(),
+        weights=weights.numpy(),
+        images_found=len(paths),
+        images_used=used,
+        pixels=pixels,
+        seconds=seconds,
+        gray=gray,
+        failed=failed,
+    )
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return str(path)
+
+
+def _first_reasons(failed: list[tuple[str, str]], n: int = 3) -> str:
+    if not failed:
+        return ""
+    return "; e.g. " + "; ".join(f"{name}: {reason}" for name, reason in failed[:n])
+
+
+def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Write through a temporary file in the same folder, then rename over ``path``."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
+    os.close(fd)
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual mode
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_prior(result: PriorResult, out_dir: str | Path, config: PriorConfig, source: str) -> None:
+    """Write ``bins.npz``, ``bins.json`` and ``prior.png`` into ``out_dir``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    def write_npz(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            np.savez(
+                f,
+                centers=result.centers,
+                counts=result.counts,
+                prior=result.prior,
+                prior_smoothed=result.prior_smoothed,
+                weights=result.weights,
+            )
+
+    _atomic_write(out_dir / "bins.npz", write_npz)
+    meta = {
+        "parameters": config_dict(config),
+        "images_found": result.images_found,
+        "images_used": result.images_used,
+        "images_gray": len(result.gray),
+        "images_failed": len(result.failed),
+        "pixels": result.pixels,
+        "empty_bins": int((result.counts == 0).sum()),
+        "seconds": round(result.seconds, 2),
+        "skipped": [{"file": f, "reason": "grayscale"} for f in result.gray]
+        + [{"file": f, "reason": r} for f, r in result.failed],
+        "source": source,
+        "zhangcolor_version": __version__,
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    _atomic_write(
+        out_dir / "bins.json",
+        lambda tmp: tmp.write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n"),
+    )
+    _atomic_write(out_dir / "prior.png", lambda tmp: plot_prior(result, tmp))
+
+
+def plot_prior(result: PriorResult, path: Path) -> None:
+    """Draw the bins' colours, log10 p̃ and w over the ab plane (cf. the paper's Fig. 3)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from zhangcolor.color import lab_to_rgb
+
+    centers = torch.from_numpy(result.centers)
+    rows, cols, n = grid_index(centers)
+    half = (n // 2) * 10
+
+    def on_grid(values: np.ndarray) -> np.ndarray:
+        grid = np.full((n, n), np.nan)
+        grid[rows.numpy(), cols.numpy()] = values
+        return grid.T  # rows: b, columns: a
+
+    lab = torch.cat([torch.full((len(centers), 1), 50.0, dtype=torch.float64), centers], 1)
+    swatch = lab_to_rgb(lab.T[:, :, None]).squeeze(-1).T.numpy()  # (Q, 3)
+    colours = np.ones((n, n, 3))
+    colours[cols.numpy(), rows.numpy()] = swatch
+    with np.errstate(divide="ignore"):
+        log_prior = np.log10(result.prior_smoothed)
+    extent = (-half - 5, half + 5, -half - 5, half + 5)
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4.2), constrained_layout=True)
+    panels = [
+        (colours, "313 bins in gamut (L = 50)", None),
+        (on_grid(log_prior), "log10 p̃ (smoothed empirical prior)", "viridis"),
+        (on_grid(result.weights), "rebalancing weight w", "magma"),
+    ]
+    for ax, (image, title, cmap) in zip(axes, panels, strict=True):
+        shown = ax.imshow(image, origin="lower", extent=extent, cmap=cmap, interpolation="nearest")
+        ax.set(title=title, xlabel="a", ylabel="b")
+        if cmap is not None:
+            fig.colorbar(shown, ax=ax, shrink=0.85)
+    fig.suptitle(f"{result.images_used} images, {result.pixels:,} pixels", fontsize=10)
+    fig.savefig(path, dpi=110, format="png")
+    plt.close(fig)
