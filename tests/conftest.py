@@ -8,3 +8,11 @@ from PIL import Image
 def small_bomb(monkeypatch):
     """Make Pillow's decompression-bomb limit tiny, so a 100×100 image trips it."""
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 5000)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def private_cache(tmp_path_factory):
+    """Keep the tests' colour-table cache out of the user's home."""
+    import os
+
+    os.environ["ZHANGCOLOR_CACHE"] = str(tmp_path_factory.mktemp("cache"))

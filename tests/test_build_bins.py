@@ -139,3 +139,29 @@ def test_max_images_draws_a_seeded_subset(tmp_path):
 def test_estimate_prior_raises_for_a_missing_folder(tmp_path):
     with pytest.raises(PriorError, match="does not exist"):
         estimate_prior(tmp_path / "nothing")
+
+
+def test_colour_table_counts_equal_converting_every_pixel(tmp_path):
+    from zhangcolor.images import load_image
+    from zhangcolor.prior import count_image
+
+    path = noise(tmp_path / "n.png", size=(64, 48), seed=5)
+    counts, pixels = count_image(path, ab_bins(), size=48)
+    rgb = torch.from_numpy(load_image(path, short_side=48).rgb).permute(2, 0, 1)
+    _, index = nearest_bins(rgb_to_lab(rgb)[None, 1:], ab_bins(), 1)
+    assert pixels == 64 * 48
+    np.testing.assert_array_equal(counts, np.bincount(index.flatten().numpy(), minlength=313))
+
+
+def test_a_corrupt_cached_colour_table_is_rebuilt(tmp_path, monkeypatch):
+    from zhangcolor import prior
+
+    monkeypatch.setenv("ZHANGCOLOR_CACHE", str(tmp_path))
+    prior._colour_table.cache_clear()
+    key = prior._centers_key(ab_bins())
+    first = prior._colour_table(key)
+    (cached,) = tmp_path.glob("srgb8-bins-*.npy")
+    cached.write_bytes(b"garbage")
+    prior._colour_table.cache_clear()
+    assert np.array_equal(prior._colour_table(key), first)
+    prior._colour_table.cache_clear()

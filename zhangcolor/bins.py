@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 
 import numpy as np
@@ -25,9 +26,18 @@ _TABLE_RADIUS = 160.0
 _CELL = 5.0
 
 
+def shipped_bins_dir() -> Traversable:
+    """The shipped bin artifacts: the installed ``zhangcolor.default_bins``, or ``bins/`` of a
+    source checkout that is imported without being installed."""
+    try:
+        return resources.files("zhangcolor.default_bins")
+    except ModuleNotFoundError:
+        return Path(__file__).resolve().parent.parent / "bins"
+
+
 @functools.lru_cache(maxsize=1)
 def _ab_bins_array() -> np.ndarray:
-    text = resources.files("zhangcolor.default_bins").joinpath("zhang2016_ab_bins.txt")
+    text = shipped_bins_dir().joinpath("zhang2016_ab_bins.txt")
     centers = np.loadtxt(text.open("r"), dtype=np.float64, comments="#")
     if centers.shape != (Q, 2):
         raise RuntimeError(f"the shipped bin list has shape {centers.shape}, expected ({Q}, 2)")
@@ -87,6 +97,94 @@ def _candidate_table(centers_key: bytes, k: int) -> tuple[np.ndarray, np.ndarray
     return table.astype(np.int64), np.array(n)
 
 
+@functools.lru_cache(maxsize=8)
+def _grid_lookup(centers_key: bytes) -> np.ndarray | None:
+    """``(n, n)`` bin index of each node of the ab grid (-1 off the gamut), or None when the
+    centres are not on the grid. The lookup reaches past the table radius, so its border is -1."""
+    centers = np.frombuffer(centers_key, dtype=np.float64).reshape(-1, 2)
+    steps = centers / GRID
+    if not np.array_equal(steps, np.round(steps)):
+        return None
+    half = _GRID_HALF
+    if np.abs(steps).max() >= half:
+        return None
+    lookup = np.full((2 * half + 1, 2 * half + 1), -1, dtype=np.int64)
+    lookup[steps[:, 0].astype(int) + half, steps[:, 1].astype(int) + half] = np.arange(len(centers))
+    return lookup
+
+
+#: Half-width, in grid steps, of the grid lookup (past the table radius).
+_GRID_HALF = int(_TABLE_RADIUS // GRID) + 2
+#: The 6 grid nodes that hold the 5 nearest nodes of a point, as (step along a, step along b)
+#: from its nearest node in the frame turned towards the point: the nearest node, the 3 other
+#: corners of the point's cell, and the 2 nodes behind the nearest one. Index 0, 1, 2 of a step
+#: means 0, +1 (towards the point) and -1.
+_NEAR_A = (0, 1, 0, 1, 2, 0)
+_NEAR_B = (0, 0, 1, 1, 0, 2)
+
+
+def _grid_candidates(points: Tensor, k: int, lookup: Tensor) -> tuple[Tensor, Tensor]:
+    """The grid nodes that hold the k nearest of each point, with their squared distances.
+
+    Args:
+        points: ``(2, N)`` contiguous ab points.
+
+    Returns:
+        ``dist2 (M, N)`` and bin indices ``(M, N)``, with M = 1 for k = 1 and 6 otherwise; an
+        index is -1 where the node is off the gamut (then the table search is needed).
+    """
+    n = lookup.shape[0]
+    half = n // 2
+    nearest = torch.round(points.detach() * (1.0 / GRID)).clamp_(1 - half, half - 1)  # (2, N)
+    offset = points - nearest * GRID  # (2, N) from the nearest node, in ab units
+    node = nearest.long() + half  # (2, N) in the lookup
+    base = node[0] * n + node[1]  # (N,) flat lookup id of the nearest node
+    if k == 1:
+        return offset.square().sum(0, keepdim=True), lookup.view(-1)[base][None]
+    forward = offset >= 0  # (2, N) whether "towards the point's cell" is +1 along each axis
+    toward = torch.where(forward, GRID, -GRID)  # (2, N)
+    # Offsets to the nodes 0, +1 and -1 steps towards the point, per axis: (3, N) each.
+    a = torch.stack([offset[0], offset[0] - toward[0], offset[0] + toward[0]])
+    b = torch.stack([offset[1], offset[1] - toward[1], offset[1] + toward[1]])
+    near_a = torch.tensor(_NEAR_A, device=points.device)
+    near_b = torch.tensor(_NEAR_B, device=points.device)
+    dist2 = a.square_()[near_a] + b.square_()[near_b]  # (6, N)
+    # The 6 nodes' lookup ids, relative to the nearest node, for each of the 4 quadrants.
+    step = torch.tensor([0, 1, -1], device=points.device)
+    sign = torch.tensor([[-1, -1], [-1, 1], [1, -1], [1, 1]], device=points.device)  # (4, 2)
+    delta = sign[:, :1] * step[near_a] * n + sign[:, 1:] * step[near_b]  # (4, 6)
+    quadrant = forward[0].long() * 2 + forward[1].long()  # (N,)
+    ids = base + delta.T[:, quadrant]  # (6, N)
+    return dist2, lookup.view(-1)[ids]
+
+
+def _table_search(points: Tensor, centers: Tensor, k: int, key: bytes) -> tuple[Tensor, Tensor]:
+    """Exact k-nearest search through the per-cell candidate tables: ``(N, k)`` each."""
+    table_np, n = _candidate_table(key, k)
+    n = int(n)
+    table = torch.from_numpy(table_np).to(points.device)  # (cells, M)
+    padded = torch.cat([centers, centers.new_full((1, 2), 1e8)])  # the sentinel is never chosen
+    cell = torch.floor((points.detach() + _TABLE_RADIUS) * (1.0 / _CELL)).long()  # (N, 2)
+    inside = ((cell >= 0) & (cell < n)).all(1)
+    cell_id = cell.clamp(0, n - 1) @ torch.tensor([n, 1], device=points.device)  # (N,)
+    candidates = table[cell_id]  # (N, M)
+    dist2, pos = _distances(points, padded, candidates).topk(k, dim=1, largest=False)
+    index = candidates.gather(1, pos)  # (N, k)
+    if not bool(inside.all()):
+        # Far outside any real colour, where the tables do not reach: search all centres.
+        outside = (~inside).nonzero().squeeze(1)
+        brute = ((points[outside, None, :] - centers[None]) ** 2).sum(-1)  # (n_out, Q)
+        dist2[outside], index[outside] = brute.topk(k, dim=1, largest=False)
+    return dist2, index
+
+
+def _distances(points: Tensor, centers: Tensor, index: Tensor) -> Tensor:
+    """Squared distances ``(N, M)`` from each point ``(N, 2)`` to its centres ``index (N, M)``."""
+    a = centers[:, 0][index]  # (N, M)
+    b = centers[:, 1][index]
+    return (points[:, :1] - a).square_() + (points[:, 1:] - b).square_()
+
+
 def nearest_bins(ab: Tensor, centers: Tensor, k: int = 1) -> tuple[Tensor, Tensor]:
     """The k nearest bin centres of every ab point, nearest first.
 
@@ -106,30 +204,30 @@ def nearest_bins(ab: Tensor, centers: Tensor, k: int = 1) -> tuple[Tensor, Tenso
     if not 1 <= k <= centers.shape[0]:
         raise ValueError(f"k must be in [1, {centers.shape[0]}], got {k}")
     b, _, h, w = ab.shape
-    points = ab.permute(0, 2, 3, 1).reshape(-1, 2)  # (N, 2)
     centers = centers.to(dtype=ab.dtype, device=ab.device)
-
     key = centers.detach().to("cpu", torch.float64).contiguous().numpy().tobytes()
-    table_np, n = _candidate_table(key, k)
-    n = int(n)
-    table = torch.from_numpy(table_np).to(ab.device)  # (cells, M)
-    padded = torch.cat([centers, centers.new_full((1, 2), 1e8)])  # the sentinel is never chosen
-    table_ab = padded[table]  # (cells, M, 2)
 
-    cell = torch.floor((points.detach() + _TABLE_RADIUS) * (1.0 / _CELL)).long()  # (N, 2)
-    inside = ((cell >= 0) & (cell < n)).all(1)
-    cell_id = cell.clamp(0, n - 1) @ torch.tensor([n, 1], device=ab.device)  # (N,)
-    diff = points[:, None, :] - table_ab[cell_id]  # (N, M, 2)
-    dist2 = diff[..., 0] ** 2 + diff[..., 1] ** 2  # (N, M)
-    dist2, pos = dist2.topk(k, dim=1, largest=False, sorted=True)  # (N, k)
-    index = table[cell_id[:, None], pos]  # (N, k)
-    if not bool(inside.all()):
-        # Far outside any real colour, where the tables do not reach: search all centres.
-        outside = (~inside).nonzero().squeeze(1)
-        brute = ((points[outside, None, :] - centers[None]) ** 2).sum(-1)  # (n_out, Q)
-        dist2[outside], index[outside] = brute.topk(k, dim=1, largest=False, sorted=True)
-    dist2 = dist2.view(b, h, w, k).permute(0, 3, 1, 2)
-    index = index.view(b, h, w, k).permute(0, 3, 1, 2)
+    lookup = _grid_lookup(key) if k <= len(_NEAR_A) - 1 else None
+    if lookup is None:
+        dist2, index = _table_search(ab.permute(0, 2, 3, 1).reshape(-1, 2), centers, k, key)
+        dist2, index = dist2.T, index.T  # (k, N)
+    else:
+        # Bins on the grid: the k nearest nodes around each point are found by arithmetic;
+        # only points with one of those nodes off the gamut need the table search.
+        points = ab.transpose(0, 1).reshape(2, -1)  # (2, N)
+        dist2, candidates = _grid_candidates(points, k, torch.from_numpy(lookup).to(ab.device))
+        if k == 1:
+            index = candidates
+        else:
+            dist2, pos = dist2.sort(dim=0)  # (6, N); sorting 6 beats topk here
+            dist2, index = dist2[:k], candidates.gather(0, pos[:k])
+        off_gamut = (candidates < 0).any(0)
+        if bool(off_gamut.any()):
+            rest = off_gamut.nonzero().squeeze(1)
+            found = _table_search(points[:, rest].T, centers, k, key)
+            dist2[:, rest], index[:, rest] = found[0].T, found[1].T
+    dist2 = dist2.view(k, b, h, w).transpose(0, 1).contiguous()
+    index = index.view(k, b, h, w).transpose(0, 1).contiguous()
     return dist2, index
 
 
@@ -141,7 +239,7 @@ def load_bins(path: str | Path | None = None) -> dict[str, Tensor]:
         ``weights`` (each ``(Q,)``).
     """
     if path is None:
-        source = resources.files("zhangcolor.default_bins").joinpath("bins.npz")
+        source = shipped_bins_dir().joinpath("bins.npz")
     else:
         source = Path(path)
         if not source.is_file():

@@ -29,16 +29,24 @@ class LoadedImage:
     """A decoded image, EXIF orientation applied.
 
     Attributes:
-        rgb: ``(H, W, 3)`` float32 sRGB in [0, 1] (gray sources are repeated over 3 channels).
+        pixels: ``(H, W, 3)`` sRGB, uint8 for 8-bit files and float32 in [0, 1] for deeper ones
+            (gray sources are repeated over 3 channels).
         alpha: ``(H, W)`` float32 opacity in [0, 1], or None when the file has no alpha.
         gray_source: True when the file itself stores one channel (L, LA, I;16, F, ...).
         original_size: ``(width, height)`` before any resizing.
     """
 
-    rgb: np.ndarray
+    pixels: np.ndarray
     alpha: np.ndarray | None
     gray_source: bool
     original_size: tuple[int, int]
+
+    @property
+    def rgb(self) -> np.ndarray:
+        """``(H, W, 3)`` float32 sRGB in [0, 1]."""
+        if self.pixels.dtype == np.uint8:
+            return self.pixels.astype(np.float32) * np.float32(1.0 / 255.0)
+        return self.pixels
 
 
 def find_images(root: str | Path) -> list[Path]:
@@ -148,13 +156,13 @@ def _to_arrays(
 
     if image.mode == "F":
         gray = np.asarray(image, dtype=np.float32).clip(0.0, 1.0)
-        rgb, alpha = np.repeat(gray[..., None], 3, axis=2), None
+        pixels, alpha = np.repeat(gray[..., None], 3, axis=2), None
     else:
-        values = np.asarray(image, dtype=np.float32) * (1.0 / 255.0)
-        rgb = values[..., :3]
-        alpha = values[..., 3] if image.mode == "RGBA" else None
+        values = np.asarray(image)
+        pixels = values[..., :3]
+        alpha = values[..., 3] * np.float32(1.0 / 255.0) if image.mode == "RGBA" else None
     return LoadedImage(
-        rgb=np.ascontiguousarray(rgb),
+        pixels=np.ascontiguousarray(pixels),
         alpha=alpha,
         gray_source=gray_source,
         original_size=original_size,

@@ -7,6 +7,8 @@ their nearest bin. The counts give p; :mod:`zhangcolor.rebalance` turns p into p
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import hashlib
 import json
 import os
 import random
@@ -74,6 +76,52 @@ class PriorResult:
     failed: list[tuple[str, str]] = field(default_factory=list)  # (file, reason)
 
 
+#: Bump when the Lab conversion or the gray test changes, so cached colour tables are rebuilt.
+_COLOUR_TABLE_VERSION = 1
+#: A colour table entry is its bin index plus this when the colour counts as colourful.
+_COLOURFUL = 512
+
+
+def _cache_dir() -> Path:
+    return Path(os.environ.get("ZHANGCOLOR_CACHE") or Path.home() / ".cache" / "zhangcolor")
+
+
+@functools.lru_cache(maxsize=2)
+def _colour_table(centers_key: bytes) -> np.ndarray:
+    """For every 8-bit sRGB colour (index r·2¹⁶ + g·2⁸ + b): its nearest bin, plus 512 when
+    |a| or |b| is above 5. ``(2²⁴,)`` int16, exactly what converting each pixel would give.
+
+    Built once (about 2 s) and cached on disk under $ZHANGCOLOR_CACHE or ~/.cache/zhangcolor.
+    """
+    digest = hashlib.sha1(centers_key + bytes([_COLOUR_TABLE_VERSION])).hexdigest()[:16]
+    path = _cache_dir() / f"srgb8-bins-{digest}.npy"
+    try:
+        table = np.load(path)
+        if table.shape == (1 << 24,) and table.dtype == np.int16:
+            return table
+    except (OSError, ValueError):
+        pass
+    centers = torch.from_numpy(np.frombuffer(centers_key, dtype=np.float64).reshape(-1, 2).copy())
+    centers = centers.float()
+    table = np.empty(1 << 24, dtype=np.int16)
+    levels = torch.arange(256, dtype=torch.float32) * np.float32(1.0 / 255.0)
+    gb = torch.cartesian_prod(levels, levels).T  # (2, 65536): g, b
+    for r in range(0, 256, 16):  # 16 values of r, about 1 M colours, at a time
+        red = levels[r : r + 16].repeat_interleave(gb.shape[1])
+        rgb = torch.stack([red, gb[0].repeat(16), gb[1].repeat(16)]).view(1, 3, 1, -1)
+        ab = rgb_to_lab(rgb)[:, 1:]  # (1, 2, 1, N)
+        _, index = nearest_bins(ab, centers, k=1)
+        colourful = ab.abs().amax(1) > GRAY_AB_THRESHOLD  # (1, 1, N)
+        entry = index.flatten() + _COLOURFUL * colourful.flatten()
+        table[r << 16 : (r + 16) << 16] = entry.numpy().astype(np.int16)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _atomic_write(path, lambda tmp: np.save(tmp, table))
+    except OSError:
+        pass  # a read-only home only costs the rebuild next time
+    return table
+
+
 def count_image(path: Path, centers: torch.Tensor, size: int) -> tuple[np.ndarray, int] | None:
     """Count the opaque pixels of one image per nearest bin.
 
@@ -84,19 +132,23 @@ def count_image(path: Path, centers: torch.Tensor, size: int) -> tuple[np.ndarra
     image = load_image(path, short_side=size)
     if image.gray_source:
         return None
-    rgb = torch.from_numpy(image.rgb).permute(2, 0, 1)  # (3, H, W)
-    ab = rgb_to_lab(rgb)[1:]  # (2, H, W)
-    # Pixels with alpha < 255 carry no weight.
-    opaque = None if image.alpha is None else torch.from_numpy(image.alpha >= 1.0)
-    if opaque is not None and not bool(opaque.any()):
-        raise ImageError("no opaque pixel (alpha is below 255 everywhere)")
-    colourful = ab.abs().amax(0) > GRAY_AB_THRESHOLD  # (H, W)
-    if not bool((colourful if opaque is None else colourful & opaque).any()):
+    rgb = image.pixels.astype(np.int32)  # (H, W, 3) 8-bit: only gray sources are deeper
+    entries = _colour_table(_centers_key(centers))[
+        (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+    ]
+    if image.alpha is not None:
+        # Pixels with alpha < 255 carry no weight.
+        entries = entries[image.alpha >= 1.0]
+        if entries.size == 0:
+            raise ImageError("no opaque pixel (alpha is below 255 everywhere)")
+    if not bool((entries >= _COLOURFUL).any()):
         return None
-    _, index = nearest_bins(ab[None], centers, k=1)  # (1, 1, H, W)
-    index = index[0, 0] if opaque is None else index[0, 0][opaque]
-    counts = torch.bincount(index.flatten(), minlength=centers.shape[0])
-    return counts.numpy().astype(np.int64), int(index.numel())
+    counts = np.bincount(entries.ravel() % _COLOURFUL, minlength=centers.shape[0])
+    return counts.astype(np.int64), int(entries.size)
+
+
+def _centers_key(centers: torch.Tensor) -> bytes:
+    return centers.detach().to("cpu", torch.float64).contiguous().numpy().tobytes()
 
 
 def select_images(data_dir: Path, config: PriorConfig) -> list[Path]:
@@ -143,25 +195,19 @@ def estimate_prior(
             return path, str(e)
 
     start = time.perf_counter()
-    threads = torch.get_num_threads()
-    # Images are counted in parallel threads; one torch thread each avoids oversubscription.
-    if config.workers > 1:
-        torch.set_num_threads(1)
-    try:
-        with ThreadPoolExecutor(max_workers=config.workers) as pool:
-            for path, outcome in pool.map(work, paths):
-                name = _relative(path, data_dir)
-                if outcome is None:
-                    gray.append(name)
-                elif isinstance(outcome, str):
-                    failed.append((name, outcome))
-                else:
-                    total += outcome[0]
-                    pixels += outcome[1]
-                if on_image is not None:
-                    on_image(path)
-    finally:
-        torch.set_num_threads(threads)
+    _colour_table(_centers_key(centers))  # build or load it once, before the threads need it
+    with ThreadPoolExecutor(max_workers=config.workers) as pool:
+        for path, outcome in pool.map(work, paths):
+            name = _relative(path, data_dir)
+            if outcome is None:
+                gray.append(name)
+            elif isinstance(outcome, str):
+                failed.append((name, outcome))
+            else:
+                total += outcome[0]
+                pixels += outcome[1]
+            if on_image is not None:
+                on_image(path)
     seconds = time.perf_counter() - start
 
     used = len(paths) - len(gray) - len(failed)
