@@ -146,7 +146,7 @@ def test_colour_table_counts_equal_converting_every_pixel(tmp_path):
     from zhangcolor.prior import count_image
 
     path = noise(tmp_path / "n.png", size=(64, 48), seed=5)
-    counts, pixels = count_image(path, ab_bins(), size=48)
+    counts, pixels = count_image(path, size=48)
     rgb = torch.from_numpy(load_image(path, short_side=48).rgb).permute(2, 0, 1)
     _, index = nearest_bins(rgb_to_lab(rgb)[None, 1:], ab_bins(), 1)
     assert pixels == 64 * 48

@@ -147,5 +147,123 @@ def build_bins(
     out.print(f"wrote {out_dir / 'bins.npz'}, bins.json and prior.png")
 
 
+@main.command("train")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="YAML of defaults, e.g. configs/eccv16-compact.yaml; the flags below override it.",
+)
+@click.option(
+    "--data", type=click.Path(exists=True, file_okay=False), help="Folder of colour photos."
+)
+@click.option("--out", type=click.Path(file_okay=False), help="Run folder. [default: runs/run]")
+@click.option("--head", type=click.Choice(["classification", "regression"]), help="Output head.")
+@click.option("--backbone", type=click.Choice(["eccv16", "unet"]), help="Network body.")
+@click.option(
+    "--encoder",
+    type=click.Choice(["resnet18", "resnet34", "efficientnet-lite0"]),
+    help="U-Net encoder.",
+)
+@click.option(
+    "--width", type=click.FloatRange(min=0, min_open=True), help="eccv16 width multiplier."
+)
+@click.option(
+    "--loss",
+    type=click.Choice(["auto", "ce", "l1", "l2", "huber"]),
+    help="auto: ce for classification, l2 for regression.",
+)
+@click.option(
+    "--no-rebalance",
+    is_flag=True,
+    default=None,
+    help="Unweighted cross-entropy (the paper's 'class' variant).",
+)
+@click.option("--epochs", type=click.IntRange(min=1))
+@click.option("--max-steps", type=click.IntRange(min=1), help="Stop after this many steps in all.")
+@click.option("--batch-size", type=click.IntRange(min=1), help="Global batch size.")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Learning rate.")
+@click.option("--crop", type=click.IntRange(min=16), help="Training crop side (multiple of 4).")
+@click.option(
+    "--bins",
+    type=click.Path(exists=True, dir_okay=False),
+    help="bins.npz from build-bins. [default: the shipped prior]",
+)
+@click.option(
+    "--precision",
+    type=click.Choice(["auto", "fp32", "bf16"]),
+    help="auto: bf16 where the hardware runs it natively.",
+)
+@click.option("--workers", type=click.IntRange(min=0), help="DataLoader worker processes.")
+@click.option("--seed", type=int)
+@click.option(
+    "--resume",
+    "resume_dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Continue the run in this folder exactly where its last checkpoint left it.",
+)
+def train(config_path, resume_dir, no_rebalance, head, backbone, encoder, width, **flags) -> None:
+    """Train a colorization network on a folder of colour photos.
+
+    YAML gives the defaults (`--config`), flags override them, and the resolved config is saved
+    in the run folder with `metrics.jsonl`, `plots/`, `samples/` and `checkpoints/`. Ctrl-C saves
+    a checkpoint and exits; `--resume RUN_DIR` goes on from it. Under
+    `torchrun --nproc_per_node N -m zhangcolor train ...` the run is data-parallel.
+    """
+    from zhangcolor.config import load_config
+    from zhangcolor.train import TrainConfig, TrainingError, run
+
+    model = {
+        k: v
+        for k, v in {"head": head, "backbone": backbone, "encoder": encoder, "width": width}.items()
+        if v is not None
+    }
+    if no_rebalance:
+        flags["rebalance"] = False
+    if resume_dir is not None:
+        config_path = resume_dir / "config.yaml"
+        if not config_path.is_file():
+            raise click.BadParameter(f"{resume_dir} holds no config.yaml", param_hint="--resume")
+        flags["out"] = str(resume_dir)
+    try:
+        config = load_config(TrainConfig, config_path, model=model or None, **flags)
+    except (ValueError, TypeError) as e:
+        raise click.BadParameter(str(e), param_hint="--config / flags") from None
+    try:
+        ending = run(config, resume=resume_dir is not None)
+    except (TrainingError, FileNotFoundError) as e:
+        raise click.ClickException(str(e)) from None
+    messages = {
+        "done": "finished all epochs",
+        "max_steps": "reached --max-steps",
+        "early_stop": "stopped early: the validation loss stopped improving",
+        "interrupted": f"interrupted; resume with: zhangcolor train --resume {config.out}",
+    }
+    out.print(f"{messages[ending]}. Run folder: {config.out}")
+    if ending == "interrupted":
+        raise SystemExit(130)
+
+
+@main.command("models")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def models(as_json: bool) -> None:
+    """List the backbones × heads with their parameter counts."""
+    import json
+
+    from zhangcolor.models import catalogue
+
+    rows = catalogue()
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    table = Table(title="zhangcolor models (backbone × head)")
+    for column in ("backbone", "variant", "head", "parameters"):
+        table.add_column(column, justify="right" if column == "parameters" else "left")
+    for row in rows:
+        variant = f"width {row['width']}" if "width" in row else row["encoder"]
+        table.add_row(row["backbone"], variant, row["head"], f"{row['parameters'] / 1e6:.2f} M")
+    out.print(table)
+
+
 if __name__ == "__main__":
     main()

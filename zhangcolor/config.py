@@ -12,7 +12,8 @@ C = TypeVar("C")
 
 
 def load_config(cls: type[C], path: str | Path | None = None, **overrides: Any) -> C:
-    """Build ``cls`` from its defaults, then the YAML file at ``path``, then non-None overrides.
+    """Build ``cls`` from its defaults, then the YAML file at ``path``, then non-None overrides
+    (a dict override merges into the YAML's section of that name).
 
     Unknown keys raise ValueError listing the valid ones.
     """
@@ -24,14 +25,29 @@ def load_config(cls: type[C], path: str | Path | None = None, **overrides: Any) 
                 f"{path}: expected a mapping of option: value, got {type(loaded).__name__}"
             )
         values.update(loaded or {})
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    valid = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
-    unknown = sorted(set(values) - set(valid))
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(values.get(key), dict):
+            values[key] = {**values[key], **value}  # a flag overrides one key of a YAML section
+        elif value is not None:
+            values[key] = value
+    return _build(cls, values, f" in {path}" if path is not None else "")
+
+
+def _build(cls: type[C], values: dict[str, Any], where: str) -> C:
+    """``cls(**values)``, building nested config dataclasses from nested mappings."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(values) - set(fields))
     if unknown:
-        where = f" in {path}" if path is not None else ""
         raise ValueError(
-            f"unknown option(s){where}: {', '.join(unknown)}; valid: {', '.join(valid)}"
+            f"unknown option(s){where}: {', '.join(unknown)}; valid: {', '.join(fields)}"
         )
+    for name, value in values.items():
+        factory = fields[name].default_factory
+        if isinstance(value, dict) and factory is not dataclasses.MISSING:
+            nested = factory()
+            if dataclasses.is_dataclass(nested):
+                merged = {**config_dict(nested), **value}
+                values[name] = _build(type(nested), merged, f" in {name}{where}")
     return cls(**values)
 
 

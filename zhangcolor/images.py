@@ -158,7 +158,7 @@ def _to_arrays(
         gray = np.asarray(image, dtype=np.float32).clip(0.0, 1.0)
         pixels, alpha = np.repeat(gray[..., None], 3, axis=2), None
     else:
-        values = np.asarray(image)
+        values = np.array(image)  # a writable copy, so torch can wrap it
         pixels = values[..., :3]
         alpha = values[..., 3] * np.float32(1.0 / 255.0) if image.mode == "RGBA" else None
     return LoadedImage(

@@ -12,7 +12,6 @@ import hashlib
 import json
 import os
 import random
-import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -27,7 +26,8 @@ from zhangcolor.bins import ab_bins, grid_index, nearest_bins
 from zhangcolor.color import rgb_to_lab
 from zhangcolor.config import config_dict
 from zhangcolor.constants import GRAY_AB_THRESHOLD, IMAGE_SUFFIXES, LAMBDA, SIGMA
-from zhangcolor.images import ImageError, find_images, load_image
+from zhangcolor.files import atomic_write
+from zhangcolor.images import ImageError, LoadedImage, find_images, load_image
 from zhangcolor.rebalance import class_weights, prior_from_counts, smooth_prior
 
 
@@ -116,14 +116,31 @@ def _colour_table(centers_key: bytes) -> np.ndarray:
         table[r << 16 : (r + 16) << 16] = entry.numpy().astype(np.int16)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write(path, lambda tmp: np.save(tmp, table))
+        atomic_write(path, lambda tmp: np.save(tmp, table))
     except OSError:
         pass  # a read-only home only costs the rebuild next time
     return table
 
 
-def count_image(path: Path, centers: torch.Tensor, size: int) -> tuple[np.ndarray, int] | None:
-    """Count the opaque pixels of one image per nearest bin.
+def is_gray(image: LoadedImage) -> bool:
+    """True when no opaque pixel of ``image`` has |a| or |b| above 5 (the authors' test)."""
+    if image.gray_source:
+        return True
+    entries = _opaque_entries(image)
+    return not bool((entries >= _COLOURFUL).any())
+
+
+def _opaque_entries(image: LoadedImage) -> np.ndarray:
+    """Colour-table entries of the opaque pixels of an 8-bit colour image."""
+    rgb = image.pixels.astype(np.int32)  # (H, W, 3); only gray sources are deeper than 8 bits
+    table = _colour_table(_centers_key(ab_bins()))
+    entries = table[(rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]]
+    # Pixels with alpha < 255 carry no weight.
+    return entries if image.alpha is None else entries[image.alpha >= 1.0]
+
+
+def count_image(path: Path, size: int) -> tuple[np.ndarray, int] | None:
+    """Count the opaque pixels of one image per nearest of the 313 bins, at short side ``size``.
 
     Returns:
         ``(counts (Q,), pixels)``, or None when the image is grayscale (no opaque pixel with
@@ -132,18 +149,12 @@ def count_image(path: Path, centers: torch.Tensor, size: int) -> tuple[np.ndarra
     image = load_image(path, short_side=size)
     if image.gray_source:
         return None
-    rgb = image.pixels.astype(np.int32)  # (H, W, 3) 8-bit: only gray sources are deeper
-    entries = _colour_table(_centers_key(centers))[
-        (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
-    ]
-    if image.alpha is not None:
-        # Pixels with alpha < 255 carry no weight.
-        entries = entries[image.alpha >= 1.0]
-        if entries.size == 0:
-            raise ImageError("no opaque pixel (alpha is below 255 everywhere)")
+    entries = _opaque_entries(image)
+    if entries.size == 0:
+        raise ImageError("no opaque pixel (alpha is below 255 everywhere)")
     if not bool((entries >= _COLOURFUL).any()):
         return None
-    counts = np.bincount(entries.ravel() % _COLOURFUL, minlength=centers.shape[0])
+    counts = np.bincount(entries.ravel() % _COLOURFUL, minlength=_COLOURFUL)[: len(ab_bins())]
     return counts.astype(np.int64), int(entries.size)
 
 
@@ -190,7 +201,7 @@ def estimate_prior(
 
     def work(path: Path) -> tuple[Path, tuple[np.ndarray, int] | str | None]:
         try:
-            return path, count_image(path, centers, config.size)
+            return path, count_image(path, config.size)
         except ImageError as e:
             return path, str(e)
 
@@ -249,21 +260,6 @@ def _first_reasons(failed: list[tuple[str, str]], n: int = 3) -> str:
     return "; e.g. " + "; ".join(f"{name}: {reason}" for name, reason in failed[:n])
 
 
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Write through a temporary file in the same folder, then rename over ``path``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-    os.close(fd)
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual mode
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_prior(result: PriorResult, out_dir: str | Path, config: PriorConfig, source: str) -> None:
     """Write ``bins.npz``, ``bins.json`` and ``prior.png`` into ``out_dir``."""
     out_dir = Path(out_dir)
@@ -280,7 +276,7 @@ def save_prior(result: PriorResult, out_dir: str | Path, config: PriorConfig, so
                 weights=result.weights,
             )
 
-    _atomic_write(out_dir / "bins.npz", write_npz)
+    atomic_write(out_dir / "bins.npz", write_npz)
     meta = {
         "parameters": config_dict(config),
         "images_found": result.images_found,
@@ -296,11 +292,11 @@ def save_prior(result: PriorResult, out_dir: str | Path, config: PriorConfig, so
         "zhangcolor_version": __version__,
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
-    _atomic_write(
+    atomic_write(
         out_dir / "bins.json",
         lambda tmp: tmp.write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n"),
     )
-    _atomic_write(out_dir / "prior.png", lambda tmp: plot_prior(result, tmp))
+    atomic_write(out_dir / "prior.png", lambda tmp: plot_prior(result, tmp))
 
 
 def plot_prior(result: PriorResult, path: Path) -> None:

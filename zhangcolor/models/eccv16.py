@@ -1,0 +1,55 @@
+"""The paper's network (Fig. 2): conv1-conv8, BatchNorm after each block, dilation 2 in conv5
+and conv6, and a deconvolution back up to 1/4 of the input resolution.
+
+Layer for layer as the authors' release (``colorizers/eccv16.py``), without the final 313-way
+1×1 convolution, which is the classification head here, so that any head fits the same body.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from zhangcolor.constants import L_CENT, L_NORM
+
+
+def _convs(c_in: int, c_out: int, n: int, *, stride_last: int = 1, dilation: int = 1) -> list:
+    """n 3×3 conv+ReLU layers; the last one may stride."""
+    layers: list[nn.Module] = []
+    for i in range(n):
+        stride = stride_last if i == n - 1 else 1
+        layers += [
+            nn.Conv2d(c_in if i == 0 else c_out, c_out, 3, stride, dilation, dilation),
+            nn.ReLU(inplace=True),
+        ]
+    return layers
+
+
+def _width(channels: int, width: float) -> int:
+    return max(8, int(round(channels * width)))
+
+
+class ECCV16(nn.Module):
+    """L ``(B, 1, H, W)`` in [0, 100] -> features ``(B, 256·width, H/4, W/4)``.
+
+    At width 1 the body and the classification head hold 32.2 M parameters, as in the paper.
+    """
+
+    def __init__(self, *, width: float = 1.0) -> None:
+        super().__init__()
+        c64, c128, c256, c512 = (_width(c, width) for c in (64, 128, 256, 512))
+        blocks = [
+            _convs(1, c64, 2, stride_last=2) + [nn.BatchNorm2d(c64)],  # conv1, /2
+            _convs(c64, c128, 2, stride_last=2) + [nn.BatchNorm2d(c128)],  # conv2, /4
+            _convs(c128, c256, 3, stride_last=2) + [nn.BatchNorm2d(c256)],  # conv3, /8
+            _convs(c256, c512, 3) + [nn.BatchNorm2d(c512)],  # conv4
+            _convs(c512, c512, 3, dilation=2) + [nn.BatchNorm2d(c512)],  # conv5, dilated
+            _convs(c512, c512, 3, dilation=2) + [nn.BatchNorm2d(c512)],  # conv6, dilated
+            _convs(c512, c512, 3) + [nn.BatchNorm2d(c512)],  # conv7
+            [nn.ConvTranspose2d(c512, c256, 4, 2, 1), nn.ReLU(inplace=True)]  # conv8, up to /4
+            + _convs(c256, c256, 2),
+        ]
+        self.body = nn.Sequential(*(nn.Sequential(*b) for b in blocks))
+        self.out_channels = c256
+
+    def forward(self, lightness: Tensor) -> Tensor:
+        return self.body((lightness - L_CENT) / L_NORM)

@@ -1,0 +1,123 @@
+"""A U-Net: an ImageNet-style encoder, and a decoder with skip connections back up to 1/4 of the
+input resolution (the output stride of the paper's network, so every head and loss is shared).
+
+Encoders: torchvision's resnet18 / resnet34, or EfficientNet-Lite0. L is repeated to 3 channels
+and normalised as the encoders' ImageNet training expects.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from zhangcolor.models.efficientnet_lite import EfficientNetLite0
+
+_IMAGENET_MEAN = (0.485, 0.456, 0.406)
+_IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class ResNetEncoder(nn.Module):
+    """torchvision ResNet -> features at strides 4, 8, 16 and 32."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        net = getattr(torchvision.models, name)(weights=None)
+        self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
+        self.layers = nn.ModuleList([net.layer1, net.layer2, net.layer3, net.layer4])
+        self.channels = (64, 128, 256, 512)
+        self.name = name
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        x = self.stem(x)
+        features = []
+        for layer in self.layers:
+            x = layer(x)
+            features.append(x)
+        return features
+
+    def load_imagenet(self, source: str) -> None:
+        """Load ImageNet weights from a file, or from torchvision's cache ("torchvision").
+
+        Never downloads: a missing file is an error that says where to put it.
+        """
+        if source == "torchvision":
+            weights = {"resnet18": "ResNet18_Weights", "resnet34": "ResNet34_Weights"}[self.name]
+            url = getattr(torchvision.models, weights).IMAGENET1K_V1.url
+            path = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
+            if not path.is_file():
+                raise FileNotFoundError(
+                    f"no cached ImageNet weights for {self.name} at {path}; copy the file there "
+                    "from a machine with internet, pass a file path as `pretrained`, "
+                    "or use pretrained: false"
+                )
+        else:
+            path = Path(source)
+            if not path.is_file():
+                raise FileNotFoundError(f"pretrained weights file not found: {path}")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+        missing, _ = nn.Module.load_state_dict(self._as_resnet(), state, strict=False)
+        if missing:
+            raise ValueError(f"{path} is not a {self.name} state_dict (missing {missing[:3]} ...)")
+
+    def _as_resnet(self) -> nn.Module:
+        # A view of the parts under torchvision's names, so its state_dict loads as is.
+        view = nn.Module()
+        view.conv1, view.bn1 = self.stem[0], self.stem[1]
+        for i, layer in enumerate(self.layers):
+            setattr(view, f"layer{i + 1}", layer)
+        return view
+
+
+class Up(nn.Module):
+    """Upsample ×2, concatenate the skip, then two 3×3 conv-BN-ReLU."""
+
+    def __init__(self, c_in: int, c_skip: int, c_out: int) -> None:
+        super().__init__()
+        self.conv = nn.Sequential(
+            nn.Conv2d(c_in + c_skip, c_out, 3, padding=1, bias=False),
+            nn.BatchNorm2d(c_out),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(c_out, c_out, 3, padding=1, bias=False),
+            nn.BatchNorm2d(c_out),
+            nn.ReLU(inplace=True),
+        )
+
+    def forward(self, x: Tensor, skip: Tensor) -> Tensor:
+        x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+        return self.conv(torch.cat([x, skip], dim=1))
+
+
+ENCODERS = ("resnet18", "resnet34", "efficientnet-lite0")
+
+
+class UNet(nn.Module):
+    """L ``(B, 1, H, W)`` in [0, 100] -> features ``(B, 64, H/4, W/4)``."""
+
+    def __init__(self, *, encoder: str = "efficientnet-lite0", pretrained: str | bool = False) -> None:
+        super().__init__()
+        if encoder not in ENCODERS:
+            raise ValueError(f"unknown encoder {encoder!r}; valid: {', '.join(ENCODERS)}")
+        self.encoder = EfficientNetLite0() if encoder == "efficientnet-lite0" else ResNetEncoder(encoder)
+        if pretrained:
+            if encoder == "efficientnet-lite0":
+                self.encoder.load_imagenet()
+            else:
+                self.encoder.load_imagenet("torchvision" if pretrained is True else str(pretrained))
+        c4, c8, c16, c32 = self.encoder.channels
+        self.up16 = Up(c32, c16, 256)
+        self.up8 = Up(256, c8, 128)
+        self.up4 = Up(128, c4, 64)
+        self.out_channels = 64
+        self.register_buffer("mean", torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(_IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, lightness: Tensor) -> Tensor:
+        gray = (lightness / 100.0).expand(-1, 3, -1, -1)  # (B, 3, H, W)
+        f4, f8, f16, f32 = self.encoder((gray - self.mean) / self.std)
+        return self.up4(self.up8(self.up16(f32, f16), f8), f4)
