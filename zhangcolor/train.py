@@ -20,6 +20,7 @@ import os
 import signal
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -64,6 +65,7 @@ class TrainConfig:
     epochs: int = 10
     max_steps: int | None = None  # stop after this many optimizer steps in all
     batch_size: int = 16  # global batch, split across processes
+    micro_batches: int = 1  # split each process's batch, accumulating gradients (saves memory)
     lr: float = 3e-4
     schedule: str = "cosine"  # cosine decay to 0 over the run, or constant
     weight_decay: float = 1e-3  # the paper's
@@ -100,7 +102,14 @@ class TrainConfig:
             raise ValueError(
                 f"crop must be a multiple of {STRIDE} and at least 16, got {self.crop}"
             )
-        for name in ("epochs", "batch_size", "save_every", "log_every", "val_images"):
+        for name in (
+            "epochs",
+            "batch_size",
+            "micro_batches",
+            "save_every",
+            "log_every",
+            "val_images",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
 
@@ -226,10 +235,11 @@ def predict_ab(
 # ----------------------------------------------------------------------------- checkpoints
 
 
-def checkpoint_metadata(config: TrainConfig, bins: dict[str, Tensor]) -> dict[str, str]:
+def checkpoint_metadata(config: TrainConfig, bins: dict[str, Tensor], step: int) -> dict[str, str]:
     """What a .safetensors checkpoint carries besides weights: all strings, as safetensors wants."""
     return {
         "format": "zhangcolor-checkpoint-1",
+        "step": str(step),
         "zhangcolor_version": __version__,
         "config": json.dumps(config_dict(config)),
         "centers": json.dumps(bins["centers"].tolist()),
@@ -237,14 +247,27 @@ def checkpoint_metadata(config: TrainConfig, bins: dict[str, Tensor]) -> dict[st
     }
 
 
-def save_model(path: Path, model: nn.Module, config: TrainConfig, bins: dict[str, Tensor]) -> None:
+def save_model(
+    path: Path, model: nn.Module, config: TrainConfig, bins: dict[str, Tensor], step: int
+) -> None:
+    """The model's weights as .safetensors, with what colorizing needs in the metadata."""
     module = model.module if hasattr(model, "module") else model
     state = {
         k: v.detach().to("cpu", copy=True).contiguous() for k, v in module.state_dict().items()
     }
-    atomic_write(
-        path, lambda tmp: save_file(state, str(tmp), metadata=checkpoint_metadata(config, bins))
-    )
+    metadata = checkpoint_metadata(config, bins, step)
+    atomic_write(path, lambda tmp: save_file(state, str(tmp), metadata=metadata))
+
+
+def _checkpoint_step(path: Path) -> int | None:
+    """The step a weights file was saved at; None when it is missing or unreadable."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return int((f.metadata() or {}).get("step", -1))
+    except Exception:
+        return None
 
 
 def load_checkpoint(path: str | Path) -> tuple[ColorizationNet, TrainConfig, dict[str, Tensor]]:
@@ -309,6 +332,11 @@ def train_one_epoch(
 ) -> str:
     """Train until the epoch ends; returns "epoch", "max_steps" or "interrupted"."""
     model.train()
+    for module in model.modules():  # a frozen encoder keeps its BatchNorm statistics too
+        if any(True for _ in module.parameters()) and not any(
+            p.requires_grad for p in module.parameters()
+        ):
+            module.eval()
     seen, started = 0, time.perf_counter()
     for batch in loader:
         state.skipped += len(batch["skipped"])
@@ -317,21 +345,31 @@ def train_one_epoch(
             continue
         rgba = batch["rgba"].to(device, non_blocking=True)
         state.epoch_samples += rgba.shape[0]
-        lightness, ab, mask = lab_batch(rgba)
-        if config.channels_last:
-            lightness = lightness.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(
-            device.type, dtype=autocast or torch.float32, enabled=autocast is not None
-        ):
-            output = model(lightness)
-        loss = compute_loss(output.float(), ab, mask, config, bins)
-        if not torch.isfinite(loss):
-            raise TrainingError(
-                f"the loss became {loss.item()} at step {state.step + 1}; the last good checkpoint "
-                "is kept. Try a lower --lr, or --precision fp32"
-            )
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        total = 0.0
+        # Interleaved like the ranks' shards, so micro-batches group samples as processes do.
+        chunks = [rgba[i :: config.micro_batches] for i in range(config.micro_batches)]
+        chunks = [c for c in chunks if c.shape[0]]
+        for i, chunk in enumerate(chunks):
+            # DDP averages gradients once, on the last micro-batch's backward.
+            last = i == len(chunks) - 1
+            sync = model.no_sync() if hasattr(model, "no_sync") and not last else nullcontext()
+            lightness, ab, mask = lab_batch(chunk)
+            if config.channels_last:
+                lightness = lightness.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(
+                device.type, dtype=autocast or torch.float32, enabled=autocast is not None
+            ):
+                output = model(lightness)
+            loss = compute_loss(output.float(), ab, mask, config, bins) / config.micro_batches
+            if not torch.isfinite(loss):
+                raise TrainingError(
+                    f"the loss became {loss.item()} at step {state.step + 1}; the last good "
+                    "checkpoint is kept. Try a lower --lr, or --precision fp32"
+                )
+            with sync:
+                loss.backward()
+            total += loss.item()
         optimizer.step()
         scheduler.step()
         state.step += 1
@@ -341,7 +379,7 @@ def train_one_epoch(
                 {
                     "step": state.step,
                     "epoch": state.epoch,
-                    "loss": loss.item(),
+                    "loss": total,
                     "lr": scheduler.get_last_lr()[0],
                     "img_per_s": seen / max(time.perf_counter() - started, 1e-9),
                 }
@@ -426,14 +464,15 @@ def plot_losses(metrics_path: Path, out: Path) -> None:
     plt.close(fig)
 
 
-def _encoder(model: nn.Module) -> nn.Module | None:
+def _encoder(model: ColorizationNet, config: TrainConfig) -> nn.Module | None:
     """The pretrained encoder of a U-Net, which the two-stage schedule freezes first."""
-    backbone = model.backbone
-    return getattr(backbone, "encoder", None) if getattr(model, "pretrained", False) else None
+    if config.model.backbone != "unet" or not config.model.pretrained:
+        return None
+    return model.backbone.encoder
 
 
 def _optimizer(model: ColorizationNet, config: TrainConfig) -> torch.optim.Optimizer:
-    encoder = _encoder(model)
+    encoder = _encoder(model, config)
     encoder_ids = {id(p) for p in encoder.parameters()} if encoder is not None else set()
     rest = [p for p in model.parameters() if id(p) not in encoder_ids]
     groups = [{"params": rest, "lr": config.lr}]
@@ -466,7 +505,7 @@ def run(config: TrainConfig, *, resume: bool = False, show_progress: bool = True
         "metrics": out / "metrics.jsonl",
         "last": out / "checkpoints" / "last.safetensors",
         "state": out / "checkpoints" / "last.state.pt",
-        "best": out / "checkpoints" / "best.safetensors",
+        "prev": out / "checkpoints" / "prev.safetensors",
     }
     if config.batch_size % world:
         raise TrainingError(f"--batch-size {config.batch_size} must divide among {world} processes")
@@ -477,7 +516,6 @@ def run(config: TrainConfig, *, resume: bool = False, show_progress: bool = True
     bins = {k: raw_bins[k].to(device=device, dtype=torch.float32) for k in ("centers", "weights")}
     train_set, val_set, fixed_val = load_data(config, rank, world)
     model = build_model(config.model).to(device)
-    model.pretrained = bool(config.model.pretrained) and config.model.backbone == "unet"
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = _optimizer(model, config)
@@ -493,7 +531,13 @@ def run(config: TrainConfig, *, resume: bool = False, show_progress: bool = True
         if not paths["state"].is_file():
             raise TrainingError(f"nothing to resume in {out}: {paths['state']} is missing")
         saved = torch.load(paths["state"], map_location="cpu", weights_only=True)
-        model.load_state_dict(load_file(str(paths["last"])))
+        step = saved["progress"]["step"]
+        weights = next(
+            (p for p in (paths["last"], paths["prev"]) if _checkpoint_step(p) == step), None
+        )
+        if weights is None:
+            raise TrainingError(f"no weights in {out / 'checkpoints'} match the saved step {step}")
+        model.load_state_dict(load_file(str(weights)))
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         state = Progress(**saved["progress"])
@@ -528,15 +572,21 @@ def run(config: TrainConfig, *, resume: bool = False, show_progress: bool = True
                 f.write(json.dumps(record) + "\n")
 
     def save() -> None:
+        """Weights and trainer state at this step. The previous weights stay as prev until both
+        new files are in place, so a kill at any moment leaves a matching pair to resume from."""
         if not writer:
             return
-        save_model(paths["last"], model, config, bins)
         payload = {
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
             "progress": vars(state).copy(),
             "rng": torch.get_rng_state(),
         }
+        new_weights = paths["last"].with_name("next.safetensors")
+        save_model(new_weights, model, config, bins, state.step)
+        if paths["last"].exists():
+            os.replace(paths["last"], paths["prev"])
+        os.replace(new_weights, paths["last"])
         atomic_write(paths["state"], lambda tmp: torch.save(payload, tmp))
 
     interrupted = {"flag": False}
@@ -569,7 +619,7 @@ def run(config: TrainConfig, *, resume: bool = False, show_progress: bool = True
                 )
 
             while state.epoch < config.epochs and state.step < total_steps:
-                encoder = _encoder(model)
+                encoder = _encoder(model, config)
                 if encoder is not None:
                     encoder.requires_grad_(state.epoch >= config.freeze_epochs)
                 bar.update(task, description=f"epoch {state.epoch + 1}/{config.epochs}")
@@ -622,20 +672,16 @@ def run(config: TrainConfig, *, resume: bool = False, show_progress: bool = True
                     state.bad_epochs += 1
                 save()
                 if writer:
-                    if improved:
-                        save_model(paths["best"], model, config, bins)
-                    plot_losses(paths["metrics"], out / "plots" / "loss.png")
-                    if fixed_batch["rgba"] is not None:
-                        from torchvision.utils import save_image
-
-                        grid = sample_grid(
-                            model, fixed_batch["rgba"].to(device), bins, config.temperature
-                        )
-                        name = out / "samples" / f"epoch_{state.epoch:03d}.png"
-                        atomic_write(name, lambda tmp: save_image(grid, tmp, format="png"))
-                    console.print(
-                        f"epoch {state.epoch}: val loss {metrics['val_loss']:.4f}, "
-                        f"val AuC {metrics['val_auc']:.1f}" + (" (best)" if improved else "")
+                    write_epoch_artifacts(
+                        out,
+                        model,
+                        fixed_batch["rgba"],
+                        bins,
+                        config,
+                        state,
+                        metrics,
+                        improved,
+                        console,
                     )
                 if reason == "max_steps" and state.epoch < config.epochs:
                     ending = "max_steps"
@@ -648,6 +694,34 @@ def run(config: TrainConfig, *, resume: bool = False, show_progress: bool = True
         if world > 1 and dist.is_initialized():
             dist.destroy_process_group()
     return ending
+
+
+def write_epoch_artifacts(
+    out: Path,
+    model: nn.Module,
+    fixed: Tensor | None,
+    bins: dict[str, Tensor],
+    config: TrainConfig,
+    state: Progress,
+    metrics: dict[str, float],
+    improved: bool,
+    console,
+) -> None:
+    """Rank 0's epoch end: the best checkpoint, the loss plot, the sample grid and a line."""
+    from torchvision.utils import save_image
+
+    if improved:
+        save_model(out / "checkpoints" / "best.safetensors", model, config, bins, state.step)
+    plot_losses(out / "metrics.jsonl", out / "plots" / "loss.png")
+    if fixed is not None:
+        device = next(model.parameters()).device
+        grid = sample_grid(model, fixed.to(device), bins, config.temperature)
+        name = out / "samples" / f"epoch_{state.epoch:03d}.png"
+        atomic_write(name, lambda tmp: save_image(grid, tmp, format="png"))
+    console.print(
+        f"epoch {state.epoch}: val loss {metrics['val_loss']:.4f}, "
+        f"val AuC {metrics['val_auc']:.1f}" + (" (best)" if improved else "")
+    )
 
 
 def _progress(console, *, enabled: bool):

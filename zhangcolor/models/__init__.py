@@ -80,6 +80,12 @@ def catalogue() -> list[dict]:
         for backbone, extra in variants:
             for head in HEADS:
                 model = build_model(ModelConfig(backbone=backbone, head=head, **extra))
-                rows.append({"backbone": backbone, "head": head, **extra,
-                             "parameters": count_parameters(model)})
+                rows.append(
+                    {
+                        "backbone": backbone,
+                        "head": head,
+                        **extra,
+                        "parameters": count_parameters(model),
+                    }
+                )
     return rows

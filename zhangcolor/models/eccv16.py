@@ -24,8 +24,14 @@ def _convs(c_in: int, c_out: int, n: int, *, stride_last: int = 1, dilation: int
     return layers
 
 
+def _block(c_in: int, c_out: int, n: int, *, stride_last: int = 1, dilation: int = 1):
+    """One of conv1-conv7: n conv+ReLU layers, then BatchNorm."""
+    convs = _convs(c_in, c_out, n, stride_last=stride_last, dilation=dilation)
+    return nn.Sequential(*convs, nn.BatchNorm2d(c_out))
+
+
 def _width(channels: int, width: float) -> int:
-    return max(8, int(round(channels * width)))
+    return max(8, round(channels * width))
 
 
 class ECCV16(nn.Module):
@@ -37,18 +43,20 @@ class ECCV16(nn.Module):
     def __init__(self, *, width: float = 1.0) -> None:
         super().__init__()
         c64, c128, c256, c512 = (_width(c, width) for c in (64, 128, 256, 512))
-        blocks = [
-            _convs(1, c64, 2, stride_last=2) + [nn.BatchNorm2d(c64)],  # conv1, /2
-            _convs(c64, c128, 2, stride_last=2) + [nn.BatchNorm2d(c128)],  # conv2, /4
-            _convs(c128, c256, 3, stride_last=2) + [nn.BatchNorm2d(c256)],  # conv3, /8
-            _convs(c256, c512, 3) + [nn.BatchNorm2d(c512)],  # conv4
-            _convs(c512, c512, 3, dilation=2) + [nn.BatchNorm2d(c512)],  # conv5, dilated
-            _convs(c512, c512, 3, dilation=2) + [nn.BatchNorm2d(c512)],  # conv6, dilated
-            _convs(c512, c512, 3) + [nn.BatchNorm2d(c512)],  # conv7
-            [nn.ConvTranspose2d(c512, c256, 4, 2, 1), nn.ReLU(inplace=True)]  # conv8, up to /4
-            + _convs(c256, c256, 2),
-        ]
-        self.body = nn.Sequential(*(nn.Sequential(*b) for b in blocks))
+        self.body = nn.Sequential(
+            _block(1, c64, 2, stride_last=2),  # conv1, /2
+            _block(c64, c128, 2, stride_last=2),  # conv2, /4
+            _block(c128, c256, 3, stride_last=2),  # conv3, /8
+            _block(c256, c512, 3),  # conv4
+            _block(c512, c512, 3, dilation=2),  # conv5, dilated
+            _block(c512, c512, 3, dilation=2),  # conv6, dilated
+            _block(c512, c512, 3),  # conv7
+            nn.Sequential(  # conv8: a deconvolution back up to /4, then two convs
+                nn.ConvTranspose2d(c512, c256, 4, 2, 1),
+                nn.ReLU(inplace=True),
+                *_convs(c256, c256, 2),
+            ),
+        )
         self.out_channels = c256
 
     def forward(self, lightness: Tensor) -> Tensor:

@@ -57,7 +57,9 @@ class EfficientNetLite0(nn.Module):
         for expand, kernel, stride, c_out, repeats in _STAGES:
             for i in range(repeats):
                 blocks.append(
-                    MBConv(c_in, c_out, expand=expand, kernel=kernel, stride=stride if i == 0 else 1)
+                    MBConv(
+                        c_in, c_out, expand=expand, kernel=kernel, stride=stride if i == 0 else 1
+                    )
                 )
                 c_in = c_out
         self._blocks = nn.ModuleList(blocks)

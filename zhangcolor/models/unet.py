@@ -17,8 +17,13 @@ from torch.nn import functional as F
 
 from zhangcolor.models.efficientnet_lite import EfficientNetLite0
 
-_IMAGENET_MEAN = (0.485, 0.456, 0.406)
-_IMAGENET_STD = (0.229, 0.224, 0.225)
+#: Input normalisation (mean, std) each encoder's ImageNet weights were trained with; the Lite
+#: models take [-1, 1].
+_NORMALISATION = {
+    "resnet18": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    "resnet34": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    "efficientnet-lite0": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+}
 
 
 class ResNetEncoder(nn.Module):
@@ -93,17 +98,21 @@ class Up(nn.Module):
         return self.conv(torch.cat([x, skip], dim=1))
 
 
-ENCODERS = ("resnet18", "resnet34", "efficientnet-lite0")
+ENCODERS = tuple(_NORMALISATION)
 
 
 class UNet(nn.Module):
     """L ``(B, 1, H, W)`` in [0, 100] -> features ``(B, 64, H/4, W/4)``."""
 
-    def __init__(self, *, encoder: str = "efficientnet-lite0", pretrained: str | bool = False) -> None:
+    def __init__(
+        self, *, encoder: str = "efficientnet-lite0", pretrained: str | bool = False
+    ) -> None:
         super().__init__()
         if encoder not in ENCODERS:
             raise ValueError(f"unknown encoder {encoder!r}; valid: {', '.join(ENCODERS)}")
-        self.encoder = EfficientNetLite0() if encoder == "efficientnet-lite0" else ResNetEncoder(encoder)
+        self.encoder = (
+            EfficientNetLite0() if encoder == "efficientnet-lite0" else ResNetEncoder(encoder)
+        )
         if pretrained:
             if encoder == "efficientnet-lite0":
                 self.encoder.load_imagenet()
@@ -114,8 +123,9 @@ class UNet(nn.Module):
         self.up8 = Up(256, c8, 128)
         self.up4 = Up(128, c4, 64)
         self.out_channels = 64
-        self.register_buffer("mean", torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(_IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in _NORMALISATION[encoder])
+        self.register_buffer("mean", mean, persistent=False)
+        self.register_buffer("std", std, persistent=False)
 
     def forward(self, lightness: Tensor) -> Tensor:
         gray = (lightness / 100.0).expand(-1, 3, -1, -1)  # (B, 3, H, W)

@@ -1,0 +1,313 @@
+"""Training: overfitting, the CLI end to end, exact resume after SIGKILL, SIGINT, NaN, and DDP."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from click.testing import CliRunner
+from PIL import Image
+from safetensors.torch import load_file
+
+from zhangcolor.bins import load_bins
+from zhangcolor.cli import main
+from zhangcolor.config import load_config
+from zhangcolor.data import lab_batch
+from zhangcolor.models import ModelConfig, build_model
+from zhangcolor.train import TrainConfig, compute_loss, load_checkpoint
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def photos(folder: Path, n: int = 10, size: int = 48) -> Path:
+    """Smooth, colourful generated photos (gradients), so there is colour to learn."""
+    folder.mkdir(parents=True, exist_ok=True)
+    y, x = np.mgrid[0:size, 0:size]
+    for i in range(n):
+        rgb = np.stack([(x * 5 + 40 * i) % 256, (y * 5) % 256, ((x + y) * 3 + 25 * i) % 256], -1)
+        Image.fromarray(rgb.astype(np.uint8)).save(folder / f"{i:02d}.png")
+    return folder
+
+
+def tiny_config(tmp_path: Path, **extra) -> Path:
+    """A YAML config for a tiny, fast eccv16 run."""
+    values = {
+        "data": str(photos(tmp_path / "photos")),
+        "out": str(tmp_path / "run"),
+        "model": {"backbone": "eccv16", "width": 0.125},
+        "crop": 32,
+        "load_size": 48,
+        "batch_size": 4,
+        "epochs": 2,
+        "workers": 0,
+        "log_every": 1,
+        "save_every": 2,
+        "precision": "fp32",
+        **extra,
+    }
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(values))
+    return path
+
+
+def invoke(*args) -> object:
+    return CliRunner(env={"COLUMNS": "400"}).invoke(
+        main, [str(a) for a in args], catch_exceptions=False
+    )
+
+
+@pytest.mark.parametrize("head", ["classification", "regression"])
+def test_one_image_overfits_in_30_steps(head):
+    torch.manual_seed(0)
+    y, x = torch.meshgrid(torch.arange(32), torch.arange(32), indexing="ij")
+    rgb = torch.stack([x * 8, y * 8, (x + y) * 4]).clamp(0, 255).to(torch.uint8)
+    rgba = torch.cat([rgb, torch.full_like(rgb[:1], 255)])[None]  # (1, 4, 32, 32)
+    lightness, ab, mask = lab_batch(rgba)
+    config = TrainConfig(model=ModelConfig(backbone="eccv16", width=0.125, head=head), crop=32)
+    bins = {k: v.float() for k, v in load_bins().items()}
+    model = build_model(config.model)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(30):
+        loss = compute_loss(model(lightness), ab, mask, config, bins)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] <= 0.5 * losses[0]
+
+
+def test_train_cli_end_to_end_writes_a_complete_run_folder(tmp_path):
+    result = invoke("train", "--config", tiny_config(tmp_path), "--head", "classification")
+    assert result.exit_code == 0, result.output
+    run = tmp_path / "run"
+    for name in [
+        "config.yaml",
+        "metrics.jsonl",
+        "plots/loss.png",
+        "samples/epoch_001.png",
+        "samples/epoch_002.png",
+        "checkpoints/best.safetensors",
+        "checkpoints/last.safetensors",
+        "checkpoints/last.state.pt",
+    ]:
+        assert (run / name).is_file(), name
+    resolved = yaml.safe_load((run / "config.yaml").read_text())
+    assert resolved["model"]["width"] == 0.125 and resolved["crop"] == 32
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    steps = [m for m in lines if "loss" in m]
+    assert {"step", "loss", "lr", "img_per_s"} <= set(steps[0])
+    assert [m["epoch"] for m in lines if "val_loss" in m] == [1, 2]
+    assert all(0 <= m["val_auc"] <= 100 for m in lines if "val_auc" in m)
+
+    model, config, bins = load_checkpoint(run / "checkpoints" / "last.safetensors")
+    assert config.model.width == 0.125 and bins["centers"].shape == (313, 2)
+    assert torch.allclose(bins["weights"].double(), load_bins()["weights"], atol=1e-6)
+    assert model(torch.rand(1, 1, 32, 32) * 100).shape == (1, 313, 8, 8)
+    state = torch.load(run / "checkpoints" / "last.state.pt", weights_only=True)
+    assert state["progress"]["step"] == steps[-1]["step"] and "optimizer" in state
+
+
+def test_regression_head_trains_from_the_cli_too(tmp_path):
+    result = invoke(
+        "train",
+        "--config",
+        tiny_config(tmp_path, epochs=1),
+        "--head",
+        "regression",
+        "--loss",
+        "huber",
+    )
+    assert result.exit_code == 0, result.output
+
+
+def test_bad_options_are_refused_with_the_valid_choices(tmp_path):
+    config = tiny_config(tmp_path)
+    result = invoke("train", "--config", config, "--head", "regression", "--loss", "ce")
+    assert result.exit_code == 2 and "l1, l2 or huber" in result.output
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("crop: 32\nmodle: {}\n")
+    result = invoke("train", "--config", bad)
+    assert result.exit_code == 2 and "valid:" in result.output
+    result = invoke("train", "--config", config, "--data", tmp_path)  # no images at the top
+    assert result.exit_code in (0, 1)
+
+
+def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    import zhangcolor.train as train
+
+    real = train.compute_loss
+    calls = {"n": 0}
+
+    def poisoned(*args, **kwargs):
+        calls["n"] += 1
+        loss = real(*args, **kwargs)
+        return loss * float("nan") if calls["n"] == 4 else loss
+
+    monkeypatch.setattr(train, "compute_loss", poisoned)
+    result = invoke("train", "--config", tiny_config(tmp_path, epochs=3))
+    found = re.search(r"became nan at step (\d+)", result.output)
+    assert result.exit_code == 1 and found and "lower --lr" in result.output
+    state = torch.load(tmp_path / "run" / "checkpoints" / "last.state.pt", weights_only=True)
+    assert 0 < state["progress"]["step"] < int(found.group(1))  # a checkpoint from before it
+
+
+def _run_cli(args: list, **kwargs) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "zhangcolor", *map(str, args)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **kwargs,
+    )
+
+
+def _wait_for_step(
+    metrics: Path, step: int, process: subprocess.Popen, timeout: float = 120
+) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if metrics.exists():
+            lines = [json.loads(x) for x in metrics.read_text().splitlines() if x.strip()]
+            if any(m.get("step", 0) >= step for m in lines):
+                return
+        assert process.poll() is None, process.stdout.read()
+        time.sleep(0.05)
+    raise AssertionError(f"step {step} never came")
+
+
+def test_resume_after_sigkill_gives_the_same_weights_as_an_unbroken_run(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    steps = 14
+    for side in ("a", "b"):
+        config = tiny_config(tmp_path / side, epochs=20, max_steps=steps, save_every=3)
+        config.write_text(
+            config.read_text().replace(
+                str(tmp_path / side / "photos"), str(tmp_path / "a" / "photos")
+            )
+        )
+    unbroken = _run_cli(["train", "--config", tmp_path / "a" / "tiny.yaml"])
+    assert unbroken.wait(timeout=300) == 0, unbroken.stdout.read()
+
+    killed = _run_cli(["train", "--config", tmp_path / "b" / "tiny.yaml"])
+    _wait_for_step(tmp_path / "b" / "run" / "metrics.jsonl", 8, killed)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait(timeout=60)
+    resumed = _run_cli(["train", "--resume", tmp_path / "b" / "run"])
+    assert resumed.wait(timeout=300) == 0, resumed.stdout.read()
+
+    a = load_file(str(tmp_path / "a" / "run" / "checkpoints" / "last.safetensors"))
+    b = load_file(str(tmp_path / "b" / "run" / "checkpoints" / "last.safetensors"))
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    steps_logged = [
+        json.loads(x)["step"]
+        for x in (tmp_path / "b" / "run" / "metrics.jsonl").read_text().splitlines()
+        if "loss" in json.loads(x)
+    ]
+    assert steps_logged == sorted(set(steps_logged)) and steps_logged[-1] == steps
+
+
+def test_sigint_saves_a_checkpoint_and_exits_cleanly(tmp_path):
+    process = _run_cli(["train", "--config", tiny_config(tmp_path, epochs=50)])
+    _wait_for_step(tmp_path / "run" / "metrics.jsonl", 3, process)
+    process.send_signal(signal.SIGINT)
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode == 130, output
+    assert "resume with" in output and "Traceback" not in output
+    state = torch.load(tmp_path / "run" / "checkpoints" / "last.state.pt", weights_only=True)
+    assert state["progress"]["step"] >= 3
+
+
+def test_ddp_with_two_gloo_processes_matches_one_process_with_the_same_global_batch(tmp_path):
+    """torchrun -m zhangcolor train with 2 gloo processes against 1 process with the same global
+    batch. On CPU, BatchNorm normalises each process's half-batch (SyncBatchNorm is GPU-only), so
+    the single process splits its batch into the same 2 micro-batches; the averaged gradients,
+    and so the weights, then agree up to float summation order. Only rank 0 writes."""
+    (tmp_path / "one").mkdir()
+    single = tiny_config(tmp_path / "one", max_steps=3, epochs=5, micro_batches=2)
+    assert invoke("train", "--config", single).exit_code == 0
+    config = yaml.safe_load(single.read_text())
+    config.update(out=str(tmp_path / "ddp"), micro_batches=1)
+    ddp_yaml = tmp_path / "ddp.yaml"
+    ddp_yaml.write_text(yaml.safe_dump(config))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29517",
+        "-m",
+        "zhangcolor",
+        "train",
+        "--config",
+        str(ddp_yaml),
+    ]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+    lines = (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()
+    assert len([x for x in lines if '"loss"' in x]) == 3  # one writer: no duplicated lines
+    one = load_file(str(tmp_path / "one" / "run" / "checkpoints" / "last.safetensors"))
+    two = load_file(str(tmp_path / "ddp" / "checkpoints" / "last.safetensors"))
+    torch.manual_seed(0)
+    init = build_model(load_config(TrainConfig, single).model).state_dict()
+    learned = [k for k in init if k.endswith(("weight", "bias")) and "running" not in k]
+    delta_one = torch.cat([(one[k] - init[k]).flatten() for k in learned])
+    delta_two = torch.cat([(two[k] - init[k]).flatten() for k in learned])
+    assert delta_one.abs().max() > 5e-4  # training moved the weights by whole Adam steps ...
+    # ... and both runs moved them alike. Float summation order differs (all-reduce against
+    # accumulation) and Adam turns a sign flip of a near-zero gradient into a whole step, so a
+    # few elements may differ; nearly all agree within a third of a step (lr 3e-4).
+    off = (delta_two - delta_one).abs() > 1e-4
+    assert off.float().mean() < 1e-3
+    assert (delta_two - delta_one).norm() / delta_one.norm() < 0.05
+
+
+def test_two_stage_training_freezes_the_pretrained_encoder_first(tmp_path):
+    config = tiny_config(
+        tmp_path,
+        epochs=1,
+        freeze_epochs=1,
+        model={"backbone": "unet", "encoder": "efficientnet-lite0", "pretrained": True},
+    )
+    assert invoke("train", "--config", config).exit_code == 0
+    pretrained = build_model(load_config(TrainConfig, config).model).state_dict()
+    after_one = load_file(str(tmp_path / "run" / "checkpoints" / "last.safetensors"))
+    # A second epoch, the first with the encoder unfrozen, by extending the run.
+    assert invoke("train", "--resume", tmp_path / "run", "--epochs", 2).exit_code == 0
+    after_two = load_file(str(tmp_path / "run" / "checkpoints" / "last.safetensors"))
+    encoder = [k for k in pretrained if k.startswith("backbone.encoder.")]
+    decoder = [k for k in pretrained if k.startswith("backbone.up4.") and "weight" in k]
+    assert all(torch.equal(after_one[k], pretrained[k]) for k in encoder)  # weights and BN stats
+    assert not all(torch.equal(after_one[k], pretrained[k]) for k in decoder)
+    assert not all(torch.equal(after_two[k], pretrained[k]) for k in encoder)
+
+
+def test_early_stopping_after_patience_epochs_without_improvement(tmp_path, monkeypatch):
+    import zhangcolor.train as train
+
+    losses = iter([1.0, 2.0, 3.0, 4.0, 5.0])
+    monkeypatch.setattr(
+        train, "evaluate", lambda *a, **k: {"val_loss": next(losses), "val_auc": 50.0}
+    )
+    result = invoke("train", "--config", tiny_config(tmp_path, epochs=5, patience=2))
+    assert result.exit_code == 0 and "stopped early" in result.output
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["val_loss"] for x in lines if "val_loss" in x] == [1.0, 2.0, 3.0]
