@@ -244,6 +244,189 @@ def train(config_path, resume_dir, no_rebalance, head, backbone, encoder, width,
         raise SystemExit(130)
 
 
+@main.command("colorize")
+@click.argument("inputs", nargs=-1, required=True)
+@click.option(
+    "-o",
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("colorized"),
+    show_default=True,
+    help="Output folder.",
+)
+@click.option(
+    "--temperature",
+    "-t",
+    type=float,
+    default=0.38,
+    show_default=True,
+    help="Annealed-mean T in (0, 1]: lower is more vivid, 1 is the mean.",
+)
+@click.option(
+    "--model",
+    default="default",
+    show_default=True,
+    help="'default' (shipped) or a .safetensors checkpoint from `zhangcolor train`.",
+)
+@click.option(
+    "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True
+)
+@click.option(
+    "--precision",
+    type=click.Choice(["auto", "fp32", "bf16"]),
+    default="auto",
+    show_default=True,
+    help="auto: bf16 where the hardware runs it natively.",
+)
+@click.option(
+    "--size",
+    type=click.IntRange(min=16),
+    default=256,
+    show_default=True,
+    help="Working size the network sees; the output keeps the input's size.",
+)
+@click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True)
+@click.option(
+    "--format", "fmt", type=click.Choice(["png", "jpg"]), default="png", show_default=True
+)
+@click.option("--side-by-side", is_flag=True, help="Write gray | colour, for sharing.")
+@click.option("--overwrite", is_flag=True, help="Replace existing outputs (otherwise skipped).")
+def colorize(
+    inputs,
+    out_dir,
+    temperature,
+    model,
+    device,
+    precision,
+    size,
+    batch_size,
+    fmt,
+    side_by_side,
+    overwrite,
+) -> None:
+    """Colorize photos: files, folders (recursively) and globs.
+
+    The output has the input's full size and its very L; only ab comes from the network.
+    Outputs mirror the input tree under --out. Exit status 1 when any input failed.
+    """
+    from zhangcolor.colorize import Colorizer, check_colorize_temperature, colorize_files, plan_jobs
+    from zhangcolor.progress import progress_bar
+
+    try:
+        check_colorize_temperature(temperature)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--temperature") from None
+    if size % 4:
+        raise click.BadParameter(f"must be a multiple of 4, got {size}", param_hint="--size")
+    try:
+        colorizer = Colorizer.load(model, device=device, precision=precision, size=size)
+    except (FileNotFoundError, ValueError) as e:
+        raise click.ClickException(f"cannot load the model: {e}") from None
+    if colorizer.head == "regression" and temperature != 0.38:
+        console.print("[yellow]warning: --temperature is ignored: this is a regression model")
+    jobs, outcomes = plan_jobs(inputs, out_dir, fmt)
+    with progress_bar(console) as progress:
+        task = progress.add_task("colorizing", total=len(jobs), visible=len(jobs) > 1)
+        for outcome in colorize_files(colorizer, jobs, temperature=temperature, fmt=fmt,
+                                      batch_size=batch_size, side_by_side=side_by_side,
+                                      overwrite=overwrite):  # fmt: skip
+            outcomes.append(outcome)
+            progress.advance(task)
+    counts = {s: sum(o.status == s for o in outcomes) for s in ("done", "skipped", "failed")}
+    table = Table(title=f"colorize: {counts['done']} done, {counts['skipped']} skipped, "
+                        f"{counts['failed']} failed → {out_dir}")  # fmt: skip
+    table.add_column("file", overflow="fold")
+    table.add_column("result")
+    table.add_column("detail", overflow="fold")
+    shown = [o for o in outcomes if o.status != "done"] or outcomes[:10]
+    for o in shown[:50]:
+        table.add_row(str(o.source), o.status, o.detail)
+    out.print(table)
+    if counts["failed"]:
+        raise SystemExit(1)
+
+
+@main.command("evaluate")
+@click.argument("data", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--model",
+    "models",
+    multiple=True,
+    default=("default",),
+    show_default=True,
+    help="'default' or a .safetensors checkpoint; repeat to compare several.",
+)
+@click.option(
+    "--temperatures",
+    default="1,0.77,0.58,0.38,0.29,0.14,0.01",
+    show_default=True,
+    help="Comma-separated annealed-mean temperatures in (0, 1].",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("report"),
+    show_default=True,
+    help="Folder for report.json, report.md and the plots.",
+)
+@click.option(
+    "--split",
+    type=click.Choice(["all", "val"]),
+    default="all",
+    show_default=True,
+    help="val: only the validation split that `train` holds out of DATA.",
+)
+@click.option("--size", type=click.IntRange(min=16), default=256, show_default=True)
+@click.option("--max-images", type=click.IntRange(min=1), help="Use the first N images only.")
+@click.option(
+    "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True
+)
+@click.option(
+    "--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True
+)
+def evaluate_command(
+    data, models, temperatures, out_dir, split, size, max_images, device, precision
+):
+    """Measure models on a folder of colour photos, as the paper does (section 3.1).
+
+    Raw and class-rebalanced AuC (ab L2 thresholds 0-150), PSNR, SSIM and colourfulness (Hasler
+    & Süsstrunk) against the truth, per model and temperature, always with the Gray baseline.
+    """
+    from zhangcolor.colorize import check_colorize_temperature
+    from zhangcolor.evaluate import evaluate, write_report
+    from zhangcolor.progress import progress_bar
+
+    try:
+        temps = tuple(check_colorize_temperature(float(t)) for t in temperatures.split(","))
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--temperatures") from None
+    from zhangcolor.data import split_files
+    from zhangcolor.images import find_images
+
+    total = len(split_files(data)[1] if split == "val" else find_images(data))
+    total = min(total, max_images or total)
+    with progress_bar(console) as progress:
+        task = progress.add_task("evaluating", total=total)
+        try:
+            report = evaluate(data, list(models), temperatures=temps, size=size, split=split,
+                              max_images=max_images, device=device, precision=precision,
+                              on_image=lambda _: progress.advance(task))  # fmt: skip
+        except (ValueError, FileNotFoundError) as e:
+            raise click.ClickException(str(e)) from None
+    write_report(report, out_dir)
+    table = Table(title=f"evaluate: {report['images']} images ({split}) at {size}²")
+    for column in ("model", "T", "AuC", "rebal. AuC", "PSNR", "SSIM", "colourful / truth"):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for r in report["rows"]:
+        t = "–" if r["temperature"] is None else f"{r['temperature']:g}"
+        table.add_row(Path(r["model"]).name, t, f"{r['auc']:.1f}", f"{r['auc_rebalanced']:.1f}",
+                      f"{r['psnr']:.2f}", f"{r['ssim']:.3f}", f"{r['colourfulness_ratio']:.2f}")  # fmt: skip
+    out.print(table)
+    out.print(f"wrote {out_dir}/report.json, report.md, auc_curves.png, temperature_sweep.png")
+
+
 @main.command("models")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def models(as_json: bool) -> None:

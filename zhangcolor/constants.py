@@ -42,5 +42,7 @@ TEMPERATURE = 0.38
 # --- Data ---------------------------------------------------------------------------------------
 #: A picture is grayscale when no pixel has |a| or |b| above this (the authors' test).
 GRAY_AB_THRESHOLD = 5.0
-#: File suffixes treated as images when a folder is walked.
+#: File suffixes treated as images when a folder is walked (build-bins, train, evaluate).
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+#: colorize also takes GIFs (their first frame).
+COLORIZE_SUFFIXES = (*IMAGE_SUFFIXES, ".gif")

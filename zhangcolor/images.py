@@ -49,12 +49,12 @@ class LoadedImage:
         return self.pixels
 
 
-def find_images(root: str | Path) -> list[Path]:
+def find_images(root: str | Path, suffixes: tuple[str, ...] = IMAGE_SUFFIXES) -> list[Path]:
     """All image files under ``root``, recursively, sorted; a file is returned as itself."""
     root = Path(root)
     if root.is_file():
         return [root]
-    return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    return sorted(p for p in root.rglob("*") if p.suffix.lower() in suffixes and p.is_file())
 
 
 def _open(path: Path) -> Image.Image:

@@ -1,0 +1,205 @@
+"""Colorize: full-size output with the input's own L, temperature, the Python API, the bad-input
+corpus, and evaluate's metrics."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+from skimage import color as skcolor
+from skimage import data
+
+from makers import bad_corpus, noise, solid
+from zhangcolor.bins import load_bins
+from zhangcolor.cli import main
+from zhangcolor.colorize import Colorizer
+from zhangcolor.evaluate import Accumulator, colourfulness, evaluate, write_report
+from zhangcolor.models import ModelConfig, build_model
+from zhangcolor.train import TrainConfig, save_model
+
+
+def make_checkpoint(path: Path, head: str = "classification", seed: int = 0) -> Path:
+    torch.manual_seed(seed)
+    config = TrainConfig(model=ModelConfig(backbone="eccv16", width=0.125, head=head))
+    model = build_model(config.model)
+    with torch.no_grad():  # sharpen the random logits so the temperature visibly matters
+        model.head.weight.mul_(20)
+    bins = {k: v.float() for k, v in load_bins().items()}
+    save_model(path, model, config, bins, step=0)
+    return path
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    return make_checkpoint(tmp_path_factory.mktemp("model") / "tiny.safetensors")
+
+
+def invoke(*args):
+    return CliRunner(env={"COLUMNS": "400"}).invoke(
+        main, [str(a) for a in args], catch_exceptions=False
+    )
+
+
+def lightness(image: Image.Image) -> np.ndarray:
+    return skcolor.rgb2lab(np.asarray(image.convert("RGB")) / 255.0)[..., 0]
+
+
+def test_output_keeps_the_input_size_and_its_lightness(checkpoint):
+    colorizer = Colorizer.load(checkpoint, size=64)
+    gray = Image.fromarray(data.camera()[:300, :420])  # 8-bit gray, not square
+    out = colorizer.colorize(gray)
+    assert out.size == gray.size and out.mode == "RGB"
+    assert np.abs(lightness(out) - lightness(gray)).mean() <= 1.0
+    photo = Image.fromarray(data.astronaut()[:200, :333])  # colour input: its L is what counts
+    assert np.abs(lightness(colorizer.colorize(photo)) - lightness(photo)).mean() <= 1.0
+
+
+def test_lower_temperature_gives_more_colourful_results(checkpoint):
+    colorizer = Colorizer.load(checkpoint, size=64)
+    gray = Image.fromarray(data.camera()[::4, ::4])
+    values = [colourfulness(torch.from_numpy(np.asarray(colorizer.colorize(gray, t)) / 255.0).permute(2, 0, 1)) for t in (1.0, 0.38, 0.05)]  # fmt: skip
+    assert values[0] < values[1] < values[2]
+
+
+def test_python_api_single_batched_and_arrays(checkpoint):
+    colorizer = Colorizer.load(checkpoint, size=64)
+    images = [Image.fromarray(data.camera()[:100, :150]), np.asarray(data.coffee()[:90, :120])]
+    batch = colorizer.colorize_batch(images, temperature=0.38)
+    assert [b.size for b in batch] == [(150, 100), (120, 90)]
+    assert np.array_equal(np.asarray(batch[0]), np.asarray(colorizer.colorize(images[0])))
+    with pytest.raises(ValueError, match=r"\(0, 1\]"):
+        colorizer.colorize(images[0], temperature=1.5)
+    with pytest.raises(ValueError, match="positive"):
+        colorizer.colorize(images[0], temperature=0)
+
+
+def test_bad_input_corpus_each_gets_its_reason_and_the_rest_is_done(
+    checkpoint, tmp_path, small_bomb
+):
+    inputs = tmp_path / "in put ☀"  # spaces and unicode in the path
+    bad = bad_corpus(inputs)
+    solid(inputs / "one.png", (10, 200, 30), size=(1, 1))
+    solid(inputs / "bomb.png", (9, 9, 9), size=(100, 100))
+    Image.fromarray((np.linspace(0, 65535, 40 * 30).reshape(30, 40)).astype(np.uint16)).save(
+        inputs / "deep.png"
+    )
+    solid(inputs / "cmyk.jpg", (0, 255, 255, 0), mode="CMYK")
+    palette = Image.new("P", (8, 8), 0)
+    palette.putpalette([255, 0, 0, 0, 0, 255] + [0] * 762)
+    palette.save(inputs / "palette.png", transparency=0)
+    solid(inputs / "rgba.png", (200, 10, 10, 128), mode="RGBA")
+    solid(inputs / "la.png", (120, 255), mode="LA")
+    frames = [Image.new("RGB", (16, 16), c) for c in [(255, 0, 0), (0, 0, 255)]]
+    frames[0].save(inputs / "anim.gif", save_all=True, append_images=frames[1:])
+    Image.fromarray(np.linspace(0, 1, 400, dtype=np.float32).reshape(20, 20), mode="F").save(
+        inputs / "float.tif"
+    )
+    noise(inputs / "sub dir" / "ünï.jpg")
+
+    out = tmp_path / "out"
+    result = invoke("colorize", inputs, "-o", out, "--model", checkpoint, "--size", 32)
+    assert result.exit_code == 1  # some inputs failed ...
+    text = result.output
+    for name, reason in [(bad["zero-byte"].name, "empty file"), (bad["text"].name, "not an image"),
+                         (bad["truncated"].name, "truncated"), ("one.png", "too small"),
+                         ("bomb.png", "decompression bomb")]:  # fmt: skip
+        assert name in text and reason in text, (name, reason)
+    for name in ["deep", "cmyk", "palette", "rgba", "la", "anim", "float", "sub dir/ünï"]:
+        assert (out / f"{name}.png").is_file(), name  # ... and every other file is done
+    rgba = Image.open(out / "rgba.png")
+    assert rgba.mode == "RGBA" and rgba.getpixel((0, 0))[3] == 128  # alpha is kept
+    deep = np.asarray(Image.open(out / "deep.png").convert("L"), dtype=float)
+    assert deep[0].mean() < 30 and deep[-1].mean() > 220  # the 16-bit ramp (row by row) survives
+
+
+def test_existing_outputs_are_kept_unless_overwrite(checkpoint, tmp_path):
+    photo = noise(tmp_path / "a.png")
+    out = tmp_path / "out"
+    assert invoke("colorize", photo, "-o", out, "--model", checkpoint, "--size", 32).exit_code == 0
+    before = (out / "a.png").stat().st_mtime_ns
+    result = invoke("colorize", photo, "-o", out, "--model", checkpoint, "--size", 32)
+    assert result.exit_code == 0 and "skipped" in result.output
+    assert (out / "a.png").stat().st_mtime_ns == before
+    result = invoke("colorize", photo, "-o", out, "--model", checkpoint, "--size", 32,
+                    "--overwrite", "--format", "jpg", "--side-by-side")  # fmt: skip
+    side = Image.open(out / "a.jpg")
+    assert result.exit_code == 0 and side.size == (96, 32)
+
+
+def test_unwritable_output_missing_model_and_bad_temperature(checkpoint, tmp_path):
+    photo = noise(tmp_path / "a.png")
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where a folder should be")
+    result = invoke("colorize", photo, "-o", blocker / "out", "--model", checkpoint, "--size", 32)
+    assert result.exit_code == 1 and "cannot write" in result.output
+    result = invoke("colorize", photo, "--model", tmp_path / "missing.safetensors")
+    assert result.exit_code == 1 and "no model file" in result.output
+    corrupt = tmp_path / "corrupt.safetensors"
+    corrupt.write_bytes(b"\x00" * 64)
+    result = invoke("colorize", photo, "--model", corrupt)
+    assert result.exit_code == 1 and "not a readable" in result.output
+    result = invoke("colorize", photo, "--model", checkpoint, "--temperature", "1.5")
+    assert result.exit_code == 2 and "(0, 1]" in result.output
+    assert invoke("colorize", tmp_path / "nothing*.png", "--model", checkpoint).exit_code == 1
+
+
+def test_regression_models_ignore_the_temperature_with_a_warning(tmp_path):
+    model = make_checkpoint(tmp_path / "reg.safetensors", head="regression")
+    photo = noise(tmp_path / "a.png")
+    result = invoke(
+        "colorize", photo, "-o", tmp_path / "o", "--model", model, "-t", "0.5", "--size", 32
+    )
+    assert result.exit_code == 0 and "ignored" in result.output
+
+
+def test_auc_is_100_for_a_perfect_prediction_and_matches_numpy_for_gray():
+    rng = np.random.default_rng(0)
+    true_ab = torch.from_numpy(rng.uniform(-60, 60, (2, 16, 16))).float()
+    lightness = torch.full((1, 16, 16), 60.0)
+    weight = torch.from_numpy(rng.uniform(0.5, 2.0, (16, 16))).float()
+    perfect, gray = Accumulator(), Accumulator()
+    perfect.add(true_ab, lightness, true_ab, weight)
+    gray.add(torch.zeros_like(true_ab), lightness, true_ab, weight)
+    assert perfect.summary()["auc"] == pytest.approx(100.0)
+    assert perfect.summary()["auc_rebalanced"] == pytest.approx(100.0)
+    norms = np.linalg.norm(true_ab.numpy(), axis=0).ravel()
+    expected = np.mean([(norms <= t).mean() for t in range(151)]) * 100
+    w = weight.numpy().ravel()
+    expected_rebalanced = np.mean([(w * (norms <= t)).sum() / w.sum() for t in range(151)]) * 100
+    assert gray.summary()["auc"] == pytest.approx(expected)
+    assert gray.summary()["auc_rebalanced"] == pytest.approx(expected_rebalanced)
+
+
+def test_colourfulness_matches_hasler_suesstrunk_by_hand():
+    rgb = np.random.default_rng(1).random((3, 8, 8))
+    r, g, b = rgb * 255
+    rg, yb = r - g, 0.5 * (r + g) - b
+    expected = np.hypot(rg.std(), yb.std()) + 0.3 * np.hypot(rg.mean(), yb.mean())
+    assert colourfulness(torch.from_numpy(rgb)) == pytest.approx(expected)
+    assert colourfulness(torch.full((3, 4, 4), 0.5)) == pytest.approx(0.0)
+
+
+def test_evaluate_end_to_end_reports_gray_and_each_model(checkpoint, tmp_path):
+    photos = tmp_path / "photos"
+    for i in range(3):
+        noise(photos / f"{i}.png", size=(40, 40), seed=i)
+    solid(photos / "gray.png", (80, 80, 80))
+    out = tmp_path / "report"
+    result = invoke("evaluate", photos, "--model", checkpoint, "--temperatures", "1,0.38",
+                    "--out", out, "--size", 32)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["images"] == 3 and report["skipped"][0]["reason"] == "grayscale"
+    models = [(r["model"], r["temperature"]) for r in report["rows"]]
+    assert models == [("Gray (ab = 0)", None), (str(checkpoint), 1.0), (str(checkpoint), 0.38)]
+    for name in ["report.md", "auc_curves.png", "temperature_sweep.png"]:
+        assert (out / name).is_file()
+    assert "Gray" in result.output and "AuC" in result.output
+    direct = evaluate(photos, [str(checkpoint)], temperatures=(0.38,), size=32)
+    write_report(direct, tmp_path / "again")
+    assert direct["rows"][1]["auc"] == pytest.approx(report["rows"][2]["auc"])

@@ -1,0 +1,317 @@
+"""Colorizing photos with a trained model: the ``Colorizer`` API behind ``zhangcolor colorize``.
+
+As in the authors' demo, the network sees L resized to a working size; its ab prediction is
+upsampled to the photo's own size and joined with the photo's **original** L, so the output keeps
+every detail and its L equals the input's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+from torch.nn import functional as F
+
+from zhangcolor.color import lab_to_rgb, rgb_to_lab
+from zhangcolor.constants import COLORIZE_SUFFIXES, TEMPERATURE
+from zhangcolor.decode import annealed_mean, check_temperature
+from zhangcolor.images import LoadedImage, load_image
+
+#: Rows of the full-resolution image converted at a time, to bound memory on huge photos.
+_ROWS_PER_CHUNK = 512
+
+
+def default_model_path() -> Path:
+    """The model shipped inside the package."""
+    return Path(str(resources.files("zhangcolor").joinpath("weights", "default.safetensors")))
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for, but torch sees no CUDA GPU; use cpu or auto")
+    return torch.device(device)
+
+
+def check_colorize_temperature(temperature: float) -> float:
+    """T in (0, 1], as the paper sweeps it; anything else is a ValueError that says so."""
+    t = check_temperature(temperature)
+    if t > 1.0:
+        raise ValueError(f"temperature must be in (0, 1], got {temperature}; the paper uses 0.38")
+    return t
+
+
+@dataclass
+class Colorizer:
+    """A trained network with its bins, ready to colorize photos.
+
+    Use :meth:`load`, then :meth:`colorize` (one image) or :meth:`colorize_batch`.
+    """
+
+    model: torch.nn.Module
+    centers: Tensor  # (Q, 2) bins the model was trained with
+    head: str  # classification or regression
+    device: torch.device
+    autocast: torch.dtype | None
+    size: int = 256  # working size the network sees (size × size)
+
+    @classmethod
+    def load(
+        cls,
+        model: str | Path = "default",
+        *,
+        device: str = "auto",
+        precision: str = "auto",
+        size: int = 256,
+    ) -> Colorizer:
+        """Load ``"default"`` (the shipped model) or a ``.safetensors`` checkpoint of ``train``."""
+        from zhangcolor.train import load_checkpoint, resolve_precision
+
+        path = default_model_path() if str(model) == "default" else Path(model)
+        if not path.is_file():
+            if str(model) == "default":
+                raise FileNotFoundError(f"the shipped default model is missing ({path}); reinstall")
+            raise FileNotFoundError(f"no model file at {path}")
+        net, config, bins = load_checkpoint(path)
+        dev = resolve_device(device)
+        if size < 16 or size % 4:
+            raise ValueError(f"size must be a multiple of 4 and at least 16, got {size}")
+        net = net.to(dev).eval().to(memory_format=torch.channels_last)
+        return cls(
+            model=net,
+            centers=bins["centers"].to(dev),
+            head=config.model.head,
+            device=dev,
+            autocast=resolve_precision(precision, dev),
+            size=size,
+        )
+
+    @torch.no_grad()
+    def network_output(self, lightness: Tensor) -> Tensor:
+        """Run the network on L at the working size.
+
+        Args:
+            lightness: ``(B, 1, H, W)`` L in [0, 100], any size.
+
+        Returns:
+            ``(B, Q, s/4, s/4)`` logits or ``(B, 2, s/4, s/4)`` ab (s = working size), float32.
+        """
+        small = _working_size(lightness.to(self.device), self.size)
+        small = small.contiguous(memory_format=torch.channels_last)
+        enabled = self.autocast is not None
+        with torch.autocast(
+            self.device.type, dtype=self.autocast or torch.float32, enabled=enabled
+        ):
+            return self.model(small).float()
+
+    def decode(self, output: Tensor, temperature: float = TEMPERATURE) -> Tensor:
+        """ab ``(B, 2, h, w)`` from :meth:`network_output` at temperature T (ignored for
+        regression models)."""
+        if self.head == "classification":
+            return annealed_mean(output, self.centers, temperature)
+        return output
+
+    def colorize(
+        self, image: Image.Image | np.ndarray, temperature: float = TEMPERATURE
+    ) -> Image.Image:
+        """Colorize one PIL image or ``(H, W)`` / ``(H, W, 3)`` array; returns an RGB PIL image
+        of the same size whose L is the input's."""
+        return self.colorize_batch([image], temperature)[0]
+
+    def colorize_batch(
+        self,
+        images: Sequence[Image.Image | np.ndarray | LoadedImage],
+        temperature: float = TEMPERATURE,
+    ) -> list[Image.Image]:
+        """Colorize several images in one network batch."""
+        t = check_colorize_temperature(temperature)
+        lights = [_lightness(image) for image in images]  # full size, (1, 1, H, W) each
+        small = torch.cat([_working_size(light, self.size) for light in lights])
+        ab = self.decode(self.network_output(small), t).cpu()  # (B, 2, s/4, s/4)
+        return [join(light, ab[i : i + 1]) for i, light in enumerate(lights)]
+
+
+def _working_size(lightness: Tensor, size: int) -> Tensor:
+    """L ``(B, 1, H, W)`` resized (antialiased) to ``(B, 1, size, size)``, as the network sees it."""
+    if lightness.shape[-2:] == (size, size):
+        return lightness
+    return F.interpolate(
+        lightness, size=(size, size), mode="bilinear", align_corners=False, antialias=True
+    )
+
+
+def _lightness(image: Image.Image | np.ndarray | LoadedImage) -> Tensor:
+    """The input's L ``(1, 1, H, W)`` in [0, 100], float32, converted in row chunks."""
+    if isinstance(image, LoadedImage):
+        pixels = image.pixels
+    elif isinstance(image, Image.Image):
+        pixels = np.asarray(image.convert("RGB"))
+    else:
+        pixels = np.asarray(image)
+        if pixels.ndim == 2:
+            pixels = np.repeat(pixels[..., None], 3, axis=2)
+        if pixels.ndim != 3 or pixels.shape[2] not in (3, 4):
+            raise ValueError(f"an image array must be (H, W) or (H, W, 3), got {pixels.shape}")
+        pixels = pixels[..., :3]
+    scale = 255.0 if pixels.dtype == np.uint8 else (65535.0 if pixels.dtype == np.uint16 else 1.0)
+    h, w = pixels.shape[:2]
+    out = torch.empty(1, 1, h, w)
+    for top in range(0, h, _ROWS_PER_CHUNK):
+        rows = torch.tensor(pixels[top : top + _ROWS_PER_CHUNK])  # a copy: inputs may be read-only
+        rgb = rows.permute(2, 0, 1).float() / scale  # (3, r, W)
+        out[0, :, top : top + rows.shape[0]] = rgb_to_lab(rgb)[:1]
+    return out
+
+
+def join(lightness: Tensor, ab: Tensor) -> Image.Image:
+    """Upsample ab ``(1, 2, h, w)`` to L's size ``(1, 1, H, W)``, join, and convert to sRGB,
+    in row chunks."""
+    h, w = lightness.shape[-2:]
+    out = np.empty((h, w, 3), dtype=np.uint8)
+    # Upsampling a full-resolution ab in one go is what costs memory on a 24 MP photo: do it per
+    # band of rows, from the matching rows of a bicubic-resized ab with align_corners semantics.
+    for top in range(0, h, _ROWS_PER_CHUNK):
+        bottom = min(h, top + _ROWS_PER_CHUNK)
+        band = _ab_rows(ab, h, w, top, bottom)  # (1, 2, r, W)
+        lab = torch.cat([lightness[:, :, top:bottom], band], 1)
+        rgb = lab_to_rgb(lab)[0].permute(1, 2, 0)
+        out[top:bottom] = (rgb * 255.0 + 0.5).clamp(0, 255).to(torch.uint8).numpy()
+    return Image.fromarray(out, "RGB")
+
+
+def _ab_rows(ab: Tensor, h: int, w: int, top: int, bottom: int) -> Tensor:
+    """Rows [top, bottom) of ab bilinearly upsampled to (h, w), without making all of it."""
+    rows = torch.arange(top, bottom, dtype=torch.float32)
+    cols = torch.arange(w, dtype=torch.float32)
+    # grid_sample with align_corners=False maps pixel centres as F.interpolate does.
+    gy = (rows + 0.5) / h * 2 - 1
+    gx = (cols + 0.5) / w * 2 - 1
+    grid = torch.stack(torch.meshgrid(gy, gx, indexing="ij")[::-1], -1)[None]  # (1, r, W, 2)
+    return F.grid_sample(
+        ab.float(), grid, mode="bilinear", padding_mode="border", align_corners=False
+    )
+
+
+# ----------------------------------------------------------------------------- files
+
+FORMATS = ("png", "jpg")
+
+
+@dataclass
+class Job:
+    """One input file and where its result goes."""
+
+    source: Path
+    target: Path
+
+
+@dataclass
+class Outcome:
+    source: Path
+    status: str  # done, skipped or failed
+    detail: str = ""
+
+
+def plan_jobs(inputs: Sequence[str], out_dir: Path, fmt: str) -> tuple[list[Job], list[Outcome]]:
+    """Expand files, folders (recursively) and globs into jobs; the outputs mirror each folder's
+    tree under ``out_dir``. Inputs that match nothing are failed outcomes."""
+    import glob
+
+    from zhangcolor.images import find_images
+
+    jobs, missing, seen = [], [], set()
+    for raw in inputs:
+        path = Path(raw)
+        if path.is_dir():
+            pairs = [(p, p.relative_to(path)) for p in find_images(path, COLORIZE_SUFFIXES)]
+            if not pairs:
+                missing.append(Outcome(path, "failed", "folder holds no images"))
+        elif path.is_file():
+            pairs = [(path, Path(path.name))]
+        else:
+            matches = sorted(Path(m) for m in glob.glob(raw, recursive=True) if Path(m).is_file())
+            pairs = [(m, Path(m.name)) for m in matches]
+            if not pairs:
+                missing.append(Outcome(path, "failed", "no such file, folder or glob match"))
+        for source, relative in pairs:
+            if source.resolve() in seen:
+                continue
+            seen.add(source.resolve())
+            jobs.append(Job(source, out_dir / relative.with_suffix(f".{fmt}")))
+    return jobs, missing
+
+
+def save_result(
+    colour: Image.Image, image: LoadedImage, target: Path, fmt: str, side_by_side: bool
+) -> None:
+    """Write the colour result (next to the gray input when ``side_by_side``), atomically."""
+    from zhangcolor.files import atomic_write
+
+    if side_by_side:
+        gray = Image.fromarray(np.asarray(colour.convert("L")), "L").convert("RGB")
+        both = Image.new("RGB", (colour.width * 2, colour.height), "white")
+        both.paste(gray, (0, 0))
+        both.paste(colour, (colour.width, 0))
+        colour = both
+    elif image.alpha is not None and fmt == "png":
+        colour = colour.copy()
+        colour.putalpha(Image.fromarray((image.alpha * 255 + 0.5).astype(np.uint8), "L"))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    options = {"quality": 95} if fmt == "jpg" else {}
+    atomic_write(
+        target, lambda tmp: colour.save(tmp, format="JPEG" if fmt == "jpg" else "PNG", **options)
+    )
+
+
+def colorize_files(
+    colorizer: Colorizer,
+    jobs: Sequence[Job],
+    *,
+    temperature: float = TEMPERATURE,
+    fmt: str = "png",
+    batch_size: int = 4,
+    side_by_side: bool = False,
+    overwrite: bool = False,
+):
+    """Colorize each job's file; yields an :class:`Outcome` per file. A file that fails (cannot
+    be read or written) is reported and the rest go on."""
+    from zhangcolor.images import ImageError
+
+    pending: list[tuple[Job, LoadedImage]] = []
+
+    def flush():
+        if not pending:
+            return
+        results = colorizer.colorize_batch([image for _, image in pending], temperature)
+        for (job, image), colour in zip(pending, results, strict=True):
+            try:
+                save_result(colour, image, job.target, fmt, side_by_side)
+                yield Outcome(job.source, "done", str(job.target))
+            except OSError as e:
+                yield Outcome(job.source, "failed", f"cannot write {job.target}: {e.strerror or e}")
+        pending.clear()
+
+    for job in jobs:
+        if job.target.exists() and not overwrite:
+            yield Outcome(job.source, "skipped", f"{job.target} exists (use --overwrite)")
+            continue
+        try:
+            image = load_image(job.source)
+        except ImageError as e:
+            yield Outcome(job.source, "failed", str(e))
+            continue
+        if min(image.pixels.shape[:2]) < 2:
+            h, w = image.pixels.shape[:2]
+            yield Outcome(job.source, "failed", f"too small to colorize ({w}×{h} px)")
+            continue
+        pending.append((job, image))
+        if len(pending) >= batch_size:
+            yield from flush()
+    yield from flush()
