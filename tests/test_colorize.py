@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from makers import bad_corpus, noise, solid
 from PIL import Image
 from skimage import color as skcolor
 from skimage import data
 
-from makers import bad_corpus, noise, solid
 from zhangcolor.bins import load_bins
 from zhangcolor.cli import main
 from zhangcolor.colorize import Colorizer
@@ -62,7 +62,12 @@ def test_output_keeps_the_input_size_and_its_lightness(checkpoint):
 def test_lower_temperature_gives_more_colourful_results(checkpoint):
     colorizer = Colorizer.load(checkpoint, size=64)
     gray = Image.fromarray(data.camera()[::4, ::4])
-    values = [colourfulness(torch.from_numpy(np.asarray(colorizer.colorize(gray, t)) / 255.0).permute(2, 0, 1)) for t in (1.0, 0.38, 0.05)]  # fmt: skip
+    values = [
+        colourfulness(
+            torch.from_numpy(np.asarray(colorizer.colorize(gray, t)) / 255.0).permute(2, 0, 1)
+        )
+        for t in (1.0, 0.38, 0.05)
+    ]
     assert values[0] < values[1] < values[2]
 
 
@@ -105,9 +110,13 @@ def test_bad_input_corpus_each_gets_its_reason_and_the_rest_is_done(
     result = invoke("colorize", inputs, "-o", out, "--model", checkpoint, "--size", 32)
     assert result.exit_code == 1  # some inputs failed ...
     text = result.output
-    for name, reason in [(bad["zero-byte"].name, "empty file"), (bad["text"].name, "not an image"),
-                         (bad["truncated"].name, "truncated"), ("one.png", "too small"),
-                         ("bomb.png", "decompression bomb")]:  # fmt: skip
+    for name, reason in [
+        (bad["zero-byte"].name, "empty file"),
+        (bad["text"].name, "not an image"),
+        (bad["truncated"].name, "truncated"),
+        ("one.png", "too small"),
+        ("bomb.png", "decompression bomb"),
+    ]:
         assert name in text and reason in text, (name, reason)
     for name in ["deep", "cmyk", "palette", "rgba", "la", "anim", "float", "sub dir/ünï"]:
         assert (out / f"{name}.png").is_file(), name  # ... and every other file is done
@@ -125,8 +134,20 @@ def test_existing_outputs_are_kept_unless_overwrite(checkpoint, tmp_path):
     result = invoke("colorize", photo, "-o", out, "--model", checkpoint, "--size", 32)
     assert result.exit_code == 0 and "skipped" in result.output
     assert (out / "a.png").stat().st_mtime_ns == before
-    result = invoke("colorize", photo, "-o", out, "--model", checkpoint, "--size", 32,
-                    "--overwrite", "--format", "jpg", "--side-by-side")  # fmt: skip
+    result = invoke(
+        "colorize",
+        photo,
+        "-o",
+        out,
+        "--model",
+        checkpoint,
+        "--size",
+        32,
+        "--overwrite",
+        "--format",
+        "jpg",
+        "--side-by-side",
+    )
     side = Image.open(out / "a.jpg")
     assert result.exit_code == 0 and side.size == (96, 32)
 
@@ -190,8 +211,18 @@ def test_evaluate_end_to_end_reports_gray_and_each_model(checkpoint, tmp_path):
         noise(photos / f"{i}.png", size=(40, 40), seed=i)
     solid(photos / "gray.png", (80, 80, 80))
     out = tmp_path / "report"
-    result = invoke("evaluate", photos, "--model", checkpoint, "--temperatures", "1,0.38",
-                    "--out", out, "--size", 32)  # fmt: skip
+    result = invoke(
+        "evaluate",
+        photos,
+        "--model",
+        checkpoint,
+        "--temperatures",
+        "1,0.38",
+        "--out",
+        out,
+        "--size",
+        32,
+    )
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())
     assert report["images"] == 3 and report["skipped"][0]["reason"] == "grayscale"
@@ -203,3 +234,34 @@ def test_evaluate_end_to_end_reports_gray_and_each_model(checkpoint, tmp_path):
     direct = evaluate(photos, [str(checkpoint)], temperatures=(0.38,), size=32)
     write_report(direct, tmp_path / "again")
     assert direct["rows"][1]["auc"] == pytest.approx(report["rows"][2]["auc"])
+
+
+def test_package_model_half_keeps_predictions_and_writes_provenance(checkpoint, tmp_path):
+    from safetensors.torch import load_file
+
+    target = tmp_path / "weights" / "model.safetensors"
+    result = invoke("package-model", checkpoint, "-o", target, "--half")
+    assert result.exit_code == 0, result.output
+    assert all(
+        v.dtype == torch.float16
+        for k, v in load_file(str(target)).items()
+        if "num_batches" not in k
+    )
+    info = json.loads(target.with_suffix(".json").read_text())
+    assert info["dtype"] == "float16" and len(info["sha256"]) == 64 and "config" in info
+    gray = Image.fromarray(data.camera()[::8, ::8])
+    full = np.asarray(
+        Colorizer.load(checkpoint, size=64, precision="fp32").colorize(gray), dtype=float
+    )
+    half = np.asarray(Colorizer.load(target, size=64, precision="fp32").colorize(gray), dtype=float)
+    assert np.abs(full - half).mean() < 1.0  # fp16 weights: under one 8-bit level on average
+    assert invoke("package-model", noise(tmp_path / "x.png"), "-o", tmp_path / "y").exit_code == 1
+
+
+def test_the_shipped_default_model_colorizes_offline():
+    colorizer = Colorizer.load("default")
+    gray = Image.fromarray(data.camera()[:120, :160])
+    out = colorizer.colorize(gray)
+    assert out.size == gray.size
+    assert np.abs(lightness(out) - lightness(gray)).mean() <= 1.0
+    assert colourfulness(torch.from_numpy(np.asarray(out) / 255.0).permute(2, 0, 1)) > 1.0

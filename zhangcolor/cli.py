@@ -244,6 +244,35 @@ def train(config_path, resume_dir, no_rebalance, head, backbone, encoder, width,
         raise SystemExit(130)
 
 
+def inference_options(command):
+    """--device, --precision and --size, shared by the commands that run a trained model."""
+    options = [
+        click.option(
+            "--device",
+            type=click.Choice(["auto", "cpu", "cuda"]),
+            default="auto",
+            show_default=True,
+        ),
+        click.option(
+            "--precision",
+            type=click.Choice(["auto", "fp32", "bf16"]),
+            default="auto",
+            show_default=True,
+            help="auto: bf16 where the hardware runs it natively.",
+        ),
+        click.option(
+            "--size",
+            type=click.IntRange(min=16),
+            default=256,
+            show_default=True,
+            help="Working size the network sees; outputs keep the input's size.",
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 @main.command("colorize")
 @click.argument("inputs", nargs=-1, required=True)
 @click.option(
@@ -269,23 +298,7 @@ def train(config_path, resume_dir, no_rebalance, head, backbone, encoder, width,
     show_default=True,
     help="'default' (shipped) or a .safetensors checkpoint from `zhangcolor train`.",
 )
-@click.option(
-    "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True
-)
-@click.option(
-    "--precision",
-    type=click.Choice(["auto", "fp32", "bf16"]),
-    default="auto",
-    show_default=True,
-    help="auto: bf16 where the hardware runs it natively.",
-)
-@click.option(
-    "--size",
-    type=click.IntRange(min=16),
-    default=256,
-    show_default=True,
-    help="Working size the network sees; the output keeps the input's size.",
-)
+@inference_options
 @click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True)
 @click.option(
     "--format", "fmt", type=click.Choice(["png", "jpg"]), default="png", show_default=True
@@ -328,14 +341,22 @@ def colorize(
     jobs, outcomes = plan_jobs(inputs, out_dir, fmt)
     with progress_bar(console) as progress:
         task = progress.add_task("colorizing", total=len(jobs), visible=len(jobs) > 1)
-        for outcome in colorize_files(colorizer, jobs, temperature=temperature, fmt=fmt,
-                                      batch_size=batch_size, side_by_side=side_by_side,
-                                      overwrite=overwrite):  # fmt: skip
+        for outcome in colorize_files(
+            colorizer,
+            jobs,
+            temperature=temperature,
+            fmt=fmt,
+            batch_size=batch_size,
+            side_by_side=side_by_side,
+            overwrite=overwrite,
+        ):
             outcomes.append(outcome)
             progress.advance(task)
     counts = {s: sum(o.status == s for o in outcomes) for s in ("done", "skipped", "failed")}
-    table = Table(title=f"colorize: {counts['done']} done, {counts['skipped']} skipped, "
-                        f"{counts['failed']} failed → {out_dir}")  # fmt: skip
+    table = Table(
+        title=f"colorize: {counts['done']} done, {counts['skipped']} skipped, "
+        f"{counts['failed']} failed → {out_dir}"
+    )
     table.add_column("file", overflow="fold")
     table.add_column("result")
     table.add_column("detail", overflow="fold")
@@ -378,14 +399,8 @@ def colorize(
     show_default=True,
     help="val: only the validation split that `train` holds out of DATA.",
 )
-@click.option("--size", type=click.IntRange(min=16), default=256, show_default=True)
+@inference_options
 @click.option("--max-images", type=click.IntRange(min=1), help="Use the first N images only.")
-@click.option(
-    "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True
-)
-@click.option(
-    "--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True
-)
 def evaluate_command(
     data, models, temperatures, out_dir, split, size, max_images, device, precision
 ):
@@ -410,9 +425,17 @@ def evaluate_command(
     with progress_bar(console) as progress:
         task = progress.add_task("evaluating", total=total)
         try:
-            report = evaluate(data, list(models), temperatures=temps, size=size, split=split,
-                              max_images=max_images, device=device, precision=precision,
-                              on_image=lambda _: progress.advance(task))  # fmt: skip
+            report = evaluate(
+                data,
+                list(models),
+                temperatures=temps,
+                size=size,
+                split=split,
+                max_images=max_images,
+                device=device,
+                precision=precision,
+                on_image=lambda _: progress.advance(task),
+            )
         except (ValueError, FileNotFoundError) as e:
             raise click.ClickException(str(e)) from None
     write_report(report, out_dir)
@@ -421,10 +444,43 @@ def evaluate_command(
         table.add_column(column, justify="left" if column == "model" else "right")
     for r in report["rows"]:
         t = "–" if r["temperature"] is None else f"{r['temperature']:g}"
-        table.add_row(Path(r["model"]).name, t, f"{r['auc']:.1f}", f"{r['auc_rebalanced']:.1f}",
-                      f"{r['psnr']:.2f}", f"{r['ssim']:.3f}", f"{r['colourfulness_ratio']:.2f}")  # fmt: skip
+        table.add_row(
+            Path(r["model"]).name,
+            t,
+            f"{r['auc']:.1f}",
+            f"{r['auc_rebalanced']:.1f}",
+            f"{r['psnr']:.2f}",
+            f"{r['ssim']:.3f}",
+            f"{r['colourfulness_ratio']:.2f}",
+        )
     out.print(table)
     out.print(f"wrote {out_dir}/report.json, report.md, auc_curves.png, temperature_sweep.png")
+
+
+@main.command("package-model")
+@click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "-o",
+    "--out",
+    "target",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="Where to write it, e.g. zhangcolor/weights/default.safetensors.",
+)
+@click.option("--half", is_flag=True, help="Store the float weights in fp16 (half the size).")
+def package_model_command(checkpoint: Path, target: Path, half: bool) -> None:
+    """Copy a trained checkpoint for shipping, with a provenance JSON beside it.
+
+    This is how the default model in zhangcolor/weights/ is made (see the README's model card).
+    """
+    from zhangcolor.train import package_model
+
+    try:
+        info = package_model(checkpoint, target, half=half)
+    except (ValueError, FileNotFoundError) as e:
+        raise click.ClickException(str(e)) from None
+    size = target.stat().st_size / 1e6
+    out.print(f"wrote {target} ({size:.1f} MB, {info['dtype']}) and {target.with_suffix('.json')}")
 
 
 @main.command("models")

@@ -139,7 +139,7 @@ class Colorizer:
 
 
 def _working_size(lightness: Tensor, size: int) -> Tensor:
-    """L ``(B, 1, H, W)`` resized (antialiased) to ``(B, 1, size, size)``, as the network sees it."""
+    """L ``(B, 1, H, W)`` resized (antialiased) to ``(B, 1, size, size)``: the network's view."""
     if lightness.shape[-2:] == (size, size):
         return lightness
     return F.interpolate(

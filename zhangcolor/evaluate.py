@@ -28,7 +28,7 @@ TEMPERATURES = (1.0, 0.77, 0.58, 0.38, 0.29, 0.14, 0.01)
 
 
 def colourfulness(rgb: Tensor) -> float:
-    """Hasler & Süsstrunk (2003) colourfulness of sRGB ``(3, H, W)`` in [0, 1], on the 0-255 scale."""
+    """Hasler & Süsstrunk (2003) colourfulness of sRGB ``(3, H, W)`` in [0, 1] (0-255 scale)."""
     r, g, b = (rgb.double() * 255).unbind(0)
     rg, yb = r - g, 0.5 * (r + g) - b
     return float(
@@ -180,7 +180,8 @@ def write_report(report: dict, out: Path, *, sample_paths: list[str] | None = No
     for r in report["rows"]:
         t = "–" if r["temperature"] is None else f"{r['temperature']:g}"
         lines.append(
-            f"| {r['model']} | {t} | {r['auc']:.1f} | {r['auc_rebalanced']:.1f} | {r['psnr']:.2f} | "
+            f"| {r['model']} | {t} | {r['auc']:.1f} | {r['auc_rebalanced']:.1f} | "
+            f"{r['psnr']:.2f} | "
             f"{r['ssim']:.3f} | {r['colourfulness']:.1f} ({r['colourfulness_truth']:.1f}) | "
             f"{r['colourfulness_ratio']:.2f} |"
         )

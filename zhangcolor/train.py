@@ -298,6 +298,39 @@ def load_checkpoint(path: str | Path) -> tuple[ColorizationNet, TrainConfig, dic
     return model, config, bins
 
 
+def package_model(
+    source: str | Path, target: str | Path, *, half: bool = False, notes: dict | None = None
+) -> dict:
+    """Copy a checkpoint for shipping, optionally with its float weights in fp16, and write a
+    provenance JSON beside it. Returns the provenance."""
+    import datetime as dt
+    import hashlib
+
+    from safetensors import safe_open
+
+    source, target = Path(source), Path(target)
+    load_checkpoint(source)  # refuse anything that is not a loadable zhangcolor checkpoint
+    with safe_open(str(source), framework="pt") as f:
+        metadata = f.metadata()
+    state = load_file(str(source))
+    if half:
+        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+    target.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(target, lambda tmp: save_file(state, str(tmp), metadata=metadata))
+    provenance = {
+        "source": str(source),
+        "sha256": hashlib.sha256(target.read_bytes()).hexdigest(),
+        "dtype": "float16" if half else "float32",
+        "step": int(metadata.get("step", -1)),
+        "config": json.loads(metadata["config"]),
+        "zhangcolor_version": __version__,
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        **(notes or {}),
+    }
+    target.with_suffix(".json").write_text(json.dumps(provenance, indent=2) + "\n")
+    return provenance
+
+
 # ----------------------------------------------------------------------------- the loop
 
 
