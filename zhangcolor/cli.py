@@ -445,7 +445,7 @@ def evaluate_command(
     for r in report["rows"]:
         t = "–" if r["temperature"] is None else f"{r['temperature']:g}"
         table.add_row(
-            Path(r["model"]).name,
+            r["label"],
             t,
             f"{r['auc']:.1f}",
             f"{r['auc_rebalanced']:.1f}",

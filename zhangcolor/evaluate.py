@@ -27,6 +27,14 @@ from zhangcolor.prior import is_gray
 TEMPERATURES = (1.0, 0.77, 0.58, 0.38, 0.29, 0.14, 0.01)
 
 
+def model_label(model: str) -> str:
+    """A short, telling name: "default", a file's stem, or the run folder of a train checkpoint."""
+    path = Path(model)
+    if path.parent.name == "checkpoints":
+        return f"{path.parents[1].name}/{path.stem}"
+    return path.stem if path.suffix else model
+
+
 def colourfulness(rgb: Tensor) -> float:
     """Hasler & Süsstrunk (2003) colourfulness of sRGB ``(3, H, W)`` in [0, 1] (0-255 scale)."""
     r, g, b = (rgb.double() * 255).unbind(0)
@@ -157,11 +165,14 @@ def evaluate(
         "size": size,
         "images": len(used),
         "skipped": skipped,
-        "rows": [{"model": m, "temperature": t, **acc.summary()} for (m, t), acc in rows.items()],
+        "rows": [
+            {"model": m, "label": model_label(m), "temperature": t, **acc.summary()}
+            for (m, t), acc in rows.items()
+        ],
     }
 
 
-def write_report(report: dict, out: Path, *, sample_paths: list[str] | None = None) -> None:
+def write_report(report: dict, out: Path) -> None:
     """report.json, report.md and plots (AuC curves, the temperature sweep) into ``out``."""
     import matplotlib
 
@@ -180,7 +191,7 @@ def write_report(report: dict, out: Path, *, sample_paths: list[str] | None = No
     for r in report["rows"]:
         t = "–" if r["temperature"] is None else f"{r['temperature']:g}"
         lines.append(
-            f"| {r['model']} | {t} | {r['auc']:.1f} | {r['auc_rebalanced']:.1f} | "
+            f"| {r['label']} | {t} | {r['auc']:.1f} | {r['auc_rebalanced']:.1f} | "
             f"{r['psnr']:.2f} | "
             f"{r['ssim']:.3f} | {r['colourfulness']:.1f} ({r['colourfulness_truth']:.1f}) | "
             f"{r['colourfulness_ratio']:.2f} |"
@@ -190,8 +201,8 @@ def write_report(report: dict, out: Path, *, sample_paths: list[str] | None = No
     fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
     for r in report["rows"]:
         if r["temperature"] in (None, 0.38):
-            label = r["model"] if r["temperature"] is None else f"{r['model']} (T = 0.38)"
-            ax.plot(range(AUC_MAX_THRESHOLD + 1), r["curve"], label=Path(label).name)
+            label = r["label"] if r["temperature"] is None else f"{r['label']} (T = 0.38)"
+            ax.plot(range(AUC_MAX_THRESHOLD + 1), r["curve"], label=label)
     ax.set(xlabel="ab L2 threshold", ylabel="% pixels within", title="AuC curves")
     ax.legend(fontsize=7)
     fig.savefig(out / "auc_curves.png", dpi=100)
@@ -202,10 +213,10 @@ def write_report(report: dict, out: Path, *, sample_paths: list[str] | None = No
     for r in report["rows"]:
         if r["temperature"] is not None:
             sweeps.setdefault(r["model"], []).append(r)
-    for model, rs in sweeps.items():
+    for rs in sweeps.values():
         ts = [r["temperature"] for r in rs]
         for ax, key in zip(axes, ("auc", "auc_rebalanced", "colourfulness_ratio"), strict=True):
-            ax.plot(ts, [r[key] for r in rs], "o-", label=Path(model).name)
+            ax.plot(ts, [r[key] for r in rs], "o-", label=rs[0]["label"])
             ax.set(xlabel="temperature T", ylabel=key, xscale="log")
     for ax in axes:
         ax.legend(fontsize=7) if sweeps else None
