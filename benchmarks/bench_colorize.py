@@ -104,9 +104,10 @@ def main() -> None:
         batch = timed(lambda c=c: c.colorize_batch(pil)) / args.n
         single = timed(lambda c=c: [c.colorize(p) for p in pil[:4]], 1) / 4
         console.print(
-            f"{precision}: batch {1 / batch:.1f} img/s, single {1 / single:.1f} img/s, bare forward "
-            f"{1 / bare:.1f} img/s -> batch/bare {bare / batch:.2f}× (≥ 0.75×), "
-            f"batch/reference {reference / batch:.1f}×, single/reference {reference / single:.1f}× (≥ 5×)"
+            f"{precision}: batch {1 / batch:.1f} img/s, single {1 / single:.1f} img/s, "
+            f"bare forward {1 / bare:.1f} img/s -> batch/bare {bare / batch:.2f}× (≥ 0.75×), "
+            f"batch/reference {reference / batch:.1f}×, "
+            f"single/reference {reference / single:.1f}× (≥ 5×)"
         )
     console.print(f"peak RSS colorizing a 24 MP photo: {peak_rss_24mp(args.model):.0f} MB (≤ 1500)")
 

@@ -165,3 +165,21 @@ def test_a_corrupt_cached_colour_table_is_rebuilt(tmp_path, monkeypatch):
     prior._colour_table.cache_clear()
     assert np.array_equal(prior._colour_table(key), first)
     prior._colour_table.cache_clear()
+
+
+def test_artifacts_get_the_usual_file_mode(tmp_path):
+    import os
+    import stat
+
+    from zhangcolor.files import atomic_write
+
+    def replace_file(path):  # like writers that unlink and recreate their target
+        path.unlink()
+        path.write_text("x")
+        path.chmod(0o600)
+
+    target = tmp_path / "a.txt"
+    atomic_write(target, replace_file)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~umask

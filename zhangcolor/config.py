@@ -30,10 +30,10 @@ def load_config(cls: type[C], path: str | Path | None = None, **overrides: Any) 
             values[key] = {**values[key], **value}  # a flag overrides one key of a YAML section
         elif value is not None:
             values[key] = value
-    return _build(cls, values, f" in {path}" if path is not None else "")
+    return build_config(cls, values, f" in {path}" if path is not None else "")
 
 
-def _build(cls: type[C], values: dict[str, Any], where: str) -> C:
+def build_config(cls: type[C], values: dict[str, Any], where: str) -> C:
     """``cls(**values)``, building nested config dataclasses from nested mappings."""
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(values) - set(fields))
@@ -47,7 +47,7 @@ def _build(cls: type[C], values: dict[str, Any], where: str) -> C:
             nested = factory()
             if dataclasses.is_dataclass(nested):
                 merged = {**config_dict(nested), **value}
-                values[name] = _build(type(nested), merged, f" in {name}{where}")
+                values[name] = build_config(type(nested), merged, f" in {name}{where}")
     return cls(**values)
 
 

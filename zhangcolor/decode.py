@@ -63,8 +63,14 @@ def annealed_mean(logits: Tensor, centers: Tensor, temperature: float = TEMPERAT
         ``(B, 2, H, W)`` ab.
     """
     _check_logits(logits, centers)
-    probs = annealed_probabilities(logits, temperature)  # (B, Q, H, W)
-    return torch.einsum("bqhw,qc->bchw", probs, centers.to(probs))
+    t = check_temperature(temperature)
+    # softmax(logits / T) · centres in one pass over the logits: exponentiate once, then one
+    # matmul against [centres | 1] gives the weighted sums and the normaliser together.
+    e = logits * (1.0 / t)  # (B, Q, H, W), a new tensor that the next steps reuse
+    e = e.sub_(e.amax(dim=1, keepdim=True)).exp_()  # max 1 per pixel
+    table = torch.cat([centers.to(e), torch.ones_like(centers[:, :1]).to(e)], 1)  # (Q, 3)
+    sums = e.permute(0, 2, 3, 1) @ table  # (B, H, W, 3); contiguous for channels_last logits
+    return (sums[..., :2] / sums[..., 2:]).permute(0, 3, 1, 2)
 
 
 def mode(logits: Tensor, centers: Tensor) -> Tensor:

@@ -1,4 +1,4 @@
-"""Training (``zhangcolor train``): ``load_data``, ``train_one_epoch``, ``evaluate``, ``main``.
+"""Training (``zhangcolor train``): ``load_data``, ``train_one_epoch``, ``evaluate``, ``run``.
 
 A run folder holds ``config.yaml`` (the resolved config), ``metrics.jsonl``, ``plots/loss.png``,
 ``samples/epoch_NNN.png`` and ``checkpoints/``:
@@ -164,9 +164,7 @@ def _cpu_has_bf16() -> bool:
 # ----------------------------------------------------------------------------- data
 
 
-def load_data(
-    config: TrainConfig, rank: int, world: int
-) -> tuple[PhotoDataset, PhotoDataset, list[Path]]:
+def load_data(config: TrainConfig) -> tuple[PhotoDataset, PhotoDataset, list[Path]]:
     """Training and validation datasets, and the fixed validation images."""
     if config.data is None:
         raise TrainingError("no training data: pass --data FOLDER (a folder of colour photos)")
@@ -274,7 +272,7 @@ def load_checkpoint(path: str | Path) -> tuple[ColorizationNet, TrainConfig, dic
     """A model, its training config and bins, from a ``.safetensors`` checkpoint."""
     from safetensors import safe_open
 
-    from zhangcolor.config import _build
+    from zhangcolor.config import build_config
 
     path = Path(path)
     if not path.is_file():
@@ -287,7 +285,7 @@ def load_checkpoint(path: str | Path) -> tuple[ColorizationNet, TrainConfig, dic
         raise ValueError(f"{path} is not a readable .safetensors checkpoint ({e})") from None
     if meta.get("format") != "zhangcolor-checkpoint-1":
         raise ValueError(f"{path} is not a zhangcolor checkpoint (no zhangcolor metadata)")
-    config = _build(TrainConfig, json.loads(meta["config"]), f" in {path}")
+    config = build_config(TrainConfig, json.loads(meta["config"]), f" in {path}")
     config.model.pretrained = False  # the weights come from the checkpoint
     bins = {
         "centers": torch.tensor(json.loads(meta["centers"]), dtype=torch.float32),
@@ -547,7 +545,7 @@ def run(config: TrainConfig, *, resume: bool = False, show_progress: bool = True
 
     raw_bins = load_bins(config.bins)
     bins = {k: raw_bins[k].to(device=device, dtype=torch.float32) for k in ("centers", "weights")}
-    train_set, val_set, fixed_val = load_data(config, rank, world)
+    train_set, val_set, fixed_val = load_data(config)
     model = build_model(config.model).to(device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -595,6 +593,8 @@ def run(config: TrainConfig, *, resume: bool = False, show_progress: bool = True
 
     ddp = model
     if world > 1:
+        if device.type == "cuda":  # batch statistics over the global batch (GPU-only in torch)
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         ddp = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
