@@ -259,7 +259,9 @@ def test_package_model_half_keeps_predictions_and_writes_provenance(checkpoint, 
 
 
 def test_the_shipped_default_model_colorizes_offline():
-    colorizer = Colorizer.load("default")
+    import zhangcolor
+
+    colorizer = zhangcolor.Colorizer.load("default")  # the package-level API
     gray = Image.fromarray(data.camera()[:120, :160])
     out = colorizer.colorize(gray)
     assert out.size == gray.size
