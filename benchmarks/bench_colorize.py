@@ -13,11 +13,9 @@ Rows (256² inputs, this CPU):
 from __future__ import annotations
 
 import argparse
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -25,18 +23,9 @@ import torch
 from PIL import Image
 from rich.console import Console
 from skimage import color, data, transform
+from timing import median_seconds
 
 from zhangcolor.colorize import Colorizer
-
-
-def timed(fn, repeat: int = 3) -> float:
-    fn()
-    runs = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        runs.append(time.perf_counter() - start)
-    return statistics.median(runs)
 
 
 def photos(n: int) -> list[np.ndarray]:
@@ -88,7 +77,7 @@ def main() -> None:
     images = photos(args.n)
     pil = [Image.fromarray(i) for i in images]
     reference = (
-        timed(
+        median_seconds(
             lambda: [
                 demo_reference(Colorizer.load(args.model, precision="fp32"), i) for i in images[:4]
             ],
@@ -100,9 +89,9 @@ def main() -> None:
     for precision in ("fp32", "bf16"):
         c = Colorizer.load(args.model, precision=precision)
         light = torch.rand(args.n, 1, 256, 256) * 100
-        bare = timed(lambda c=c, light=light: c.network_output(light)) / args.n
-        batch = timed(lambda c=c: c.colorize_batch(pil)) / args.n
-        single = timed(lambda c=c: [c.colorize(p) for p in pil[:4]], 1) / 4
+        bare = median_seconds(lambda c=c, light=light: c.network_output(light)) / args.n
+        batch = median_seconds(lambda c=c: c.colorize_batch(pil)) / args.n
+        single = median_seconds(lambda c=c: [c.colorize(p) for p in pil[:4]], 1) / 4
         console.print(
             f"{precision}: batch {1 / batch:.1f} img/s, single {1 / single:.1f} img/s, "
             f"bare forward {1 / bare:.1f} img/s -> batch/bare {bare / batch:.2f}× (≥ 0.75×), "

@@ -11,9 +11,7 @@ Rows:
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -23,23 +21,13 @@ from rich.console import Console
 from rich.table import Table
 from skimage import color, data
 from sklearn.neighbors import NearestNeighbors
+from timing import median_seconds
 
 from zhangcolor.bins import ab_bins
 from zhangcolor.color import rgb_to_lab
 from zhangcolor.encode import soft_encode, soft_encode_sparse
 from zhangcolor.images import find_images, load_image
 from zhangcolor.prior import PriorConfig, estimate_prior
-
-
-def best_of(fn, repeat: int = 5) -> float:
-    """Median seconds of ``repeat`` calls after one warm-up (this machine is noisy)."""
-    fn()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def add_ms_row(table: Table, what: str, size: str, ours: float, ref: float, target: str) -> None:
@@ -77,13 +65,13 @@ def authors_encode(ab: np.ndarray, nbrs: NearestNeighbors, q: int, sigma: float 
 def bench_lab(table: Table, compile_: bool) -> None:
     batch = image_batch()
     tensor = torch.from_numpy(batch).permute(0, 3, 1, 2).contiguous()
-    reference = best_of(lambda: [color.rgb2lab(image) for image in batch], 3)
-    eager = best_of(lambda: rgb_to_lab(tensor))
+    reference = median_seconds(lambda: [color.rgb2lab(image) for image in batch], 3)
+    eager = median_seconds(lambda: rgb_to_lab(tensor))
     n = f"{len(batch)}×256²"
     add_ms_row(table, "rgb_to_lab, eager fp32", n, eager, reference, "≥ 10×")
     if compile_:
         compiled = torch.compile(rgb_to_lab, dynamic=False)
-        took = best_of(lambda: compiled(tensor))
+        took = median_seconds(lambda: compiled(tensor))
         add_ms_row(table, "rgb_to_lab, torch.compile fp32", n, took, reference, "≥ 10×")
 
 
@@ -94,9 +82,9 @@ def bench_encode(table: Table) -> None:
     centers = ab_bins()
     nbrs = NearestNeighbors(n_neighbors=5, algorithm="ball_tree").fit(centers.double().numpy())
     ab_np = ab.double().numpy()
-    reference = best_of(lambda: authors_encode(ab_np, nbrs, len(centers)), 3)
-    dense = best_of(lambda: soft_encode(ab, centers))
-    sparse = best_of(lambda: soft_encode_sparse(ab, centers))
+    reference = median_seconds(lambda: authors_encode(ab_np, nbrs, len(centers)), 3)
+    dense = median_seconds(lambda: soft_encode(ab, centers))
+    sparse = median_seconds(lambda: soft_encode_sparse(ab, centers))
     n = "8×128²"
     add_ms_row(table, "soft_encode (dense Q=313)", n, dense, reference, "≥ 20×")
     add_ms_row(table, "soft_encode_sparse (k=5, training)", n, sparse, reference, "")
@@ -125,8 +113,8 @@ def bench_build_bins(table: Table, folder: Path | None) -> None:
             with ThreadPoolExecutor(config.workers) as pool:
                 list(pool.map(one, paths))
 
-        decode = best_of(decode_only, 2)
-        full = best_of(lambda: estimate_prior(folder, config), 2)
+        decode = median_seconds(decode_only, 2)
+        full = median_seconds(lambda: estimate_prior(folder, config), 2)
     ours, ref = len(paths) / full, len(paths) / decode
     table.add_row(
         "build-bins",
