@@ -98,6 +98,18 @@ def main() -> None:
             f"batch/reference {reference / batch:.1f}×, "
             f"single/reference {reference / single:.1f}× (≥ 5×)"
         )
+    with tempfile.TemporaryDirectory() as tmp:
+        from zhangcolor.export import export_onnx
+
+        onnx = Colorizer.load(export_onnx(args.model, Path(tmp) / "m.onnx"), backend="onnx")
+        light = torch.rand(args.n, 1, 256, 256) * 100
+        ort = median_seconds(lambda: onnx.network_output(light)) / args.n
+        torch_fp32 = Colorizer.load(args.model, precision="fp32")
+        fp32 = median_seconds(lambda: torch_fp32.network_output(light)) / args.n
+        console.print(
+            f"bare forward, batch {args.n}: onnxruntime {1 / ort:.1f} img/s, torch fp32 "
+            f"{1 / fp32:.1f} img/s -> onnxruntime / torch {fp32 / ort:.2f}×"
+        )
     console.print(f"peak RSS colorizing a 24 MP photo: {peak_rss_24mp(args.model):.0f} MB (≤ 1500)")
 
 

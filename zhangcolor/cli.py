@@ -299,6 +299,13 @@ def inference_options(command):
     help="'default' (shipped) or a .safetensors checkpoint from `zhangcolor train`.",
 )
 @inference_options
+@click.option(
+    "--backend",
+    type=click.Choice(["torch", "onnx"]),
+    default="torch",
+    show_default=True,
+    help="onnx: run the network in onnxruntime (pip install 'zhangcolor[onnx]').",
+)
 @click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True)
 @click.option(
     "--format", "fmt", type=click.Choice(["png", "jpg"]), default="png", show_default=True
@@ -307,6 +314,7 @@ def inference_options(command):
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs (otherwise skipped).")
 def colorize(
     inputs,
+    backend,
     out_dir,
     temperature,
     model,
@@ -333,8 +341,10 @@ def colorize(
     if size % 4:
         raise click.BadParameter(f"must be a multiple of 4, got {size}", param_hint="--size")
     try:
-        colorizer = Colorizer.load(model, device=device, precision=precision, size=size)
-    except (FileNotFoundError, ValueError) as e:
+        colorizer = Colorizer.load(
+            model, device=device, precision=precision, size=size, backend=backend
+        )
+    except (FileNotFoundError, ValueError, RuntimeError) as e:
         raise click.ClickException(f"cannot load the model: {e}") from None
     if colorizer.head == "regression" and temperature != 0.38:
         console.print("[yellow]warning: --temperature is ignored: this is a regression model")
@@ -481,6 +491,47 @@ def package_model_command(checkpoint: Path, target: Path, half: bool) -> None:
         raise click.ClickException(str(e)) from None
     size = target.stat().st_size / 1e6
     out.print(f"wrote {target} ({size:.1f} MB, {info['dtype']}) and {target.with_suffix('.json')}")
+
+
+@main.group("export")
+def export() -> None:
+    """Export a trained network to other runtimes."""
+
+
+@export.command("onnx")
+@click.option(
+    "--model",
+    default="default",
+    show_default=True,
+    help="'default' or a .safetensors checkpoint from `zhangcolor train`.",
+)
+@click.option(
+    "-o",
+    "--out",
+    "target",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("model.onnx"),
+    show_default=True,
+)
+@click.option(
+    "--size",
+    type=click.IntRange(min=16),
+    default=256,
+    show_default=True,
+    help="Example input size for tracing; the batch size stays dynamic.",
+)
+def export_onnx_command(model: str, target: Path, size: int) -> None:
+    """Export the network alone to ONNX (dynamic batch; decoding stays outside, so T is free).
+
+    Run it with `zhangcolor colorize --backend onnx --model model.onnx`.
+    """
+    from zhangcolor.export import export_onnx
+
+    try:
+        export_onnx(model, target, size=size)
+    except (FileNotFoundError, ValueError, RuntimeError) as e:
+        raise click.ClickException(str(e)) from None
+    out.print(f"wrote {target} ({target.stat().st_size / 1e6:.1f} MB)")
 
 
 @main.command("models")

@@ -7,6 +7,7 @@ every detail and its L equals the input's.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -24,7 +25,7 @@ from zhangcolor.decode import annealed_mean, check_temperature
 from zhangcolor.images import LoadedImage, load_image
 
 #: Rows of the full-resolution image converted at a time, to bound memory on huge photos.
-_ROWS_PER_CHUNK = 512
+_ROWS_PER_CHUNK = 128
 
 
 def default_model_path() -> Path:
@@ -70,9 +71,22 @@ class Colorizer:
         device: str = "auto",
         precision: str = "auto",
         size: int = 256,
+        backend: str = "torch",
     ) -> Colorizer:
-        """Load ``"default"`` (the shipped model) or a ``.safetensors`` checkpoint of ``train``."""
+        """Load ``"default"`` (the shipped model) or a ``.safetensors`` checkpoint of ``train``.
+
+        With ``backend="onnx"`` the network runs in onnxruntime on the CPU: ``model`` is then an
+        ``.onnx`` file from ``zhangcolor export onnx`` (``"default"`` exports the shipped model
+        once into the cache folder).
+        """
         from zhangcolor.train import load_checkpoint, resolve_precision
+
+        if size < 16 or size % 4:
+            raise ValueError(f"size must be a multiple of 4 and at least 16, got {size}")
+        if backend == "onnx":
+            return cls._load_onnx(model, size)
+        if backend != "torch":
+            raise ValueError(f"unknown backend {backend!r}; valid: torch, onnx")
 
         path = default_model_path() if str(model) == "default" else Path(model)
         if not path.is_file():
@@ -81,8 +95,6 @@ class Colorizer:
             raise FileNotFoundError(f"no model file at {path}")
         net, config, bins = load_checkpoint(path)
         dev = resolve_device(device)
-        if size < 16 or size % 4:
-            raise ValueError(f"size must be a multiple of 4 and at least 16, got {size}")
         net = net.to(dev).eval().to(memory_format=torch.channels_last)
         return cls(
             model=net,
@@ -91,6 +103,24 @@ class Colorizer:
             device=dev,
             autocast=resolve_precision(precision, dev),
             size=size,
+        )
+
+    @classmethod
+    def _load_onnx(cls, model: str | Path, size: int) -> Colorizer:
+        from zhangcolor.export import OnnxNetwork, export_onnx
+        from zhangcolor.files import cache_dir
+
+        path = Path(model)
+        if str(model) == "default":
+            # Named by the shipped file's hash, so a new default model gets a new export.
+            digest = hashlib.sha256(default_model_path().read_bytes()).hexdigest()[:16]
+            path = cache_dir() / f"default-{digest}.onnx"
+            if not path.is_file():
+                export_onnx("default", path)
+        net = OnnxNetwork(path)
+        cpu = torch.device("cpu")
+        return cls(
+            model=net, centers=net.centers, head=net.head, device=cpu, autocast=None, size=size
         )
 
     @torch.no_grad()

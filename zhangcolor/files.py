@@ -8,6 +8,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 
+def cache_dir() -> Path:
+    """Where zhangcolor caches derived files: $ZHANGCOLOR_CACHE, else ~/.cache/zhangcolor."""
+    return Path(os.environ.get("ZHANGCOLOR_CACHE") or Path.home() / ".cache" / "zhangcolor")
+
+
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
     """Call ``write`` on a temporary file in the same folder, then rename it over ``path``."""
     path = Path(path)

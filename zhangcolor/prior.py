@@ -10,7 +10,6 @@ import datetime as dt
 import functools
 import hashlib
 import json
-import os
 import random
 import time
 from collections.abc import Callable
@@ -26,7 +25,7 @@ from zhangcolor.bins import ab_bins, grid_index, nearest_bins
 from zhangcolor.color import rgb_to_lab
 from zhangcolor.config import config_dict
 from zhangcolor.constants import GRAY_AB_THRESHOLD, IMAGE_SUFFIXES, LAMBDA, SIGMA
-from zhangcolor.files import atomic_write
+from zhangcolor.files import atomic_write, cache_dir
 from zhangcolor.images import ImageError, LoadedImage, find_images, load_image
 from zhangcolor.rebalance import class_weights, prior_from_counts, smooth_prior
 
@@ -82,10 +81,6 @@ _COLOUR_TABLE_VERSION = 1
 _COLOURFUL = 512
 
 
-def _cache_dir() -> Path:
-    return Path(os.environ.get("ZHANGCOLOR_CACHE") or Path.home() / ".cache" / "zhangcolor")
-
-
 @functools.lru_cache(maxsize=2)
 def _colour_table(centers_key: bytes) -> np.ndarray:
     """For every 8-bit sRGB colour (index r·2¹⁶ + g·2⁸ + b): its nearest bin, plus 512 when
@@ -94,7 +89,7 @@ def _colour_table(centers_key: bytes) -> np.ndarray:
     Built once (about 2 s) and cached on disk under $ZHANGCOLOR_CACHE or ~/.cache/zhangcolor.
     """
     digest = hashlib.sha1(centers_key + bytes([_COLOUR_TABLE_VERSION])).hexdigest()[:16]
-    path = _cache_dir() / f"srgb8-bins-{digest}.npy"
+    path = cache_dir() / f"srgb8-bins-{digest}.npy"
     try:
         table = np.load(path)
         if table.shape == (1 << 24,) and table.dtype == np.int16:

@@ -1,0 +1,96 @@
+"""ONNX export of the network alone (decoding stays outside, so T stays free), and an
+onnxruntime stand-in for the torch network (``colorize --backend onnx``).
+
+The .onnx file carries what decoding needs in its metadata: the head and the bin centres.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from zhangcolor.files import atomic_write
+
+
+def _need(module: str):
+    try:
+        return __import__(module)
+    except ImportError as e:
+        raise RuntimeError(
+            f"the ONNX backend needs {module}: pip install 'zhangcolor[onnx]'"
+        ) from e
+
+
+def export_onnx(model: str | Path, target: str | Path, *, size: int = 256, opset: int = 17) -> Path:
+    """Export a checkpoint (or "default") to ONNX, batch size and image size dynamic.
+
+    Input ``lightness (B, 1, H, W)`` float32 L in [0, 100]; output ``(B, Q, H/4, W/4)`` logits or
+    ``(B, 2, H/4, W/4)`` ab.
+    """
+    onnx = _need("onnx")
+    from zhangcolor.colorize import default_model_path
+    from zhangcolor.train import load_checkpoint
+
+    source = default_model_path() if str(model) == "default" else Path(model)
+    net, config, bins = load_checkpoint(source)
+    net = net.float().eval()
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    example = torch.full((1, 1, size, size), 50.0)
+
+    def write(tmp: Path) -> None:
+        # The TorchScript exporter needs nothing beyond torch and traces this plain CNN
+        # exactly; the newer torch.export one would add onnxscript. Silence its deprecation.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            axes = {0: "batch", 2: "height", 3: "width"}
+            torch.onnx.export(
+                net,
+                (example,),
+                str(tmp),
+                input_names=["lightness"],
+                output_names=["output"],
+                dynamic_axes={"lightness": axes, "output": axes},
+                opset_version=opset,
+                dynamo=False,
+            )
+        proto = onnx.load(str(tmp))
+        for key, value in {
+            "zhangcolor.head": config.model.head,
+            "zhangcolor.centers": json.dumps(bins["centers"].tolist()),
+            "zhangcolor.source": str(source),
+        }.items():
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = key, value
+        onnx.save(proto, str(tmp))
+
+    atomic_write(target, write)
+    return target
+
+
+class OnnxNetwork:
+    """Runs an exported network with onnxruntime; called like the torch module."""
+
+    def __init__(self, path: str | Path) -> None:
+        ort = _need("onnxruntime")
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no ONNX model at {path}")
+        try:
+            self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime raises its own error types for bad files
+            raise ValueError(f"{path} is not a readable ONNX model ({e})") from None
+        meta = self.session.get_modelmeta().custom_metadata_map
+        if "zhangcolor.head" not in meta:
+            raise ValueError(f"{path} was not exported by zhangcolor (no zhangcolor metadata)")
+        self.head = meta["zhangcolor.head"]
+        self.centers = torch.tensor(json.loads(meta["zhangcolor.centers"]), dtype=torch.float32)
+
+    def __call__(self, lightness: Tensor) -> Tensor:
+        x = np.ascontiguousarray(lightness.detach().float().cpu().numpy())
+        return torch.from_numpy(self.session.run(None, {"lightness": x})[0])
