@@ -311,3 +311,14 @@ def test_early_stopping_after_patience_epochs_without_improvement(tmp_path, monk
     assert result.exit_code == 0 and "stopped early" in result.output
     lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(x)["val_loss"] for x in lines if "val_loss" in x] == [1.0, 2.0, 3.0]
+
+
+def test_corrupt_files_met_in_training_are_skipped_and_counted(tmp_path):
+    config = tiny_config(tmp_path, epochs=1)
+    photos_dir = Path(yaml.safe_load(config.read_text())["data"])
+    for name in ("broken.jpg", "also broken.png", "zz.png"):
+        (photos_dir / name).write_bytes(b"not an image at all")
+    result = invoke("train", "--config", config)
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [m["skipped_files"] for m in lines if "val_loss" in m][-1] >= 1
