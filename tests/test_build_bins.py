@@ -158,12 +158,11 @@ def test_a_corrupt_cached_colour_table_is_rebuilt(tmp_path, monkeypatch):
 
     monkeypatch.setenv("ZHANGCOLOR_CACHE", str(tmp_path))
     prior._colour_table.cache_clear()
-    key = prior._centers_key(ab_bins())
-    first = prior._colour_table(key)
+    first = prior._colour_table()
     (cached,) = tmp_path.glob("srgb8-bins-*.npy")
     cached.write_bytes(b"garbage")
     prior._colour_table.cache_clear()
-    assert np.array_equal(prior._colour_table(key), first)
+    assert np.array_equal(prior._colour_table(), first)
     prior._colour_table.cache_clear()
 
 

@@ -69,7 +69,7 @@ def grid_index(centers: Tensor, grid: float = GRID) -> tuple[Tensor, Tensor, int
 
 
 @functools.lru_cache(maxsize=8)
-def _candidate_table(centers_key: bytes, k: int) -> tuple[np.ndarray, np.ndarray]:
+def _candidate_table(centers_key: bytes, k: int) -> tuple[np.ndarray, int]:
     """For each cell, the centres that can be among the k nearest of a point in it.
 
     Returns ``(cells, M)`` candidate indices (padded with ``Q``, an index to a sentinel centre
@@ -94,7 +94,7 @@ def _candidate_table(centers_key: bytes, k: int) -> tuple[np.ndarray, np.ndarray
     width = int(is_candidate.sum(1).max())
     order = np.argsort(~is_candidate, axis=1, kind="stable")[:, :width]
     table = np.where(np.take_along_axis(is_candidate, order, 1), order, len(centers))
-    return table.astype(np.int64), np.array(n)
+    return table.astype(np.int64), n
 
 
 @functools.lru_cache(maxsize=8)
@@ -161,7 +161,6 @@ def _grid_candidates(points: Tensor, k: int, lookup: Tensor) -> tuple[Tensor, Te
 def _table_search(points: Tensor, centers: Tensor, k: int, key: bytes) -> tuple[Tensor, Tensor]:
     """Exact k-nearest search through the per-cell candidate tables: ``(N, k)`` each."""
     table_np, n = _candidate_table(key, k)
-    n = int(n)
     table = torch.from_numpy(table_np).to(points.device)  # (cells, M)
     padded = torch.cat([centers, centers.new_full((1, 2), 1e8)])  # the sentinel is never chosen
     cell = torch.floor((points.detach() + _TABLE_RADIUS) * (1.0 / _CELL)).long()  # (N, 2)

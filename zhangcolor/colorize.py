@@ -21,7 +21,7 @@ from torch.nn import functional as F
 
 from zhangcolor.color import lab_to_rgb, rgb_to_lab
 from zhangcolor.constants import COLORIZE_SUFFIXES, TEMPERATURE
-from zhangcolor.decode import annealed_mean, check_temperature
+from zhangcolor.decode import check_temperature, decode_output
 from zhangcolor.images import LoadedImage, load_image
 
 #: Rows of the full-resolution image converted at a time, to bound memory on huge photos.
@@ -135,18 +135,15 @@ class Colorizer:
         """
         small = _working_size(lightness.to(self.device), self.size)
         small = small.contiguous(memory_format=torch.channels_last)
-        enabled = self.autocast is not None
-        with torch.autocast(
-            self.device.type, dtype=self.autocast or torch.float32, enabled=enabled
-        ):
+        from zhangcolor.train import precision_context
+
+        with precision_context(self.device, self.autocast):
             return self.model(small).float()
 
     def decode(self, output: Tensor, temperature: float = TEMPERATURE) -> Tensor:
         """ab ``(B, 2, h, w)`` from :meth:`network_output` at temperature T (ignored for
         regression models)."""
-        if self.head == "classification":
-            return annealed_mean(output, self.centers, temperature)
-        return output
+        return decode_output(output, self.head, self.centers, temperature)
 
     def colorize(
         self, image: Image.Image | np.ndarray, temperature: float = TEMPERATURE

@@ -73,6 +73,14 @@ def annealed_mean(logits: Tensor, centers: Tensor, temperature: float = TEMPERAT
     return (sums[..., :2] / sums[..., 2:]).permute(0, 3, 1, 2)
 
 
+def decode_output(
+    output: Tensor, head: str, centers: Tensor, temperature: float = TEMPERATURE
+) -> Tensor:
+    """ab ``(B, 2, h, w)`` from a network's output: the annealed mean of a classification
+    head's logits ``(B, Q, h, w)``, or a regression head's ab as it is (T does not apply)."""
+    return annealed_mean(output, centers, temperature) if head == "classification" else output
+
+
 def mode(logits: Tensor, centers: Tensor) -> Tensor:
     """Decode ab as the centre of the most probable bin.
 

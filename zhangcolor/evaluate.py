@@ -123,10 +123,12 @@ def evaluate(
     colorizers = {
         m: Colorizer.load(m, device=device, precision=precision, size=size) for m in models
     }
+    # Temperatures apply to classification heads only; a regression model gets one row.
+    sweeps = {
+        m: temperatures if c.head == "classification" else (None,) for m, c in colorizers.items()
+    }
     rows: dict[tuple[str, float | None], Accumulator] = {("Gray (ab = 0)", None): Accumulator()}
-    for m, c in colorizers.items():
-        for t in temperatures if c.head == "classification" else (None,):
-            rows[(m, t)] = Accumulator()
+    rows.update({(m, t): Accumulator() for m, ts in sweeps.items() for t in ts})
     used, skipped = [], []
     for path in paths:
         try:
@@ -150,7 +152,7 @@ def evaluate(
         )
         for m, c in colorizers.items():
             output = c.network_output(lightness[None]).cpu()
-            for t in temperatures if c.head == "classification" else (None,):
+            for t in sweeps[m]:
                 ab = c.decode(output, t if t is not None else 1.0)
                 ab = F.interpolate(ab, size=(size, size), mode="bilinear", align_corners=False)[0]
                 rows[(m, t)].add(ab, lightness, true_ab, pixel_weight)

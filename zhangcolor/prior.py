@@ -81,14 +81,17 @@ _COLOUR_TABLE_VERSION = 1
 _COLOURFUL = 512
 
 
-@functools.lru_cache(maxsize=2)
-def _colour_table(centers_key: bytes) -> np.ndarray:
-    """For every 8-bit sRGB colour (index r·2¹⁶ + g·2⁸ + b): its nearest bin, plus 512 when
-    |a| or |b| is above 5. ``(2²⁴,)`` int16, exactly what converting each pixel would give.
+@functools.lru_cache(maxsize=1)
+def _colour_table() -> np.ndarray:
+    """For every 8-bit sRGB colour (index r·2¹⁶ + g·2⁸ + b): its nearest of the paper's 313
+    bins, plus 512 when |a| or |b| is above 5. ``(2²⁴,)`` int16, exactly what converting each
+    pixel would give.
 
     Built once (about 2 s) and cached on disk under $ZHANGCOLOR_CACHE or ~/.cache/zhangcolor.
     """
-    digest = hashlib.sha1(centers_key + bytes([_COLOUR_TABLE_VERSION])).hexdigest()[:16]
+    centers = ab_bins()
+    key = centers.double().numpy().tobytes()
+    digest = hashlib.sha1(key + bytes([_COLOUR_TABLE_VERSION])).hexdigest()[:16]
     path = cache_dir() / f"srgb8-bins-{digest}.npy"
     try:
         table = np.load(path)
@@ -96,8 +99,6 @@ def _colour_table(centers_key: bytes) -> np.ndarray:
             return table
     except (OSError, ValueError):
         pass
-    centers = torch.from_numpy(np.frombuffer(centers_key, dtype=np.float64).reshape(-1, 2).copy())
-    centers = centers.float()
     table = np.empty(1 << 24, dtype=np.int16)
     levels = torch.arange(256, dtype=torch.float32) * np.float32(1.0 / 255.0)
     gb = torch.cartesian_prod(levels, levels).T  # (2, 65536): g, b
@@ -128,8 +129,7 @@ def is_gray(image: LoadedImage) -> bool:
 def _opaque_entries(image: LoadedImage) -> np.ndarray:
     """Colour-table entries of the opaque pixels of an 8-bit colour image."""
     rgb = image.pixels.astype(np.int32)  # (H, W, 3); only gray sources are deeper than 8 bits
-    table = _colour_table(_centers_key(ab_bins()))
-    entries = table[(rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]]
+    entries = _colour_table()[(rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]]
     # Pixels with alpha < 255 carry no weight.
     return entries if image.alpha is None else entries[image.alpha >= 1.0]
 
@@ -151,10 +151,6 @@ def count_image(path: Path, size: int) -> tuple[np.ndarray, int] | None:
         return None
     counts = np.bincount(entries.ravel() % _COLOURFUL, minlength=_COLOURFUL)[: len(ab_bins())]
     return counts.astype(np.int64), int(entries.size)
-
-
-def _centers_key(centers: torch.Tensor) -> bytes:
-    return centers.detach().to("cpu", torch.float64).contiguous().numpy().tobytes()
 
 
 def select_images(data_dir: Path, config: PriorConfig) -> list[Path]:
@@ -201,7 +197,7 @@ def estimate_prior(
             return path, str(e)
 
     start = time.perf_counter()
-    _colour_table(_centers_key(centers))  # build or load it once, before the threads need it
+    _colour_table()  # build or load it once, before the threads need it
     with ThreadPoolExecutor(max_workers=config.workers) as pool:
         for path, outcome in pool.map(work, paths):
             name = _relative(path, data_dir)

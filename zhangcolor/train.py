@@ -36,7 +36,7 @@ from zhangcolor.bins import load_bins
 from zhangcolor.color import lab_to_rgb
 from zhangcolor.config import config_dict
 from zhangcolor.data import EpochSampler, PhotoDataset, collate, lab_batch, split_files
-from zhangcolor.decode import annealed_mean
+from zhangcolor.decode import decode_output
 from zhangcolor.encode import soft_encode_sparse
 from zhangcolor.files import atomic_write
 from zhangcolor.loss import REGRESSION_LOSSES, rebalanced_cross_entropy, regression_loss
@@ -152,6 +152,11 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
     return torch.bfloat16 if _cpu_has_bf16() else None
 
 
+def precision_context(device: torch.device, dtype: torch.dtype | None):
+    """Autocast to ``dtype`` (from :func:`resolve_precision`) on ``device``; a no-op for None."""
+    return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+
+
 def _cpu_has_bf16() -> bool:
     try:
         return bool(
@@ -223,11 +228,8 @@ def predict_ab(
     model: nn.Module, lightness: Tensor, bins: dict[str, Tensor], temperature: float
 ) -> Tensor:
     """ab ``(B, 2, h, w)`` at the output's size: the annealed mean, or the regression output."""
-    output = model(lightness).float()
     head = (model.module if hasattr(model, "module") else model).head_kind
-    if head == "classification":
-        return annealed_mean(output, bins["centers"], temperature)
-    return output
+    return decode_output(model(lightness).float(), head, bins["centers"], temperature)
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -388,9 +390,7 @@ def train_one_epoch(
             lightness, ab, mask = lab_batch(chunk)
             if config.channels_last:
                 lightness = lightness.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(
-                device.type, dtype=autocast or torch.float32, enabled=autocast is not None
-            ):
+            with precision_context(device, autocast):
                 output = model(lightness)
             loss = compute_loss(output.float(), ab, mask, config, bins) / config.micro_batches
             if not torch.isfinite(loss):
@@ -440,16 +440,11 @@ def evaluate(
         if batch["rgba"] is None:
             continue
         lightness, ab, mask = lab_batch(batch["rgba"].to(device))
-        with torch.autocast(
-            device.type, dtype=autocast or torch.float32, enabled=autocast is not None
-        ):
+        with precision_context(device, autocast):
             output = model(lightness)
         losses.append(compute_loss(output.float(), ab, mask, config, bins).item())
         small_ab, small_mask = targets_at_output(ab, mask)
-        if config.model.head == "classification":
-            pred = annealed_mean(output.float(), bins["centers"], config.temperature)
-        else:
-            pred = output.float()
+        pred = decode_output(output.float(), config.model.head, bins["centers"], config.temperature)
         aucs.append(auc(pred, small_ab, small_mask))
     model.train()
     if not losses:
