@@ -7,7 +7,14 @@ import pytest
 import torch
 from skimage import color, data
 
-from zhangcolor.color import LabToRgb, RgbToLab, lab_to_rgb, rgb_to_lab
+from zhangcolor.color import (
+    LabToRgb,
+    RgbToLab,
+    lab_to_rgb,
+    lab_to_srgb8,
+    rgb_to_lab,
+    srgb8_to_lightness,
+)
 
 
 def to_torch(hwc: np.ndarray, dtype=torch.float64) -> torch.Tensor:
@@ -111,3 +118,43 @@ def test_integer_or_non_tensor_input_raises_type_error():
         rgb_to_lab(torch.zeros(3, 2, 2, dtype=torch.uint8))
     with pytest.raises(TypeError, match=r"torch\.Tensor"):
         rgb_to_lab(np.zeros((3, 2, 2)))
+
+
+# --- 8-bit paths ----------------------------------------------------------------------------------
+
+
+def test_srgb8_to_lightness_matches_skimage_l_for_every_8bit_grey_and_real_photos():
+    rng = np.random.default_rng(2)
+    grey = np.repeat(np.arange(256, dtype=np.uint8)[None, :, None], 3, axis=2)  # (1, 256, 3)
+    images = [grey, rng.integers(0, 256, (30, 40, 3), dtype=np.uint8), data.astronaut()]
+    for image in images:
+        ours = srgb8_to_lightness(torch.from_numpy(image).movedim(-1, -3))
+        assert ours.shape == (1, *image.shape[:2]) and ours.dtype == torch.float32
+        expected = color.rgb2lab(image)[..., 0]
+        assert np.abs(ours[0].numpy() - expected).max() <= 1e-3
+
+
+def test_lab_to_srgb8_is_rounded_lab_to_rgb_within_one_level_at_rounding_boundaries():
+    rng = np.random.default_rng(3)
+    lab = np.concatenate([random_lab(rng, (64, 64)), color.rgb2lab(data.coffee())[:64, :64]], 0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = np.round(color.lab2rgb(lab) * 255.0)  # float64 reference, (128, 64, 3)
+    ours = lab_to_srgb8(to_torch(lab, torch.float32))
+    assert ours.dtype == torch.uint8
+    diff = np.abs(ours.movedim(-3, -1).numpy().astype(int) - expected)
+    assert diff.max() <= 1
+    assert (diff > 0).mean() < 0.01  # only at rounding boundaries
+    # Round trip of every 8-bit grey, black and white included: exact.
+    grey = torch.arange(256, dtype=torch.uint8).view(1, 1, 256).expand(3, 1, 256)
+    back = lab_to_srgb8(rgb_to_lab(grey.double() / 255.0))
+    assert torch.equal(back, grey)
+
+
+def test_8bit_paths_reject_the_wrong_dtype_or_shape():
+    with pytest.raises(ValueError, match="uint8"):
+        srgb8_to_lightness(torch.rand(3, 4, 4))
+    with pytest.raises(ValueError, match=r"\(\*, 3, H, W\)"):
+        srgb8_to_lightness(torch.zeros(4, 4, 4, dtype=torch.uint8))
+    with pytest.raises(ValueError, match="got"):
+        lab_to_srgb8(torch.rand(2, 4, 4))

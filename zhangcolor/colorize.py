@@ -19,7 +19,7 @@ from PIL import Image
 from torch import Tensor
 from torch.nn import functional as F
 
-from zhangcolor.color import lab_to_rgb, rgb_to_lab
+from zhangcolor.color import lab_to_srgb8, rgb_to_lab, srgb8_to_lightness
 from zhangcolor.constants import COLORIZE_SUFFIXES, TEMPERATURE
 from zhangcolor.decode import check_temperature, decode_output
 from zhangcolor.images import LoadedImage, load_image
@@ -187,13 +187,17 @@ def _lightness(image: Image.Image | np.ndarray | LoadedImage) -> Tensor:
         if pixels.ndim != 3 or pixels.shape[2] not in (3, 4):
             raise ValueError(f"an image array must be (H, W) or (H, W, 3), got {pixels.shape}")
         pixels = pixels[..., :3]
-    scale = 255.0 if pixels.dtype == np.uint8 else (65535.0 if pixels.dtype == np.uint16 else 1.0)
     h, w = pixels.shape[:2]
     out = torch.empty(1, 1, h, w)
     for top in range(0, h, _ROWS_PER_CHUNK):
         rows = torch.tensor(pixels[top : top + _ROWS_PER_CHUNK])  # a copy: inputs may be read-only
-        rgb = rows.permute(2, 0, 1).float() / scale  # (3, r, W)
-        out[0, :, top : top + rows.shape[0]] = rgb_to_lab(rgb)[:1]
+        rows = rows.permute(2, 0, 1)  # (3, r, W)
+        if rows.dtype == torch.uint8:
+            light = srgb8_to_lightness(rows)
+        else:
+            scale = 65535.0 if pixels.dtype == np.uint16 else 1.0
+            light = rgb_to_lab(rows.float() / scale)[:1]
+        out[0, :, top : top + rows.shape[1]] = light
     return out
 
 
@@ -208,8 +212,7 @@ def join(lightness: Tensor, ab: Tensor) -> Image.Image:
         bottom = min(h, top + _ROWS_PER_CHUNK)
         band = _ab_rows(ab, h, w, top, bottom)  # (1, 2, r, W)
         lab = torch.cat([lightness[:, :, top:bottom], band], 1)
-        rgb = lab_to_rgb(lab)[0].permute(1, 2, 0)
-        out[top:bottom] = (rgb * 255.0 + 0.5).clamp(0, 255).to(torch.uint8).numpy()
+        out[top:bottom] = lab_to_srgb8(lab)[0].permute(1, 2, 0).numpy()
     return Image.fromarray(out, "RGB")
 
 
