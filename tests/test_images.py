@@ -32,6 +32,23 @@ def test_decompression_bomb_is_refused(tmp_path, small_bomb):
         load_image(solid(tmp_path / "big.png", (1, 2, 3), size=(100, 100)))
 
 
+def test_bytes_decode_as_the_file_does_and_broken_bytes_give_the_same_reasons(tmp_path):
+    path = noise(tmp_path / "a.png", size=(20, 10))
+    from_bytes, from_file = load_image(path.read_bytes()), load_image(path)
+    assert np.array_equal(from_bytes.pixels, from_file.pixels)
+    reasons = {"zero-byte": "empty file", "text": "not an image", "truncated": "truncated"}
+    for case, file in bad_corpus(tmp_path / "bad").items():
+        with pytest.raises(ImageError, match=reasons[case]):
+            load_image(file.read_bytes())
+
+
+def test_max_pixels_refuses_from_the_header_with_the_count(tmp_path):
+    path = solid(tmp_path / "big.png", (1, 2, 3), size=(100, 50))
+    assert load_image(path, max_pixels=5000).pixels.shape == (50, 100, 3)
+    with pytest.raises(ImageError, match=r"100×50 = 5,000; the limit is 4,999"):
+        load_image(path.read_bytes(), max_pixels=4999)
+
+
 def test_sixteen_bit_gray_png_keeps_its_range(tmp_path):
     ramp = (np.linspace(0, 65535, 64 * 8).reshape(8, 64)).astype(np.uint16)
     path = tmp_path / "deep.png"

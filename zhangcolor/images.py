@@ -6,6 +6,7 @@ that file, so a caller can skip it, report it, and go on with the rest.
 
 from __future__ import annotations
 
+import io
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,20 +58,22 @@ def find_images(root: str | Path, suffixes: tuple[str, ...] = IMAGE_SUFFIXES) ->
     return sorted(p for p in root.rglob("*") if p.suffix.lower() in suffixes and p.is_file())
 
 
-def _open(path: Path) -> Image.Image:
-    try:
-        size = path.stat().st_size
-    except OSError as e:
-        raise ImageError(f"cannot read the file: {e.strerror or e}") from None
+def _open(source: Path | bytes, max_pixels: int | None) -> Image.Image:
+    if isinstance(source, bytes):
+        size, opened = len(source), io.BytesIO(source)
+    else:
+        opened = source
+        try:
+            size = source.stat().st_size
+        except OSError as e:
+            raise ImageError(f"cannot read the file: {e.strerror or e}") from None
     if size == 0:
         raise ImageError("empty file (0 bytes)")
     try:
         with warnings.catch_warnings():
             # Pillow only warns between its limit and twice it; refuse all of that range.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(path)
-            image.size  # noqa: B018 - the size check happens on open
-        return image
+            image = Image.open(opened)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageError(
             f"too many pixels (over Pillow's limit of {Image.MAX_IMAGE_PIXELS:,}), "
@@ -80,6 +83,14 @@ def _open(path: Path) -> Image.Image:
         raise ImageError("not an image Pillow can read (unknown or corrupt format)") from None
     except OSError as e:
         raise ImageError(f"cannot read the file: {e.strerror or e}") from None
+    width, height = image.size  # known from the header, before any pixel is decoded
+    if max_pixels is not None and width * height > max_pixels:
+        image.close()
+        raise ImageError(
+            f"too many pixels ({width}×{height} = {width * height:,}; the limit is "
+            f"{max_pixels:,}); downscale the image first"
+        )
+    return image
 
 
 def _high_bit_gray(image: Image.Image) -> np.ndarray:
@@ -98,14 +109,20 @@ def _high_bit_gray(image: Image.Image) -> np.ndarray:
     return np.clip(np.nan_to_num(values / scale), 0.0, 1.0)
 
 
-def load_image(path: str | Path, *, short_side: int | None = None) -> LoadedImage:
-    """Decode an image file to float sRGB, optionally resized so its short side is ``short_side``.
+def load_image(
+    source: str | Path | bytes,
+    *,
+    short_side: int | None = None,
+    max_pixels: int | None = None,
+) -> LoadedImage:
+    """Decode an image file (a path, or its bytes) to sRGB, optionally resized so its short side
+    is ``short_side``.
 
     Handles EXIF orientation, CMYK, palette with transparency, 16-bit and float gray, and the
-    first frame of animations. Raises :class:`ImageError` with the reason for anything else.
+    first frame of animations. Raises :class:`ImageError` with the reason for anything else,
+    including more than ``max_pixels`` pixels (checked from the header, before decoding).
     """
-    path = Path(path)
-    image = _open(path)
+    image = _open(source if isinstance(source, bytes) else Path(source), max_pixels)
     try:
         with image:
             width, height = image.size
