@@ -159,7 +159,7 @@ class Colorizer:
     ) -> list[Image.Image]:
         """Colorize several images in one network batch."""
         t = check_colorize_temperature(temperature)
-        lights = [_lightness(image) for image in images]  # full size, (1, 1, H, W) each
+        lights = [image_lightness(image) for image in images]  # full size, (1, 1, H, W) each
         small = torch.cat([_working_size(light, self.size) for light in lights])
         ab = self.decode(self.network_output(small), t).cpu()  # (B, 2, s/4, s/4)
         return [join(light, ab[i : i + 1]) for i, light in enumerate(lights)]
@@ -174,7 +174,7 @@ def _working_size(lightness: Tensor, size: int) -> Tensor:
     )
 
 
-def _lightness(image: Image.Image | np.ndarray | LoadedImage) -> Tensor:
+def image_lightness(image: Image.Image | np.ndarray | LoadedImage) -> Tensor:
     """The input's L ``(1, 1, H, W)`` in [0, 100], float32, converted in row chunks."""
     if isinstance(image, LoadedImage):
         pixels = image.pixels
@@ -278,26 +278,41 @@ def plan_jobs(inputs: Sequence[str], out_dir: Path, fmt: str) -> tuple[list[Job]
     return jobs, missing
 
 
+def finished_image(
+    colour: Image.Image, alpha: np.ndarray | None, fmt: str, side_by_side: bool = False
+) -> Image.Image:
+    """The image to write: the colour result with the input's alpha (PNG only), or gray | colour
+    when ``side_by_side``. ``alpha`` is ``(H, W)`` float opacity in [0, 1]."""
+    if side_by_side:
+        gray = Image.fromarray(np.asarray(colour.convert("L")), "L").convert("RGB")
+        both = Image.new("RGB", (colour.width * 2, colour.height), "white")
+        both.paste(gray, (0, 0))
+        both.paste(colour, (colour.width, 0))
+        return both
+    if alpha is not None and fmt == "png":
+        colour = colour.copy()
+        colour.putalpha(Image.fromarray((alpha * 255 + 0.5).astype(np.uint8), "L"))
+    return colour
+
+
+def write_image(image: Image.Image, target, fmt: str, *, fast: bool = False) -> None:
+    """Save as ``png`` or ``jpg`` (quality 95) to a path or file object; ``fast`` trades PNG
+    size for speed (zlib level 1 instead of 6), as a server answering live wants."""
+    if fmt == "jpg":
+        image.save(target, format="JPEG", quality=95)
+    else:
+        image.save(target, format="PNG", compress_level=1 if fast else 6)
+
+
 def save_result(
     colour: Image.Image, image: LoadedImage, target: Path, fmt: str, side_by_side: bool
 ) -> None:
     """Write the colour result (next to the gray input when ``side_by_side``), atomically."""
     from zhangcolor.files import atomic_write
 
-    if side_by_side:
-        gray = Image.fromarray(np.asarray(colour.convert("L")), "L").convert("RGB")
-        both = Image.new("RGB", (colour.width * 2, colour.height), "white")
-        both.paste(gray, (0, 0))
-        both.paste(colour, (colour.width, 0))
-        colour = both
-    elif image.alpha is not None and fmt == "png":
-        colour = colour.copy()
-        colour.putalpha(Image.fromarray((image.alpha * 255 + 0.5).astype(np.uint8), "L"))
+    result = finished_image(colour, image.alpha, fmt, side_by_side)
     target.parent.mkdir(parents=True, exist_ok=True)
-    options = {"quality": 95} if fmt == "jpg" else {}
-    atomic_write(
-        target, lambda tmp: colour.save(tmp, format="JPEG" if fmt == "jpg" else "PNG", **options)
-    )
+    atomic_write(target, lambda tmp: write_image(result, tmp, fmt))
 
 
 def colorize_files(
