@@ -534,6 +534,84 @@ def export_onnx_command(model: str, target: Path, size: int) -> None:
     out.print(f"wrote {target} ({target.stat().st_size / 1e6:.1f} MB)")
 
 
+@main.command("serve")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="YAML of defaults, e.g. configs/serve.yaml; the flags below override it.",
+)
+@click.option("--host", help="Interface to listen on. [default: 127.0.0.1]")
+@click.option("--port", type=click.IntRange(0, 65535), help="[default: 8000]")
+@click.option("--model", help="'default' (shipped), a .safetensors checkpoint, or an .onnx file.")
+@click.option("--workers", type=click.IntRange(min=1), help="Server processes. [default: 1]")
+@click.option("--backend", type=click.Choice(["torch", "onnx"]), help="[default: torch]")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="[default: auto]")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), help="[default: auto]")
+@click.option("--size", type=click.IntRange(min=16), help="Network working size. [default: 256]")
+@click.option(
+    "--max-upload-mb",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Largest accepted image file. [default: 20]",
+)
+@click.option(
+    "--max-pixels", type=click.IntRange(min=1), help="Largest width × height. [default: 50e6]"
+)
+@click.option(
+    "--max-concurrent",
+    type=click.IntRange(min=1),
+    help="Requests worked on at once per worker. [default: 2]",
+)
+@click.option(
+    "--max-queue", type=click.IntRange(min=0), help="Requests that may wait. [default: 32]"
+)
+@click.option(
+    "--cache-mb",
+    type=click.FloatRange(min=0),
+    help="Memory for cached network outputs per worker. [default: 1024]",
+)
+@click.option(
+    "--cache-ttl-s",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Seconds a cached upload is kept after its last use. [default: 900]",
+)
+def serve_command(config_path, **flags) -> None:
+    """Serve the web page and the REST API (needs `pip install 'zhangcolor[serve]'`).
+
+    Open http://127.0.0.1:8000/ for the page: upload a photo, compare before and after, move the
+    temperature (re-decoded from the cached network output, so the network does not run again),
+    and download. `POST /api/colorize` takes a multipart `image` with `temperature` and `format`;
+    the OpenAPI docs are at `/docs`.
+    """
+    from zhangcolor.config import load_config
+
+    try:
+        import fastapi  # noqa: F401
+        import python_multipart  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError as e:
+        raise click.ClickException(
+            f"zhangcolor serve needs the serve extra ({e.name} is missing): "
+            "pip install 'zhangcolor[serve]'"
+        ) from None
+    from zhangcolor.serve import ServeConfig, serve
+
+    try:
+        config = load_config(ServeConfig, config_path, **flags)
+    except (ValueError, TypeError) as e:
+        raise click.BadParameter(str(e), param_hint="--config / flags") from None
+    if config.size % 4:
+        raise click.BadParameter(f"must be a multiple of 4, got {config.size}", param_hint="--size")
+    console.print(
+        f"zhangcolor serve: model {config.model} ({config.backend}), "
+        f"{config.workers} worker(s); open http://{config.host}:{config.port}/"
+    )
+    try:
+        serve(config)
+    except (FileNotFoundError, ValueError, RuntimeError) as e:
+        raise click.ClickException(f"cannot serve: {e}") from None
+
+
 @main.command("models")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def models(as_json: bool) -> None:

@@ -1,0 +1,314 @@
+"""zhangcolor serve: the REST API against the library, the cache, limits and JSON errors."""
+
+from __future__ import annotations
+
+import io
+import math
+import tempfile
+
+import numpy as np
+import pytest
+from makers import noise
+from PIL import Image
+from serving import photo_bytes
+from skimage import color as skcolor
+from test_colorize import invoke, make_checkpoint
+
+pytest.importorskip("fastapi", reason="the serve extra is not installed")
+from fastapi.testclient import TestClient  # noqa: E402
+
+from zhangcolor.serve import (  # noqa: E402
+    ApiError,
+    ColorizeService,
+    OutputCache,
+    ServeConfig,
+    Upload,
+    _Gate,
+    create_app,
+)
+
+import torch  # noqa: E402, I001
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory) -> ColorizeService:
+    model = make_checkpoint(tmp_path_factory.mktemp("model") / "tiny.safetensors")
+    config = ServeConfig(
+        model=str(model), size=64, max_upload_mb=2.5, max_pixels=2_000_000, cache_mb=64
+    )
+    return ColorizeService.load(config)
+
+
+@pytest.fixture
+def client(service):
+    with TestClient(create_app(service=service)) as client:
+        yield client
+
+
+def post(client, data: bytes, name="photo.png", **fields):
+    return client.post(
+        "/api/colorize",
+        files={"image": (name, data, "application/octet-stream")},
+        data={k: str(v) for k, v in fields.items()},
+    )
+
+
+def decoded(response) -> Image.Image:
+    assert response.status_code == 200, response.text
+    return Image.open(io.BytesIO(response.content))
+
+
+def runs(client) -> int:
+    return client.get("/healthz").json()["network_runs"]
+
+
+# ----------------------------------------------------------------------------- the API
+
+
+def test_post_gives_the_full_size_result_of_the_library_with_the_input_l(client, service):
+    data = photo_bytes(1, size=(90, 70))
+    response = post(client, data, temperature=0.38)
+    assert response.headers["content-type"] == "image/png"
+    assert response.headers["x-network"] == "ran"
+    assert "network;dur=" in response.headers["server-timing"]
+    assert response.headers["content-disposition"] == 'inline; filename="photo-colorized-T0.38.png"'
+    result = decoded(response)
+    source = Image.open(io.BytesIO(data))
+    assert result.size == source.size and result.mode == "RGB"
+    # Exactly what the Python API gives for the same photo and T ...
+    expected = service.colorizer.colorize(source, temperature=0.38)
+    assert np.array_equal(np.asarray(result), np.asarray(expected))
+    # ... whose L is the photo's own (skimage as the reference).
+    ours = skcolor.rgb2lab(np.asarray(result))[..., 0]
+    theirs = skcolor.rgb2lab(np.asarray(source.convert("RGB")))[..., 0]
+    assert np.abs(ours - theirs).mean() < 1.0
+
+
+def test_a_temperature_change_re_decodes_the_cached_output_without_the_network(client, service):
+    data = photo_bytes(2)
+    before = runs(client)
+    first = post(client, data, temperature=0.38)
+    upload_id = first.headers["x-upload-id"]
+    assert runs(client) == before + 1
+
+    again = client.get(f"/api/colorize/{upload_id}", params={"temperature": 1.0})
+    assert (
+        again.headers["x-network"] == "cached" and "network" not in again.headers["server-timing"]
+    )
+    assert runs(client) == before + 1
+    source = Image.open(io.BytesIO(data))
+    at_one = np.asarray(decoded(again))
+    assert np.array_equal(at_one, np.asarray(service.colorizer.colorize(source, temperature=1.0)))
+    assert not np.array_equal(at_one, np.asarray(decoded(first)))
+
+    # Posting the same bytes again finds them in the cache too.
+    same = post(client, data, temperature=0.5)
+    assert same.headers["x-network"] == "cached" and same.headers["x-upload-id"] == upload_id
+    assert runs(client) == before + 1
+
+
+def test_previews_jpeg_and_alpha(client):
+    data = photo_bytes(3, size=(200, 100))
+    upload_id = post(client, data).headers["x-upload-id"]
+    preview = client.get(
+        f"/api/colorize/{upload_id}", params={"max_side": 50, "format": "jpg", "temperature": 0.2}
+    )
+    assert preview.headers["content-type"] == "image/jpeg"
+    assert decoded(preview).size == (50, 25) and decoded(preview).format == "JPEG"
+    # A max_side beyond the photo gives its full size.
+    assert decoded(client.get(f"/api/colorize/{upload_id}?max_side=4000")).size == (200, 100)
+
+    rgba = photo_bytes(4, mode="RGBA")
+    alpha = np.asarray(Image.open(io.BytesIO(rgba)))[..., 3]
+    result = decoded(post(client, rgba, name="cutout.png"))
+    assert (
+        result.mode == "RGBA" and np.abs(np.asarray(result)[..., 3] - alpha.astype(int)).max() <= 1
+    )
+    small = decoded(
+        client.get(
+            f"/api/colorize/{post(client, rgba).headers['x-upload-id']}", params={"max_side": 48}
+        )
+    )
+    assert small.mode == "RGBA" and small.size == (48, 36)
+
+
+def test_uploads_are_read_in_memory_never_spooled_to_disk(client, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("a request wrote a temporary file")
+
+    for name in ("TemporaryFile", "NamedTemporaryFile", "mkstemp", "SpooledTemporaryFile"):
+        monkeypatch.setattr(tempfile, name, refuse)
+    # Over 1 MB, where Starlette's own form parser rolls a file over to disk.
+    big = Image.fromarray(np.random.default_rng(0).integers(0, 256, (700, 700, 3), np.uint8))
+    buffer = io.BytesIO()
+    big.save(buffer, format="PNG", compress_level=0)
+    assert len(buffer.getvalue()) > 1.2e6
+    assert decoded(post(client, buffer.getvalue(), max_side=64)).size == (64, 64)
+
+
+@pytest.mark.parametrize(
+    "case,status,code",
+    [
+        ("not an image", 415, "not_an_image"),
+        ("truncated", 415, "not_an_image"),
+        ("empty", 422, "missing_image"),
+        ("no image field", 422, "missing_image"),
+        ("wrong field", 422, "unknown_field"),
+        ("too large", 413, "too_large"),
+        ("too many pixels", 413, "too_many_pixels"),
+        ("T zero", 422, "bad_temperature"),
+        ("T above one", 422, "bad_temperature"),
+        ("T nan", 422, "bad_temperature"),
+        ("T text", 422, "bad_temperature"),
+        ("format", 422, "bad_format"),
+        ("max_side", 422, "bad_max_side"),
+        ("not multipart", 415, "not_multipart"),
+        ("broken multipart", 400, "bad_form"),
+    ],
+)
+def test_bad_requests_get_a_json_4xx_that_says_why(client, case, status, code):
+    good = photo_bytes(5)
+    huge = np.random.default_rng(1).integers(0, 256, (1000, 1000, 3), np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(huge).save(buffer, format="BMP")  # 3 MB, over the 2.5 MB limit
+    tall = io.BytesIO()
+    Image.new("L", (2000, 1001)).save(tall, format="PNG")  # small file, 2,002,000 px
+    requests = {
+        "not an image": lambda: post(client, b"hello, I am text", name="notes.jpg"),
+        "truncated": lambda: post(client, good[: len(good) // 2]),
+        "empty": lambda: post(client, b""),
+        "no image field": lambda: client.post(
+            "/api/colorize", files={"temperature": (None, "0.4")}
+        ),
+        "wrong field": lambda: client.post("/api/colorize", files={"file": ("a.png", good)}),
+        "too large": lambda: post(client, buffer.getvalue()),
+        "too many pixels": lambda: post(client, tall.getvalue()),
+        "T zero": lambda: post(client, good, temperature=0),
+        "T above one": lambda: post(client, good, temperature=1.5),
+        "T nan": lambda: post(client, good, temperature="nan"),
+        "T text": lambda: post(client, good, temperature="warm"),
+        "format": lambda: post(client, good, format="gif"),
+        "max_side": lambda: post(client, good, max_side=4),
+        "not multipart": lambda: client.post("/api/colorize", content=good),
+        "broken multipart": lambda: client.post(
+            "/api/colorize",
+            content=b"--xyz\r\nContent-Disposition: form-data; name=image\r\n\r\nabc",
+            headers={"content-type": "multipart/form-data; boundary=abc"},
+        ),
+    }
+    response = requests[case]()
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert body["error"] == code and isinstance(body["detail"], str) and body["detail"]
+
+
+def test_get_errors_are_json_too(client):
+    upload_id = post(client, photo_bytes(6)).headers["x-upload-id"]
+    cases = {
+        "/api/colorize/0123456789abcdef": (404, "unknown_upload"),
+        f"/api/colorize/{upload_id}?temperature=2": (422, "bad_temperature"),
+        f"/api/colorize/{upload_id}?temperature=x": (422, "invalid_request"),
+        f"/api/colorize/{upload_id}?format=tiff": (422, "bad_format"),
+        "/no/such/page": (404, "not_found"),
+    }
+    for url, (status, code) in cases.items():
+        response = client.get(url)
+        assert (response.status_code, response.json()["error"]) == (status, code), url
+    assert "POST the image" in client.get("/api/colorize/0123456789abcdef").json()["detail"]
+
+
+def test_page_health_and_openapi(client):
+    page = client.get("/")
+    assert page.status_code == 200 and 'id="temperature"' in page.text
+    assert client.get("/static/app.js").status_code == 200
+    health = client.get("/healthz").json()
+    assert health["status"] == "ok" and health["head"] == "classification"
+    schema = client.get("/openapi.json").json()
+    form = schema["paths"]["/api/colorize"]["post"]["requestBody"]["content"]
+    assert set(form["multipart/form-data"]["schema"]["properties"]) >= {"image", "temperature"}
+    assert client.get("/docs").status_code == 200
+
+
+# ----------------------------------------------------------------------------- the parts
+
+
+def upload(nbytes: int) -> Upload:
+    return Upload(torch.zeros(nbytes // 4), torch.zeros(0), None, "x")
+
+
+def test_cache_evicts_the_least_recently_used_beyond_its_bytes():
+    cache = OutputCache(max_bytes=1000, ttl_s=60)
+    for key in "abc":
+        cache.put(key, upload(400))  # c pushes a out
+    assert cache.get("a") is None and cache.get("b") is not None
+    cache.put("d", upload(400))  # b was used last, so c goes
+    assert cache.get("c") is None and cache.get("b") is not None and cache.get("d") is not None
+    cache.put("huge", upload(4000))  # larger than the whole budget: not kept, nothing lost
+    assert cache.get("huge") is None and cache.stats() == {"uploads": 2, "bytes": 800}
+
+
+def test_cache_forgets_an_upload_its_ttl_after_its_last_use():
+    now = [0.0]
+    cache = OutputCache(max_bytes=10_000, ttl_s=10, clock=lambda: now[0])
+    cache.put("a", upload(100))
+    now[0] = 8.0
+    assert cache.get("a") is not None  # used at 8 s: kept until 18 s
+    now[0] = 17.0
+    assert cache.get("a") is not None
+    now[0] = 27.5
+    assert cache.get("a") is None and cache.stats()["uploads"] == 0
+
+
+def test_views_count_against_the_cache_budget(service):
+    data = photo_bytes(7, size=(400, 300))
+    result = service.colorize(data, max_side=100)
+    cached = service.cache.get(result.upload_id)
+    assert set(cached.views) == {100} and cached.views[100][0].shape[-2:] == (75, 100)
+    assert cached.nbytes > cached.output.numel() * 4 + cached.lightness.numel() * 4
+
+
+def test_the_gate_turns_requests_away_beyond_its_queue():
+    gate = _Gate(concurrent=1, queue=1)
+    gate.enter()
+    gate.enter()
+    with pytest.raises(ApiError) as refused:
+        gate.enter()
+    assert refused.value.status == 503 and "retry" in refused.value.detail
+    gate.leave()
+    gate.enter()
+
+
+def test_serve_config_validates_and_the_yaml_matches_the_defaults():
+    from pathlib import Path
+
+    import yaml
+
+    from zhangcolor.config import config_dict
+
+    shipped = yaml.safe_load(Path(__file__).parents[1].joinpath("configs/serve.yaml").read_text())
+    assert shipped == config_dict(ServeConfig())
+    with pytest.raises(ValueError, match="max_concurrent=0"):
+        ServeConfig(max_concurrent=0)
+    with pytest.raises(ValueError, match="backend"):
+        ServeConfig(backend="tensorrt")
+
+
+def test_cli_serve_reports_a_missing_model_and_bad_options(tmp_path):
+    result = invoke("serve", "--model", tmp_path / "missing.safetensors", "--port", "0")
+    assert result.exit_code == 1 and "no model file" in result.output
+    result = invoke("serve", "--size", "66")
+    assert result.exit_code == 2 and "multiple of 4" in result.output
+
+
+def test_temperature_one_is_the_mean_over_http_as_in_the_paper(client, service, tmp_path):
+    """T = 1 decodes to the mean of the predicted distribution: with a sharply peaked model
+    the result at small T is far more colourful than at T = 1 (the paper's figure 3)."""
+    data = noise(tmp_path / "n.png", size=(64, 64)).read_bytes()
+    upload_id = post(client, data).headers["x-upload-id"]
+
+    def chroma(t):
+        rgb = np.asarray(decoded(client.get(f"/api/colorize/{upload_id}?temperature={t}")))
+        lab = skcolor.rgb2lab(rgb)
+        return float(np.hypot(lab[..., 1], lab[..., 2]).mean())
+
+    assert chroma(0.05) > chroma(1.0) and math.isfinite(chroma(0.38))

@@ -1,0 +1,207 @@
+// The zhangcolor page: upload a photo, compare before and after, move T, download.
+// A T change asks the server to re-decode the network output it cached for this upload
+// (GET /api/colorize/{id}); only if the server has forgotten it is the photo sent again.
+"use strict";
+
+const PREVIEW_SIDE = 1280; // the page shows (and re-decodes) a preview; the download is full size
+const $ = (id) => document.getElementById(id);
+
+const state = {
+  file: null, // the File being worked on
+  uploadId: null, // the server's name for its cached network output
+  generation: 0, // counts the photos chosen, so a late answer for an old one is dropped
+  shown: null, // "generation:T" of the image on screen
+  wantedT: 0.38, // T of the slider
+  inFlight: false,
+  beforeUrl: null,
+  resultUrl: null,
+};
+
+function setState(name) {
+  document.body.dataset.state = name;
+  $("download").disabled = name !== "ready";
+}
+
+function showError(message) {
+  $("error").textContent = message;
+  $("error").hidden = false;
+  setState(state.uploadId ? "ready" : "empty");
+}
+
+async function errorMessage(response) {
+  try {
+    const body = await response.json();
+    return body.detail || `${response.status} ${response.statusText}`;
+  } catch {
+    return `${response.status} ${response.statusText}`;
+  }
+}
+
+function serverTimings(response) {
+  const timings = {};
+  for (const item of (response.headers.get("Server-Timing") || "").split(",")) {
+    const match = item.trim().match(/^(\w+);dur=([\d.]+)/);
+    if (match) timings[match[1]] = Number(match[2]);
+  }
+  return timings;
+}
+
+function post(t, format, maxSide) {
+  const form = new FormData();
+  form.append("image", state.file, state.file.name);
+  form.append("temperature", String(t));
+  form.append("format", format);
+  if (maxSide) form.append("max_side", String(maxSide));
+  return fetch("/api/colorize", { method: "POST", body: form });
+}
+
+// The cached output at T if the server still has it, else the photo sent again.
+async function fetchAt(t, format, maxSide) {
+  if (state.uploadId) {
+    const query = new URLSearchParams({ temperature: String(t), format });
+    if (maxSide) query.set("max_side", String(maxSide));
+    const response = await fetch(`/api/colorize/${state.uploadId}?${query}`);
+    if (response.status !== 404) return response;
+  }
+  return post(t, format, maxSide);
+}
+
+async function render(t, generation) {
+  const started = performance.now();
+  const response = state.uploadId
+    ? await fetchAt(t, "jpg", PREVIEW_SIDE)
+    : await post(t, "jpg", PREVIEW_SIDE);
+  if (generation !== state.generation) return; // another photo was chosen meanwhile
+  if (!response.ok) throw new Error(await errorMessage(response));
+  state.uploadId = response.headers.get("X-Upload-Id");
+  const network = response.headers.get("X-Network");
+  const blob = await response.blob();
+  if (state.resultUrl) URL.revokeObjectURL(state.resultUrl);
+  state.resultUrl = URL.createObjectURL(blob);
+  const result = $("result");
+  await new Promise((resolve, reject) => {
+    result.onload = resolve;
+    result.onerror = () => reject(new Error("the browser could not show the result"));
+    result.src = state.resultUrl;
+  });
+  result.dataset.t = String(t);
+  state.shown = `${generation}:${t}`;
+  const took = Math.round(performance.now() - started);
+  const timings = serverTimings(response);
+  const status = $("status");
+  status.dataset.network = network;
+  status.textContent =
+    network === "ran"
+      ? `Colorized at T = ${t} in ${took} ms (network ${Math.round(timings.network || 0)} ms).`
+      : `Re-decoded at T = ${t} in ${took} ms; the network did not run again.`;
+}
+
+// Keep at most one request in flight; when it returns, catch up with the slider and the file.
+async function update() {
+  if (state.inFlight) return;
+  state.inFlight = true;
+  setState("busy");
+  try {
+    while (state.shown !== `${state.generation}:${state.wantedT}`) {
+      await render(state.wantedT, state.generation);
+    }
+    setState("ready");
+  } catch (error) {
+    showError(error.message);
+  } finally {
+    state.inFlight = false;
+  }
+}
+
+function start(file) {
+  if (!file) return;
+  $("error").hidden = true;
+  state.file = file;
+  state.uploadId = null;
+  state.generation += 1;
+  if (state.beforeUrl) URL.revokeObjectURL(state.beforeUrl);
+  state.beforeUrl = URL.createObjectURL(file);
+  const before = $("before");
+  // Formats the browser cannot show (TIFF, say) fall back to the result in gray: its L is the
+  // photo's own.
+  before.style.filter = "";
+  before.onerror = () => {
+    before.onerror = null;
+    before.style.filter = "grayscale(1)";
+    before.src = state.resultUrl || "";
+  };
+  before.src = state.beforeUrl;
+  $("viewer").hidden = false;
+  $("status").textContent = `Colorizing ${file.name}…`;
+  update();
+}
+
+async function download() {
+  const t = state.wantedT;
+  $("download").disabled = true;
+  $("status").textContent = `Preparing the full-size image at T = ${t}…`;
+  try {
+    const response = await fetchAt(t, "png", null);
+    if (!response.ok) throw new Error(await errorMessage(response));
+    state.uploadId = response.headers.get("X-Upload-Id");
+    const disposition = response.headers.get("Content-Disposition") || "";
+    const name = (disposition.match(/filename="([^"]+)"/) || [])[1] || "colorized.png";
+    const url = URL.createObjectURL(await response.blob());
+    const link = document.createElement("a");
+    link.href = url;
+    link.download = name;
+    document.body.append(link);
+    link.click();
+    link.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 10000);
+    $("status").textContent = `Downloaded ${name}.`;
+  } catch (error) {
+    showError(error.message);
+  } finally {
+    $("download").disabled = document.body.dataset.state !== "ready";
+  }
+}
+
+function wire() {
+  const drop = $("drop");
+  $("file").addEventListener("change", (e) => start(e.target.files[0]));
+  for (const name of ["dragenter", "dragover"]) {
+    drop.addEventListener(name, (e) => {
+      e.preventDefault();
+      drop.classList.add("over");
+    });
+  }
+  for (const name of ["dragleave", "drop"]) {
+    drop.addEventListener(name, () => drop.classList.remove("over"));
+  }
+  drop.addEventListener("drop", (e) => {
+    e.preventDefault();
+    start(e.dataTransfer.files[0]);
+  });
+
+  $("temperature").addEventListener("input", (e) => {
+    state.wantedT = Number(e.target.value);
+    $("t-value").textContent = state.wantedT.toFixed(2);
+    if (state.uploadId) update();
+  });
+  $("split").addEventListener("input", (e) => {
+    $("compare").style.setProperty("--split", `${e.target.value}%`);
+  });
+  $("download").addEventListener("click", download);
+  $("another").addEventListener("click", () => {
+    $("file").value = "";
+    $("file").click();
+  });
+  setState("empty");
+
+  fetch("/healthz")
+    .then((r) => r.json())
+    .then((info) => {
+      $("model").textContent =
+        `model: ${info.model} (${info.head}, ${info.backend} on ${info.device}) · zhangcolor ${info.version}`;
+      $("max-mb").textContent = String(info.limits.max_upload_mb);
+    })
+    .catch(() => {});
+}
+
+wire();
