@@ -8,6 +8,7 @@ import tempfile
 
 import numpy as np
 import pytest
+import torch
 from makers import noise
 from PIL import Image
 from serving import photo_bytes
@@ -15,9 +16,10 @@ from skimage import color as skcolor
 from test_colorize import invoke, make_checkpoint
 
 pytest.importorskip("fastapi", reason="the serve extra is not installed")
-from fastapi.testclient import TestClient  # noqa: E402
 
-from zhangcolor.serve import (  # noqa: E402
+from fastapi.testclient import TestClient
+
+from zhangcolor.serve import (
     ApiError,
     ColorizeService,
     OutputCache,
@@ -26,8 +28,6 @@ from zhangcolor.serve import (  # noqa: E402
     _Gate,
     create_app,
 )
-
-import torch  # noqa: E402, I001
 
 
 @pytest.fixture(scope="module")
