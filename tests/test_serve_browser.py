@@ -1,0 +1,176 @@
+"""The web page in a real browser: Debian's headless Chromium, driven by Playwright.
+
+No browser is ever downloaded: Playwright drives /usr/bin/chromium, which `.ci/run` installs with
+apt-get. Where it is missing the test is skipped with the command to install it, unless
+ZHANGCOLOR_REQUIRE_BROWSER=1 (as in CI), which turns the skip into a failure.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+from serving import live_server
+from skimage import data
+from test_colorize import make_checkpoint
+
+CHROMIUM = Path("/usr/bin/chromium")
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def _need(condition: bool, why: str) -> None:
+    if condition:
+        return
+    if os.environ.get("ZHANGCOLOR_REQUIRE_BROWSER") == "1":
+        pytest.fail(f"ZHANGCOLOR_REQUIRE_BROWSER=1 but {why}")
+    pytest.skip(why)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    pytest.importorskip("fastapi", reason="the serve extra is not installed")
+    from zhangcolor.serve import ColorizeService, ServeConfig, create_app
+
+    model = make_checkpoint(tmp_path_factory.mktemp("model") / "tiny.safetensors")
+    service = ColorizeService.load(ServeConfig(model=str(model), size=64))
+    with live_server(create_app(service=service)) as url:
+        yield url
+
+
+@pytest.fixture
+def page(tmp_path):
+    _need(CHROMIUM.is_file(), f"no {CHROMIUM}; install it with: apt-get install chromium")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _need(False, "playwright is not installed: pip install playwright (no browser download)")
+    with sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            str(tmp_path / "profile"),  # a new, empty user-data-dir
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=FLAGS,
+            viewport={"width": 1000, "height": 900},
+            accept_downloads=True,
+        )
+        try:
+            page = context.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda error: errors.append(str(error)))
+            yield page
+            assert not errors, f"JavaScript errors on the page: {errors}"
+        finally:
+            context.close()
+
+
+def displayed_pixels(page) -> np.ndarray:
+    """The result image as the browser decoded it, read back through a canvas."""
+    url = page.evaluate(
+        """() => {
+            const img = document.getElementById('result');
+            const canvas = document.createElement('canvas');
+            canvas.width = img.naturalWidth; canvas.height = img.naturalHeight;
+            canvas.getContext('2d').drawImage(img, 0, 0);
+            return canvas.toDataURL('image/png');
+        }"""
+    )
+    png = base64.b64decode(url.split(",", 1)[1])
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).reshape(-1, 3)
+
+
+def runs(url: str) -> int:
+    return httpx.get(f"{url}/healthz").json()["network_runs"]
+
+
+def test_upload_compare_move_t_and_download_in_chromium(server, page, tmp_path):
+    photo = tmp_path / "old photo.jpg"
+    Image.fromarray(data.astronaut()).convert("L").resize((320, 320)).save(photo)
+    before_runs = runs(server)
+
+    api_calls: list[str] = []
+    page.on(
+        "request",
+        lambda r: api_calls.append(f"{r.method} {r.url}") if "/api/" in r.url else None,
+    )
+    page.goto(server)
+    page.set_input_files("#file", str(photo))
+    page.wait_for_selector("body[data-state=ready]", timeout=60_000)
+    assert page.get_attribute("#status", "data-network") == "ran"
+    assert [call.split()[0] for call in api_calls] == ["POST"]
+    assert runs(server) == before_runs + 1
+    first = displayed_pixels(page)
+    chroma = np.abs(first.astype(int) - first.mean(axis=1, keepdims=True)).mean()
+    assert chroma > 1.0, "the result should have colour"
+
+    # Move the temperature slider: the result changes, and the network does not run again.
+    page.locator("#temperature").fill("1")
+    page.wait_for_function(
+        "document.getElementById('result').dataset.t === '1'"
+        " && document.body.dataset.state === 'ready'",
+        timeout=30_000,
+    )
+    assert page.inner_text("#t-value") == "1.00"
+    assert page.get_attribute("#status", "data-network") == "cached"
+    assert "did not run again" in page.inner_text("#status")
+    assert not np.array_equal(displayed_pixels(page), first)
+    assert runs(server) == before_runs + 1
+    # The photo was not sent again: the page asked for a re-decode of the cached output.
+    assert all(call.startswith("GET ") for call in api_calls[1:]) and len(api_calls) >= 2
+    assert "temperature=1" in api_calls[-1]
+
+    # The before/after split moves the clip of the result.
+    page.locator("#split").fill("20")
+    assert "20%" in page.get_attribute("#compare", "style")
+
+    # Download: the full-size PNG at the slider's T.
+    with page.expect_download() as info:
+        page.click("#download")
+    saved = tmp_path / "download.png"
+    info.value.save_as(saved)
+    assert info.value.suggested_filename == "old photo-colorized-T1.png"
+    with Image.open(saved) as image:
+        assert image.format == "PNG" and image.size == (320, 320)
+    assert runs(server) == before_runs + 1
+
+
+def test_a_file_that_is_not_an_image_shows_the_servers_reason(server, page, tmp_path):
+    bogus = tmp_path / "notes.png"
+    bogus.write_text("not a picture")
+    page.goto(server)
+    page.set_input_files("#file", str(bogus))
+    page.wait_for_selector("#error:not([hidden])", timeout=30_000)
+    assert "not an image" in page.inner_text("#error")
+
+
+def test_the_page_recovers_when_the_server_forgot_the_upload(server, page, tmp_path):
+    """A T change after the cache dropped the upload (its TTL, or another worker) sends the
+    photo again instead of failing."""
+    photo = tmp_path / "p.png"
+    buffer = io.BytesIO()
+    Image.fromarray(data.coffee()).resize((200, 150)).save(buffer, format="PNG")
+    photo.write_bytes(buffer.getvalue())
+    page.goto(server)
+    page.set_input_files("#file", str(photo))
+    page.wait_for_selector("body[data-state=ready]", timeout=60_000)
+    page.evaluate("() => { state.uploadId = 'forgotten00000000000000000000000'; }")
+    page.locator("#temperature").fill("0.7")
+    page.wait_for_function(
+        "document.getElementById('result').dataset.t === '0.7'"
+        " && document.body.dataset.state === 'ready'",
+        timeout=30_000,
+    )
+    assert page.locator("#error").is_hidden()
