@@ -7,6 +7,7 @@ Rows (256² inputs, this CPU):
   network forward at the same batch (target ≥ 0.75×);
 - against a Zhang-demo-style pipeline: skimage Lab, fp32 network, one image at a time, numpy
   softmax and annealed mean (target ≥ 5×);
+- the bare forward in onnxruntime against torch fp32 and bf16;
 - peak RSS of colorizing one 24-megapixel photo, in a fresh process (target ≤ 1.5 GB).
 """
 
@@ -104,12 +105,14 @@ def main() -> None:
         onnx = Colorizer.load(export_onnx(args.model, Path(tmp) / "m.onnx"), backend="onnx")
         light = torch.rand(args.n, 1, 256, 256) * 100
         ort = median_seconds(lambda: onnx.network_output(light)) / args.n
-        torch_fp32 = Colorizer.load(args.model, precision="fp32")
-        fp32 = median_seconds(lambda: torch_fp32.network_output(light)) / args.n
-        console.print(
-            f"bare forward, batch {args.n}: onnxruntime {1 / ort:.1f} img/s, torch fp32 "
-            f"{1 / fp32:.1f} img/s -> onnxruntime / torch {fp32 / ort:.2f}×"
-        )
+        for precision in ("fp32", "bf16"):
+            net = Colorizer.load(args.model, precision=precision)
+            took = median_seconds(lambda net=net: net.network_output(light)) / args.n
+            console.print(
+                f"bare forward, batch {args.n}: onnxruntime {1 / ort:.1f} img/s, torch "
+                f"{precision} {1 / took:.1f} img/s -> onnxruntime / torch {precision} "
+                f"{took / ort:.2f}×"
+            )
     console.print(f"peak RSS colorizing a 24 MP photo: {peak_rss_24mp(args.model):.0f} MB (≤ 1500)")
 
 

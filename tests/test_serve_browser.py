@@ -16,9 +16,10 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image
-from serving import live_server
 from skimage import data
 from test_colorize import make_checkpoint
+
+from zhangcolor.serve import ColorizeService, ServeConfig, background_server, create_app
 
 CHROMIUM = Path("/usr/bin/chromium")
 FLAGS = [
@@ -43,11 +44,10 @@ def _need(condition: bool, why: str) -> None:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     pytest.importorskip("fastapi", reason="the serve extra is not installed")
-    from zhangcolor.serve import ColorizeService, ServeConfig, create_app
 
     model = make_checkpoint(tmp_path_factory.mktemp("model") / "tiny.safetensors")
     service = ColorizeService.load(ServeConfig(model=str(model), size=64))
-    with live_server(create_app(service=service)) as url:
+    with background_server(create_app(service=service)) as url:
         yield url
 
 
