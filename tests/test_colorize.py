@@ -59,6 +59,25 @@ def test_output_keeps_the_input_size_and_its_lightness(checkpoint):
     assert np.abs(lightness(colorizer.colorize(photo)) - lightness(photo)).mean() <= 1.0
 
 
+@pytest.mark.parametrize("size", [(37, 53), (256, 200), (300, 701)])  # 1, 2 and 3 bands
+def test_join_is_bilinear_upsampling_then_lab_to_rgb(size):
+    """join's banded matrix upsampling against F.interpolate and the float conversion."""
+    from torch.nn import functional as F
+
+    from zhangcolor.color import lab_to_rgb
+    from zhangcolor.colorize import join
+
+    torch.manual_seed(0)
+    h, w = size
+    light = torch.rand(1, 1, h, w) * 100
+    ab = torch.randn(1, 2, 64, 48) * 40
+    upsampled = F.interpolate(ab, size=size, mode="bilinear", align_corners=False)
+    expected = (lab_to_rgb(torch.cat([light, upsampled], 1))[0] * 255).round()
+    ours = torch.from_numpy(np.array(join(light, ab))).permute(2, 0, 1).float()
+    diff = (ours - expected).abs()
+    assert diff.max() <= 1 and (diff > 0).float().mean() < 0.01
+
+
 def test_lower_temperature_gives_more_colourful_results(checkpoint):
     colorizer = Colorizer.load(checkpoint, size=64)
     gray = Image.fromarray(data.camera()[::4, ::4])

@@ -147,6 +147,8 @@ def _encoding_table() -> Tensor:
 
 _LUMINANCE = _luminance_table()
 _ENCODING = _encoding_table()
+# XYZ / white -> linear RGB -> index into _ENCODING, as one matrix.
+_TABLE_FROM_T = _LINEAR_FROM_XYZ * torch.tensor(D65_WHITE, dtype=torch.float64) * _LINEAR_STEPS
 
 
 def _check_image8(x: Tensor, name: str) -> None:
@@ -181,7 +183,8 @@ def lab_to_srgb8(lab: Tensor) -> Tensor:
     """Convert CIE Lab to 8-bit sRGB, for writing images.
 
     Equals ``round(255 · lab_to_rgb(lab))`` but for rare values at a rounding boundary, which
-    may differ by one level; about twice as fast, the companding curve being a table.
+    may differ by one level; about 1.5× as fast, the companding curve being a table and the
+    constants folded into one matrix.
 
     Args:
         lab: ``(*, 3, H, W)`` float tensor, L in [0, 100], a and b in about [-128, 127].
@@ -191,12 +194,16 @@ def lab_to_srgb8(lab: Tensor) -> Tensor:
     """
     _check_image(lab, "lab")
     lightness, a, b = lab.unbind(-3)
-    fy = (lightness + 16.0) / 116.0
-    f = torch.stack((a / 500.0 + fy, fy, (fy - b / 200.0).clamp_min(0.0)), dim=-3)
-    t = _select(f > _LAB_F_EPSILON, f * f * f, (f - 16.0 / 116.0) / _LAB_KAPPA)
-    white = torch.tensor(D65_WHITE, dtype=lab.dtype, device=lab.device).view(3, 1, 1)
-    linear = _matrix(_LINEAR_FROM_XYZ, t * white)
-    index = (linear * _LINEAR_STEPS + 0.5).clamp_(0, _LINEAR_STEPS).long()
+    fy = lightness.add(16.0).mul_(1.0 / 116.0)
+    fx = a.mul(1.0 / 500.0).add_(fy)
+    fz = b.mul(-1.0 / 200.0).add_(fy).clamp_min_(0.0)
+    f = torch.stack((fx, fy, fz), dim=-3)
+    cube = f * f
+    cube.mul_(f)
+    line = f.mul(1.0 / _LAB_KAPPA).sub_(16.0 / 116.0 / _LAB_KAPPA)
+    t = _select(f > _LAB_F_EPSILON, cube, line)  # XYZ / white
+    steps = _matrix(_TABLE_FROM_T, t)  # linear RGB in steps of the encoding table
+    index = steps.add_(0.5).clamp_(0, _LINEAR_STEPS).long()
     return torch.take(_ENCODING.to(lab.device), index)
 
 

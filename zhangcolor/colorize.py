@@ -7,6 +7,7 @@ every detail and its L equals the input's.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -202,31 +203,34 @@ def image_lightness(image: Image.Image | np.ndarray | LoadedImage) -> Tensor:
 
 
 def join(lightness: Tensor, ab: Tensor) -> Image.Image:
-    """Upsample ab ``(1, 2, h, w)`` to L's size ``(1, 1, H, W)``, join, and convert to sRGB,
-    in row chunks."""
+    """Upsample ab ``(1, 2, h, w)`` bilinearly to L's size ``(1, 1, H, W)``, join, and convert to
+    sRGB, in bands of rows (a full-resolution ab is what would cost memory on a 24 MP photo)."""
     h, w = lightness.shape[-2:]
+    rows = _bilinear_weights(ab.shape[-2], h)  # (H, h)
+    wide = ab[0].float() @ _bilinear_weights(ab.shape[-1], w).T  # (2, h, W)
     out = np.empty((h, w, 3), dtype=np.uint8)
-    # Upsampling a full-resolution ab in one go is what costs memory on a 24 MP photo: do it per
-    # band of rows, from the matching rows of a bicubic-resized ab with align_corners semantics.
     for top in range(0, h, _ROWS_PER_CHUNK):
         bottom = min(h, top + _ROWS_PER_CHUNK)
-        band = _ab_rows(ab, h, w, top, bottom)  # (1, 2, r, W)
-        lab = torch.cat([lightness[:, :, top:bottom], band], 1)
-        out[top:bottom] = lab_to_srgb8(lab)[0].permute(1, 2, 0).numpy()
+        band = rows[top:bottom] @ wide  # (2, r, W)
+        lab = torch.cat([lightness[0, :, top:bottom], band])  # (3, r, W)
+        out[top:bottom] = lab_to_srgb8(lab).permute(1, 2, 0).numpy()
     return Image.fromarray(out, "RGB")
 
 
-def _ab_rows(ab: Tensor, h: int, w: int, top: int, bottom: int) -> Tensor:
-    """Rows [top, bottom) of ab bilinearly upsampled to (h, w), without making all of it."""
-    rows = torch.arange(top, bottom, dtype=torch.float32)
-    cols = torch.arange(w, dtype=torch.float32)
-    # grid_sample with align_corners=False maps pixel centres as F.interpolate does.
-    gy = (rows + 0.5) / h * 2 - 1
-    gx = (cols + 0.5) / w * 2 - 1
-    grid = torch.stack(torch.meshgrid(gy, gx, indexing="ij")[::-1], -1)[None]  # (1, r, W, 2)
-    return F.grid_sample(
-        ab.float(), grid, mode="bilinear", padding_mode="border", align_corners=False
-    )
+@functools.lru_cache(maxsize=32)
+def _bilinear_weights(n_in: int, n_out: int) -> Tensor:
+    """``(n_out, n_in)`` float32: bilinear resampling along one axis as a matrix, with the
+    pixel-centre alignment and edge clamping of ``F.interpolate(align_corners=False)``."""
+    source = (torch.arange(n_out, dtype=torch.float64) + 0.5) * (n_in / n_out) - 0.5
+    source = source.clamp(0, n_in - 1)
+    left = source.floor().long()
+    right = (left + 1).clamp(max=n_in - 1)
+    frac = source - left
+    weights = torch.zeros(n_out, n_in, dtype=torch.float64)
+    out = torch.arange(n_out)
+    weights.index_put_((out, left), 1 - frac, accumulate=True)
+    weights.index_put_((out, right), frac, accumulate=True)
+    return weights.float()
 
 
 # ----------------------------------------------------------------------------- files

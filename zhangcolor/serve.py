@@ -643,6 +643,30 @@ def create_app(config: ServeConfig | None = None, service: ColorizeService | Non
     return app
 
 
+def nodelay_http(*args, **kwargs):
+    """uvicorn's HTTP protocol with TCP_NODELAY set on each connection.
+
+    asyncio sets it only on sockets whose protocol number says TCP, which the sockets uvicorn
+    binds for ``--workers`` (and sockets passed in) lack; without it every answer on a kept-alive
+    connection waits about 40 ms for a delayed ACK (measured: 44 ms against 1 ms).
+    """
+    import socket
+
+    from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
+    protocol = AutoHTTPProtocol(*args, **kwargs)
+    made = protocol.connection_made
+
+    def connection_made(transport) -> None:
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        made(transport)
+
+    protocol.connection_made = connection_made
+    return protocol
+
+
 @contextmanager
 def background_server(app, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
     """Serve ``app`` from a thread of this process (port 0: a free one); yields its base URL.
@@ -656,7 +680,8 @@ def background_server(app, host: str = "127.0.0.1", port: int = 0) -> Iterator[s
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    config = uvicorn.Config(app, log_level="warning", lifespan="on", http=nodelay_http)
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 60
@@ -689,7 +714,13 @@ def serve(config: ServeConfig) -> None:
     from zhangcolor.config import config_dict
 
     if config.workers == 1:
-        uvicorn.run(create_app(config), host=config.host, port=config.port, log_level="info")
+        uvicorn.run(
+            create_app(config),
+            host=config.host,
+            port=config.port,
+            http=nodelay_http,
+            log_level="info",
+        )
         return
     ColorizeService.load(config)  # fail here, once, rather than in every worker
     os.environ[CONFIG_ENV] = json.dumps(config_dict(config))
@@ -699,5 +730,6 @@ def serve(config: ServeConfig) -> None:
         host=config.host,
         port=config.port,
         workers=config.workers,
+        http="zhangcolor.serve:nodelay_http",
         log_level="info",
     )
