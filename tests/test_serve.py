@@ -268,7 +268,7 @@ def test_views_count_against_the_cache_budget(service):
 
 
 def test_the_gate_turns_requests_away_beyond_its_queue():
-    gate = _Gate(concurrent=1, queue=1)
+    gate = _Gate(limit=2)
     gate.enter()
     gate.enter()
     with pytest.raises(ApiError) as refused:

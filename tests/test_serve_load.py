@@ -26,6 +26,7 @@ PHOTOS = 40  # distinct uploads (the network runs); the other requests change T
 def test_200_requests_8_at_a_time_without_an_error(capsys):
     pytest.importorskip("fastapi", reason="the serve extra is not installed")
 
+    # Two work threads, so that network runs could overlap if the lock did not hold them.
     service = ColorizeService.load(ServeConfig(max_concurrent=2, max_queue=32))
     # Count how many network runs ever overlap: the server promises one at a time.
     overlap = {"now": 0, "most": 0}

@@ -21,6 +21,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import resources
@@ -65,7 +66,7 @@ class ServeConfig:
     workers: int = 1  # server processes, each with its own model and cache
     max_upload_mb: float = 20.0  # largest accepted image file
     max_pixels: int = 50_000_000  # largest accepted image, width × height (decompression bombs)
-    max_concurrent: int = 2  # requests worked on at once per worker (the network: one at a time)
+    max_concurrent: int = 1  # threads that colorize, per worker; torch uses every core in each
     max_queue: int = 32  # requests that may wait for those; more are told 503, retry later
     cache_mb: float = 1024.0  # memory for cached network outputs and L, per worker
     cache_ttl_s: float = 900.0  # a cached upload is forgotten this long after its last use
@@ -213,6 +214,10 @@ class ColorizeService:
         self.cache = OutputCache(int(config.cache_mb * 2**20), config.cache_ttl_s)
         self.network_runs = 0
         self._network = threading.Lock()  # torch already spreads one batch over every core
+        # Requests are worked on by these threads only, not by any of the server's pool: each
+        # thread that runs torch gets its own OpenMP team, and an idle team spins a while,
+        # taking cores from the next when requests hop between many threads.
+        self.executor = ThreadPoolExecutor(config.max_concurrent, thread_name_prefix="zhangcolor")
 
     @classmethod
     def load(cls, config: ServeConfig) -> "ColorizeService":
@@ -377,13 +382,12 @@ _POST_SCHEMA = {
 
 
 class _Gate:
-    """At most ``concurrent`` requests worked on at once; at most ``queue`` more in flight
-    (reading or waiting); beyond that, 503."""
+    """Counts the requests in flight (reading, waiting for a work thread, or worked on) and
+    turns away those beyond ``limit`` with a 503."""
 
-    def __init__(self, concurrent: int, queue: int):
-        self.limit = concurrent + queue
+    def __init__(self, limit: int):
+        self.limit = limit
         self.in_flight = 0
-        self.work = asyncio.Semaphore(concurrent)
 
     def enter(self) -> None:
         if self.in_flight >= self.limit:
@@ -512,13 +516,10 @@ def static_dir() -> Path:
 
 def create_app(config: ServeConfig | None = None, service: ColorizeService | None = None):
     """The FastAPI app; loads the model unless a ready ``service`` is given."""
-    from contextlib import asynccontextmanager
-
     from fastapi import FastAPI, Query, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import FileResponse, JSONResponse
     from fastapi.staticfiles import StaticFiles
-    from starlette.concurrency import run_in_threadpool
     from starlette.exceptions import HTTPException
 
     from zhangcolor import __version__
@@ -526,25 +527,15 @@ def create_app(config: ServeConfig | None = None, service: ColorizeService | Non
     config = config or (service.config if service else ServeConfig())
     service = service or ColorizeService.load(config)
 
-    @asynccontextmanager
-    async def lifespan(app):
-        app.state.gate = _Gate(config.max_concurrent, config.max_queue)
-        yield
-
     app = FastAPI(
         title="zhangcolor",
         version=__version__,
         description="Automatic colorization after Zhang, Isola & Efros (ECCV 2016). POST a photo "
         "to /api/colorize; change T with GET /api/colorize/{upload_id}, which re-decodes the "
         "cached network output without running the network again.",
-        lifespan=lifespan,
     )
     app.state.service = service
-
-    def gate(request: Request) -> _Gate:
-        if not hasattr(request.app.state, "gate"):  # an app used without its lifespan
-            request.app.state.gate = _Gate(config.max_concurrent, config.max_queue)
-        return request.app.state.gate
+    gate = _Gate(config.max_concurrent + config.max_queue)
 
     @app.exception_handler(ApiError)
     async def api_error(request, error: ApiError):
@@ -583,21 +574,18 @@ def create_app(config: ServeConfig | None = None, service: ColorizeService | Non
             },
         }
 
-    async def work(request: Request, call):
-        """Run ``call`` in a worker thread once a work slot is free."""
-        async with gate(request).work:
-            return await run_in_threadpool(call)
+    async def work(call):
+        """Run ``call`` on one of the service's work threads (queued until one is free)."""
+        return await asyncio.get_running_loop().run_in_executor(service.executor, call)
 
     @app.post("/api/colorize", summary="Colorize an image", openapi_extra=_POST_SCHEMA)
     async def colorize(request: Request):
-        door = gate(request)
-        door.enter()
+        gate.enter()
         try:
             form = await _read_form(request, int(config.max_upload_mb * 2**20))
             filename, data = form["image"]
             text_format = form.get("format", (None, b"png"))[1].decode("utf-8", "replace")
             result = await work(
-                request,
                 lambda: service.colorize(
                     data,
                     filename=filename or "image",
@@ -607,7 +595,7 @@ def create_app(config: ServeConfig | None = None, service: ColorizeService | Non
                 ),
             )
         finally:
-            door.leave()
+            gate.leave()
         return _response(result)
 
     @app.get(
@@ -616,23 +604,20 @@ def create_app(config: ServeConfig | None = None, service: ColorizeService | Non
         responses={200: {"content": {"image/png": {}, "image/jpeg": {}}}},
     )
     async def recolor(
-        request: Request,
         upload_id: str,
         temperature: float = Query(TEMPERATURE, description="Annealed-mean T, in (0, 1]."),
         format: str = Query("png", description="png or jpg."),
         max_side: int | None = Query(None, description="Longer side of a preview, ≥ 16."),
     ):
-        door = gate(request)
-        door.enter()
+        gate.enter()
         try:
             result = await work(
-                request,
                 lambda: service.recolor(
                     upload_id, temperature=temperature, fmt=format.lower(), max_side=max_side
                 ),
             )
         finally:
-            door.leave()
+            gate.leave()
         return _response(result)
 
     @app.get("/", include_in_schema=False)

@@ -3,7 +3,10 @@
 // (GET /api/colorize/{id}); only if the server has forgotten it is the photo sent again.
 "use strict";
 
-const PREVIEW_SIDE = 1280; // the page shows (and re-decodes) a preview; the download is full size
+// The page shows (and re-decodes at each T) a preview as wide as its box in device pixels; the
+// download is full size.
+const previewSide = () =>
+  Math.min(1280, Math.max(256, Math.round(document.querySelector("main").clientWidth * devicePixelRatio)));
 const $ = (id) => document.getElementById(id);
 
 const state = {
@@ -68,9 +71,8 @@ async function fetchAt(t, format, maxSide) {
 
 async function render(t, generation) {
   const started = performance.now();
-  const response = state.uploadId
-    ? await fetchAt(t, "jpg", PREVIEW_SIDE)
-    : await post(t, "jpg", PREVIEW_SIDE);
+  const side = previewSide();
+  const response = state.uploadId ? await fetchAt(t, "jpg", side) : await post(t, "jpg", side);
   if (generation !== state.generation) return; // another photo was chosen meanwhile
   if (!response.ok) throw new Error(await errorMessage(response));
   state.uploadId = response.headers.get("X-Upload-Id");
