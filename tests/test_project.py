@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from zhangcolor.prior import PriorConfig
+from zhangcolor.serve import ServeConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -19,7 +20,25 @@ def test_ci_runs_exactly_the_readme_test_command():
     assert ci_lines[-1].strip() == command
 
 
-@pytest.mark.parametrize(("name", "cls"), [("prior.yaml", PriorConfig)])
+@pytest.mark.parametrize(
+    ("name", "cls"), [("prior.yaml", PriorConfig), ("serve.yaml", ServeConfig)]
+)
 def test_yaml_configs_match_their_dataclass_defaults(name, cls):
     values = yaml.safe_load((ROOT / "configs" / name).read_text())
     assert values == {f.name: f.default for f in dataclasses.fields(cls)}
+
+
+def test_the_dockerfile_copies_what_exists_serves_as_a_user_and_checks_healthz():
+    """The image cannot be built here (no Docker engine), so read it."""
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    for line in dockerfile.splitlines():
+        if line.startswith("COPY "):
+            for source in line.split()[1:-1]:
+                assert (ROOT / source).exists(), f"Dockerfile copies missing {source}"
+    assert 'pip install ".[serve]"' in dockerfile
+    users = re.findall(r"^USER (\S+)", dockerfile, re.M)
+    assert users and users[-1] not in ("root", "0")
+    assert re.search(r"^HEALTHCHECK .*\n?.*/healthz", dockerfile, re.M)
+    assert '"--host", "0.0.0.0"' in dockerfile
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert not {"zhangcolor", "bins", "pyproject.toml", "README.md"} & set(ignored)

@@ -278,15 +278,7 @@ def test_the_gate_turns_requests_away_beyond_its_queue():
     gate.enter()
 
 
-def test_serve_config_validates_and_the_yaml_matches_the_defaults():
-    from pathlib import Path
-
-    import yaml
-
-    from zhangcolor.config import config_dict
-
-    shipped = yaml.safe_load(Path(__file__).parents[1].joinpath("configs/serve.yaml").read_text())
-    assert shipped == config_dict(ServeConfig())
+def test_serve_config_says_which_values_are_wrong():
     with pytest.raises(ValueError, match="max_concurrent=0"):
         ServeConfig(max_concurrent=0)
     with pytest.raises(ValueError, match="backend"):
