@@ -304,3 +304,48 @@ def test_temperature_one_is_the_mean_over_http_as_in_the_paper(client, service, 
         return float(np.hypot(lab[..., 1], lab[..., 2]).mean())
 
     assert chroma(0.05) > chroma(1.0) and math.isfinite(chroma(0.38))
+
+
+def test_connections_get_tcp_nodelay_which_uvicorns_worker_sockets_lack():
+    """Without TCP_NODELAY a kept-alive connection waits ~40 ms per answer (delayed ACKs)."""
+    import asyncio
+    import socket
+
+    import uvicorn
+    from uvicorn.server import ServerState
+
+    from zhangcolor.serve import nodelay_http
+
+    async def app(scope, receive, send):
+        pass
+
+    config = uvicorn.Config(app)
+    config.load()
+    with socket.socket() as listener:  # no protocol number, as uvicorn binds for --workers
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        with socket.create_connection(listener.getsockname()):
+            accepted, _ = listener.accept()
+            with accepted:
+                assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 0
+
+                class Transport:
+                    def get_extra_info(self, name, default=None):
+                        return {
+                            "socket": accepted,
+                            "sockname": accepted.getsockname(),
+                            "peername": accepted.getpeername(),
+                        }.get(name, default)
+
+                    def is_closing(self):
+                        return False
+
+                loop = asyncio.new_event_loop()
+                try:
+                    protocol = nodelay_http(
+                        config=config, server_state=ServerState(), app_state={}, _loop=loop
+                    )
+                    protocol.connection_made(Transport())
+                finally:
+                    loop.close()
+                assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1

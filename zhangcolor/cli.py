@@ -560,7 +560,7 @@ def export_onnx_command(model: str, target: Path, size: int) -> None:
 @click.option(
     "--max-concurrent",
     type=click.IntRange(min=1),
-    help="Requests worked on at once per worker. [default: 2]",
+    help="Threads that colorize, per worker (torch uses every core in each). [default: 1]",
 )
 @click.option(
     "--max-queue", type=click.IntRange(min=0), help="Requests that may wait. [default: 32]"

@@ -475,7 +475,9 @@ async def _read_form(request, max_image_bytes: int) -> dict[str, tuple[str | Non
             f"unknown form field(s): {', '.join(unknown)}; valid: {', '.join(_FORM_FIELDS)}",
         )
     if "image" not in form or not form["image"][1]:
-        raise ApiError(422, "missing_image", "the form has no file in a field named 'image'")
+        raise ApiError(
+            422, "missing_image", "the form has no file, or an empty one, in a field named 'image'"
+        )
     if len(form["image"][1]) > max_image_bytes:
         raise too_large
     return form
