@@ -174,3 +174,25 @@ def test_the_page_recovers_when_the_server_forgot_the_upload(server, page, tmp_p
         timeout=30_000,
     )
     assert page.locator("#error").is_hidden()
+
+
+def test_a_photo_dropped_on_the_page_is_colorized(server, page):
+    buffer = io.BytesIO()
+    Image.fromarray(data.chelsea()).convert("L").resize((160, 120)).save(buffer, format="PNG")
+    encoded = base64.b64encode(buffer.getvalue()).decode()
+    page.goto(server)
+    transfer = page.evaluate_handle(
+        """async (encoded) => {
+            const bytes = Uint8Array.from(atob(encoded), (c) => c.charCodeAt(0));
+            const transfer = new DataTransfer();
+            transfer.items.add(new File([bytes], "dropped.png", { type: "image/png" }));
+            return transfer;
+        }""",
+        encoded,
+    )
+    page.dispatch_event("#drop", "dragover", {"dataTransfer": transfer})
+    assert "over" in page.get_attribute("#drop", "class")
+    page.dispatch_event("#drop", "drop", {"dataTransfer": transfer})
+    page.wait_for_selector("body[data-state=ready]", timeout=60_000)
+    assert page.get_attribute("#status", "data-network") in ("ran", "cached")
+    assert displayed_pixels(page).shape == (160 * 120, 3)
