@@ -77,6 +77,23 @@ _LAB_FROM_F = torch.tensor(
 _LINEAR_FROM_XYZ = torch.linalg.inv(torch.tensor(XYZ_FROM_RGB, dtype=torch.float64))
 
 
+def _lab_f(t: Tensor) -> Tensor:
+    """CIE's f of XYZ / white: a cube root above ε, a line below (clamped so neither branch
+    makes NaN values or gradients)."""
+    return _select(
+        t > _LAB_EPSILON, _cbrt(t.clamp_min(_LAB_EPSILON)), _LAB_KAPPA * t + 16.0 / 116.0
+    )
+
+
+def _lab_f_inverse(lab: Tensor) -> Tensor:
+    """XYZ / white ``(*, 3, H, W)`` of Lab: f⁻¹ of (fx, fy, fz), negative fz set to 0 as in
+    skimage."""
+    lightness, a, b = lab.unbind(-3)
+    fy = (lightness + 16.0) / 116.0
+    f = torch.stack((a / 500.0 + fy, fy, (fy - b / 200.0).clamp_min(0.0)), dim=-3)
+    return _select(f > _LAB_F_EPSILON, f * f * f, (f - 16.0 / 116.0) / _LAB_KAPPA)
+
+
 def rgb_to_lab(rgb: Tensor) -> Tensor:
     """Convert sRGB to CIE Lab.
 
@@ -91,8 +108,7 @@ def rgb_to_lab(rgb: Tensor) -> Tensor:
     gamma = _power((rgb.clamp_min(_SRGB_LINEAR_IN) + 0.055) / 1.055, 2.4)
     linear = _select(rgb > _SRGB_LINEAR_IN, gamma, rgb / 12.92)
     t = _matrix(_T_FROM_LINEAR, linear)  # XYZ / white
-    f = _select(t > _LAB_EPSILON, _cbrt(t.clamp_min(_LAB_EPSILON)), _LAB_KAPPA * t + 16.0 / 116.0)
-    lab = _matrix(_LAB_FROM_F, f)
+    lab = _matrix(_LAB_FROM_F, _lab_f(t))
     return lab - torch.tensor((16.0, 0.0, 0.0), dtype=lab.dtype, device=lab.device).view(3, 1, 1)
 
 
@@ -107,14 +123,8 @@ def lab_to_rgb(lab: Tensor) -> Tensor:
         set to 0 first, as skimage does.
     """
     _check_image(lab, "lab")
-    lightness, a, b = lab.unbind(-3)
-    fy = (lightness + 16.0) / 116.0
-    fx = a / 500.0 + fy
-    fz = (fy - b / 200.0).clamp_min(0.0)
-    f = torch.stack((fx, fy, fz), dim=-3)
-    t = _select(f > _LAB_F_EPSILON, f * f * f, (f - 16.0 / 116.0) / _LAB_KAPPA)
     white = torch.tensor(D65_WHITE, dtype=lab.dtype, device=lab.device).view(3, 1, 1)
-    linear = _matrix(_LINEAR_FROM_XYZ, t * white)
+    linear = _matrix(_LINEAR_FROM_XYZ, _lab_f_inverse(lab) * white)
     return _srgb_curve(linear).clamp(0.0, 1.0)
 
 
@@ -175,16 +185,15 @@ def srgb8_to_lightness(rgb: Tensor) -> Tensor:
     _check_image8(rgb, "rgb")
     offsets = torch.tensor((0, 256, 512), device=rgb.device).view(3, 1, 1)
     y = torch.take(_LUMINANCE.to(rgb.device), rgb.long() + offsets).sum(-3, keepdim=True)
-    f = _select(y > _LAB_EPSILON, _cbrt(y.clamp_min(_LAB_EPSILON)), _LAB_KAPPA * y + 16.0 / 116.0)
-    return 116.0 * f - 16.0
+    return 116.0 * _lab_f(y) - 16.0
 
 
 def lab_to_srgb8(lab: Tensor) -> Tensor:
     """Convert CIE Lab to 8-bit sRGB, for writing images.
 
     Equals ``round(255 · lab_to_rgb(lab))`` but for rare values at a rounding boundary, which
-    may differ by one level; about 1.5× as fast, the companding curve being a table and the
-    constants folded into one matrix.
+    may differ by one level; faster, the companding curve being a table and the constants
+    folded into one matrix.
 
     Args:
         lab: ``(*, 3, H, W)`` float tensor, L in [0, 100], a and b in about [-128, 127].
@@ -193,16 +202,7 @@ def lab_to_srgb8(lab: Tensor) -> Tensor:
         ``(*, 3, H, W)`` uint8 sRGB, clipped to the gamut.
     """
     _check_image(lab, "lab")
-    lightness, a, b = lab.unbind(-3)
-    fy = lightness.add(16.0).mul_(1.0 / 116.0)
-    fx = a.mul(1.0 / 500.0).add_(fy)
-    fz = b.mul(-1.0 / 200.0).add_(fy).clamp_min_(0.0)
-    f = torch.stack((fx, fy, fz), dim=-3)
-    cube = f * f
-    cube.mul_(f)
-    line = f.mul(1.0 / _LAB_KAPPA).sub_(16.0 / 116.0 / _LAB_KAPPA)
-    t = _select(f > _LAB_F_EPSILON, cube, line)  # XYZ / white
-    steps = _matrix(_TABLE_FROM_T, t)  # linear RGB in steps of the encoding table
+    steps = _matrix(_TABLE_FROM_T, _lab_f_inverse(lab))  # linear RGB in steps of the table
     index = steps.add_(0.5).clamp_(0, _LINEAR_STEPS).long()
     return torch.take(_ENCODING.to(lab.device), index)
 
