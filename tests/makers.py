@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -37,3 +38,13 @@ def bad_corpus(folder: Path) -> dict[str, Path]:
     cases["truncated"].write_bytes(data[: len(data) // 2])
     good.unlink()
     return cases
+
+
+def photo_bytes(seed: int, size=(96, 72), fmt="PNG", mode="RGB") -> bytes:
+    """A smooth random colour picture's file bytes (distinct per seed)."""
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, (4, 4, 4), dtype=np.uint8)
+    image = Image.fromarray(small, "RGBA").resize(size, Image.Resampling.BICUBIC)
+    buffer = io.BytesIO()
+    image.convert(mode).save(buffer, format=fmt)
+    return buffer.getvalue()

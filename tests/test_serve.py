@@ -9,9 +9,8 @@ import tempfile
 import numpy as np
 import pytest
 import torch
-from makers import noise
+from makers import noise, photo_bytes
 from PIL import Image
-from serving import photo_bytes
 from skimage import color as skcolor
 from test_colorize import invoke, make_checkpoint
 

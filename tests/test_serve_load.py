@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import numpy as np
 import pytest
-from serving import photo_bytes
+from makers import photo_bytes
 
 from zhangcolor.serve import ColorizeService, ServeConfig, background_server, create_app
 

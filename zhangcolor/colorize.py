@@ -167,12 +167,15 @@ class Colorizer:
 
 
 def _working_size(lightness: Tensor, size: int) -> Tensor:
-    """L ``(B, 1, H, W)`` resized (antialiased) to ``(B, 1, size, size)``: the network's view."""
-    if lightness.shape[-2:] == (size, size):
+    """L ``(B, 1, H, W)`` resized to ``(B, 1, size, size)``: the network's view."""
+    return resize_lightness(lightness, (size, size))
+
+
+def resize_lightness(lightness: Tensor, size: tuple[int, int]) -> Tensor:
+    """L ``(B, 1, H, W)`` resized bilinearly, antialiased, to ``(B, 1, *size)``."""
+    if tuple(lightness.shape[-2:]) == tuple(size):
         return lightness
-    return F.interpolate(
-        lightness, size=(size, size), mode="bilinear", align_corners=False, antialias=True
-    )
+    return F.interpolate(lightness, size=size, mode="bilinear", align_corners=False, antialias=True)
 
 
 def image_lightness(image: Image.Image | np.ndarray | LoadedImage) -> Tensor:

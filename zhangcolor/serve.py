@@ -31,7 +31,6 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
-from torch.nn import functional as F
 
 from zhangcolor.colorize import (
     FORMATS,
@@ -40,6 +39,7 @@ from zhangcolor.colorize import (
     finished_image,
     image_lightness,
     join,
+    resize_lightness,
     write_image,
 )
 from zhangcolor.constants import TEMPERATURE
@@ -126,9 +126,7 @@ class Upload:
         if max_side not in self.views:
             scale = max_side / max(h, w)
             size = (max(1, round(h * scale)), max(1, round(w * scale)))
-            light = F.interpolate(
-                self.lightness, size=size, mode="bilinear", align_corners=False, antialias=True
-            )
+            light = resize_lightness(self.lightness, size)
             alpha = None
             if self.alpha is not None:
                 small = Image.fromarray(self.alpha).resize(size[::-1], Image.Resampling.BILINEAR)
