@@ -171,6 +171,47 @@ def test_existing_outputs_are_kept_unless_overwrite(checkpoint, tmp_path):
     assert result.exit_code == 0 and side.size == (96, 32)
 
 
+def test_same_named_files_in_different_folders_get_their_own_outputs(checkpoint, tmp_path):
+    """Outputs mirror each input's path from the inputs' common root, so nothing collides; an
+    input whose output another one already claims is failed with the reason, never "done"."""
+    a, b = noise(tmp_path / "a" / "x.jpg", seed=1), noise(tmp_path / "b" / "x.jpg", seed=2)
+    out = tmp_path / "out"
+    result = invoke("colorize", a, b, "-o", out, "--model", checkpoint, "--size", 32)
+    assert result.exit_code == 0, result.output
+    first, second = Image.open(out / "a" / "x.png"), Image.open(out / "b" / "x.png")
+    assert not np.array_equal(np.asarray(first), np.asarray(second))  # both results kept
+    assert not (out / "x.png").exists()
+
+    out2 = tmp_path / "out2"  # two folders holding x.jpg, given as folders
+    result = invoke("colorize", a.parent, b.parent, "-o", out2, "--model", checkpoint, "--size", 32)
+    assert result.exit_code == 0 and {
+        p.relative_to(out2).as_posix() for p in out2.rglob("*.png")
+    } == {
+        "a/x.png",
+        "b/x.png",
+    }
+
+    noise(tmp_path / "a" / "x.png", seed=3)  # x.jpg and x.png would both give x.png
+    out3 = tmp_path / "out3"
+    result = invoke("colorize", tmp_path / "a", "-o", out3, "--model", checkpoint, "--size", 32)
+    assert result.exit_code == 1
+    assert "already that of" in result.output and "1 done" in result.output
+    assert len(list(out3.rglob("*.png"))) == 1
+
+
+def test_a_rerun_into_the_input_folder_does_not_colorize_its_own_outputs(checkpoint, tmp_path):
+    photos = tmp_path / "photos"
+    for i in range(2):
+        noise(photos / f"p{i}.jpg", seed=i)
+    out = photos / "colorized"  # the default --out, inside the folder being colorized
+    for _ in range(2):
+        result = invoke("colorize", photos, "-o", out, "--model", checkpoint, "--size", 32)
+        assert result.exit_code == 0, result.output
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == ["p0.png", "p1.png"]
+    glob_run = invoke("colorize", f"{photos}/**/*", "-o", out, "--model", checkpoint, "--size", 32)
+    assert glob_run.exit_code == 0 and "2 skipped" in glob_run.output  # not 4: outputs left out
+
+
 def test_unwritable_output_missing_model_and_bad_temperature(checkpoint, tmp_path):
     photo = noise(tmp_path / "a.png")
     blocker = tmp_path / "file"

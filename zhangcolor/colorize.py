@@ -23,6 +23,7 @@ from torch.nn import functional as F
 from zhangcolor.color import lab_to_srgb8, rgb_to_lab, srgb8_to_lightness
 from zhangcolor.constants import COLORIZE_SUFFIXES, TEMPERATURE
 from zhangcolor.decode import check_temperature, decode_output
+from zhangcolor.device import precision_context, resolve_device, resolve_precision
 from zhangcolor.images import LoadedImage, load_image
 
 #: Rows of the full-resolution image converted at a time, to bound memory on huge photos.
@@ -32,14 +33,6 @@ _ROWS_PER_CHUNK = 128
 def default_model_path() -> Path:
     """The model shipped inside the package."""
     return Path(str(resources.files("zhangcolor").joinpath("weights", "default.safetensors")))
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for, but torch sees no CUDA GPU; use cpu or auto")
-    return torch.device(device)
 
 
 def check_colorize_temperature(temperature: float) -> float:
@@ -80,7 +73,7 @@ class Colorizer:
         ``.onnx`` file from ``zhangcolor export onnx`` (``"default"`` exports the shipped model
         once into the cache folder).
         """
-        from zhangcolor.train import load_checkpoint, resolve_precision
+        from zhangcolor.train import load_checkpoint
 
         if size < 16 or size % 4:
             raise ValueError(f"size must be a multiple of 4 and at least 16, got {size}")
@@ -136,8 +129,6 @@ class Colorizer:
         """
         small = _working_size(lightness.to(self.device), self.size)
         small = small.contiguous(memory_format=torch.channels_last)
-        from zhangcolor.train import precision_context
-
         with precision_context(self.device, self.autocast):
             return self.model(small).float()
 
@@ -257,32 +248,67 @@ class Outcome:
 
 
 def plan_jobs(inputs: Sequence[str], out_dir: Path, fmt: str) -> tuple[list[Job], list[Outcome]]:
-    """Expand files, folders (recursively) and globs into jobs; the outputs mirror each folder's
-    tree under ``out_dir``. Inputs that match nothing are failed outcomes."""
+    """Expand files, folders (recursively) and globs into jobs.
+
+    Each output mirrors its input's path relative to the common root of the inputs given, so
+    ``a/x.jpg`` and ``b/x.jpg`` become ``OUT/a/x.png`` and ``OUT/b/x.png``. The output folder
+    is never walked, so a rerun does not colorize its own results. Inputs that match nothing,
+    and an input whose output another input already claims (``x.jpg`` beside ``x.png``), are
+    failed outcomes.
+    """
     import glob
+    import os
 
     from zhangcolor.images import find_images
 
-    jobs, missing, seen = [], [], set()
+    out_real = out_dir.resolve()
+    found: list[tuple[Path, Path]] = []  # (file, the folder its output path is relative to)
+    failed: list[Outcome] = []
     for raw in inputs:
         path = Path(raw)
         if path.is_dir():
-            pairs = [(p, p.relative_to(path)) for p in find_images(path, COLORIZE_SUFFIXES)]
-            if not pairs:
-                missing.append(Outcome(path, "failed", "folder holds no images"))
+            files = find_images(path, COLORIZE_SUFFIXES, exclude=out_dir)
+            found += [(f, path) for f in files]
+            if not files:
+                failed.append(Outcome(path, "failed", "folder holds no images"))
         elif path.is_file():
-            pairs = [(path, Path(path.name))]
+            found.append((path, path.parent))
         else:
-            matches = sorted(Path(m) for m in glob.glob(raw, recursive=True) if Path(m).is_file())
-            pairs = [(m, Path(m.name)) for m in matches]
-            if not pairs:
-                missing.append(Outcome(path, "failed", "no such file, folder or glob match"))
-        for source, relative in pairs:
-            if source.resolve() in seen:
-                continue
-            seen.add(source.resolve())
-            jobs.append(Job(source, out_dir / relative.with_suffix(f".{fmt}")))
-    return jobs, missing
+            matches = [Path(m) for m in sorted(glob.glob(raw, recursive=True))]
+            matches = [m for m in matches if m.is_file() and not _inside(m, out_real)]
+            found += [(m, m.parent) for m in matches]
+            if not matches:
+                failed.append(Outcome(path, "failed", "no such file, folder or glob match"))
+    if not found:
+        return [], failed
+    root = Path(os.path.commonpath([os.path.abspath(base) for _, base in found]))
+    jobs: list[Job] = []
+    claimed: dict[Path, Path] = {}  # output -> the input that has it
+    seen: set[Path] = set()
+    for source, _ in found:
+        if source.resolve() in seen:  # the same file given twice
+            continue
+        seen.add(source.resolve())
+        relative = Path(os.path.abspath(source)).relative_to(root)
+        target = out_dir / relative.with_suffix(f".{fmt}")
+        if target in claimed:
+            failed.append(
+                Outcome(
+                    source,
+                    "failed",
+                    f"its output {target} is already that of {claimed[target]}; "
+                    "rename one of them, or colorize them into different --out folders",
+                )
+            )
+            continue
+        claimed[target] = source
+        jobs.append(Job(source, target))
+    return jobs, failed
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    """Whether ``path`` lies in ``folder`` (a resolved path)."""
+    return path.resolve().is_relative_to(folder)
 
 
 def finished_image(

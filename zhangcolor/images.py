@@ -7,6 +7,7 @@ that file, so a caller can skip it, report it, and go on with the rest.
 from __future__ import annotations
 
 import io
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,12 +51,34 @@ class LoadedImage:
         return self.pixels
 
 
-def find_images(root: str | Path, suffixes: tuple[str, ...] = IMAGE_SUFFIXES) -> list[Path]:
-    """All image files under ``root``, recursively, sorted; a file is returned as itself."""
+def find_images(
+    root: str | Path,
+    suffixes: tuple[str, ...] = IMAGE_SUFFIXES,
+    *,
+    exclude: str | Path | None = None,
+) -> list[Path]:
+    """All image files under ``root``, recursively, sorted; a file is returned as itself.
+
+    The folder ``exclude`` (e.g. colorize's output folder inside the input folder) is not
+    entered.
+    """
     root = Path(root)
     if root.is_file():
         return [root]
-    return sorted(p for p in root.rglob("*") if p.suffix.lower() in suffixes and p.is_file())
+    seen = {root.resolve()} | (set() if exclude is None else {Path(exclude).resolve()})
+    found = []
+    # Symlinked folders are followed (datasets are often assembled from links), each real
+    # folder once, so a link loop ends.
+    for folder, dirs, files in os.walk(root, followlinks=True):
+        kept = []
+        for d in sorted(dirs):
+            real = (Path(folder) / d).resolve()
+            if real not in seen:
+                seen.add(real)
+                kept.append(d)
+        dirs[:] = kept
+        found += [Path(folder) / f for f in files if Path(f).suffix.lower() in suffixes]
+    return sorted(p for p in found if p.is_file())
 
 
 def _open(source: Path | bytes, max_pixels: int | None) -> Image.Image:
