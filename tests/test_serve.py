@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 import tempfile
 
 import numpy as np
@@ -225,14 +226,36 @@ def test_page_health_and_openapi(client):
     schema = client.get("/openapi.json").json()
     form = schema["paths"]["/api/colorize"]["post"]["requestBody"]["content"]
     assert set(form["multipart/form-data"]["schema"]["properties"]) >= {"image", "temperature"}
-    assert client.get("/docs").status_code == 200
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and "/static/api.js" in docs.text
+    # Nothing on the docs page comes from another host (FastAPI's own pages use a CDN).
+    for asset in ("/docs", "/static/api.js", "/static/style.css"):
+        text = client.get(asset).text
+        assert not re.search(r"""(src|href)=["']?(https?:)?//|https?://""", text), asset
+
+
+def test_download_names_come_from_the_request_never_from_an_earlier_uploader(client):
+    """The cache is keyed by the bytes: a second user who sends the same photo must not see the
+    first user's file name, on the POST or on a T change."""
+    data = photo_bytes(7)
+    alice = post(client, data, name="alice-private.png")
+    assert 'filename="alice-private-colorized-T0.38.png"' in alice.headers["content-disposition"]
+    bob = post(client, data, name="bob.png", temperature=0.5)
+    assert bob.headers["x-network"] == "cached"
+    assert 'filename="bob-colorized-T0.5.png"' in bob.headers["content-disposition"]
+    upload_id = bob.headers["x-upload-id"]
+    named = client.get(f"/api/colorize/{upload_id}", params={"temperature": 1, "name": "bob.png"})
+    assert 'filename="bob-colorized-T1.png"' in named.headers["content-disposition"]
+    anonymous = client.get(f"/api/colorize/{upload_id}", params={"temperature": 1})
+    assert "alice" not in anonymous.headers["content-disposition"]
+    assert 'filename="image-colorized-T1.png"' in anonymous.headers["content-disposition"]
 
 
 # ----------------------------------------------------------------------------- the parts
 
 
 def upload(nbytes: int) -> Upload:
-    return Upload(torch.zeros(nbytes // 4), torch.zeros(0), None, "x")
+    return Upload(torch.zeros(nbytes // 4), torch.zeros(0), None)
 
 
 def test_cache_evicts_the_least_recently_used_beyond_its_bytes():

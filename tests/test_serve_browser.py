@@ -141,7 +141,7 @@ def test_upload_compare_move_t_and_download_in_chromium(server, page, tmp_path):
         page.click("#download")
     saved = tmp_path / "download.png"
     info.value.save_as(saved)
-    assert info.value.suggested_filename == "old photo-colorized-T1.png"
+    assert info.value.suggested_filename == "old photo-colorized-T1.png"  # this upload's name
     with Image.open(saved) as image:
         assert image.format == "PNG" and image.size == (320, 320)
     assert runs(server) == before_runs + 1
@@ -196,3 +196,73 @@ def test_a_photo_dropped_on_the_page_is_colorized(server, page):
     page.wait_for_selector("body[data-state=ready]", timeout=60_000)
     assert page.get_attribute("#status", "data-network") in ("ran", "cached")
     assert displayed_pixels(page).shape == (160 * 120, 3)
+
+
+def test_after_a_failed_upload_the_page_goes_back_to_the_photo_before(server, page, tmp_path):
+    """A new photo the server refuses leaves a clear message, the previous photo and result on
+    screen, and the slider and the download working on them."""
+    photo = tmp_path / "good.png"
+    Image.fromarray(data.chelsea()).convert("L").resize((160, 120)).save(photo)
+    bogus = tmp_path / "broken.png"
+    bogus.write_text("not a picture")
+    page.goto(server)
+    page.set_input_files("#file", str(photo))
+    page.wait_for_selector("body[data-state=ready]", timeout=60_000)
+    before_src = page.get_attribute("#before", "src")
+    result_src = page.get_attribute("#result", "src")
+    shown = displayed_pixels(page)
+
+    page.set_input_files("#file", str(bogus))
+    page.wait_for_selector("#error:not([hidden])", timeout=30_000)
+    page.wait_for_selector("body[data-state=ready]", timeout=30_000)
+    assert "broken.png" in page.inner_text("#error")
+    assert "not an image" in page.inner_text("#error")
+    status = page.inner_text("#status")
+    assert "Colorizing" not in status and "Still showing good.png" in status
+    assert page.get_attribute("#before", "src") == before_src
+    assert page.get_attribute("#result", "src") == result_src
+    assert np.array_equal(displayed_pixels(page), shown)
+    assert page.is_enabled("#download")
+
+    runs_before = runs(server)
+    page.locator("#temperature").fill("0.9")  # the slider re-decodes the previous photo
+    page.wait_for_function(
+        "document.getElementById('result').dataset.t === '0.9'"
+        " && document.body.dataset.state === 'ready'",
+        timeout=30_000,
+    )
+    assert not np.array_equal(displayed_pixels(page), shown)
+    assert runs(server) == runs_before
+    with page.expect_download() as info:
+        page.click("#download")
+    assert info.value.suggested_filename == "good-colorized-T0.9.png"
+
+
+def test_a_failed_first_upload_leaves_an_empty_page_ready_for_another(server, page, tmp_path):
+    bogus = tmp_path / "broken.png"
+    bogus.write_text("not a picture")
+    page.goto(server)
+    page.set_input_files("#file", str(bogus))
+    page.wait_for_selector("#error:not([hidden])", timeout=30_000)
+    assert page.get_attribute("body", "data-state") == "empty"
+    assert page.locator("#viewer").is_hidden()
+    assert "Colorizing" not in page.inner_text("#status")
+    photo = tmp_path / "good.png"
+    Image.fromarray(data.coffee()).resize((120, 90)).save(photo)
+    page.set_input_files("#file", str(photo))
+    page.wait_for_selector("body[data-state=ready]", timeout=60_000)
+    assert page.locator("#error").is_hidden()
+
+
+def test_the_api_docs_page_works_with_no_other_host(server, page):
+    """/docs renders the OpenAPI description with the server's own files only: offline, it must
+    not stay blank (FastAPI's default docs page loads its scripts from a CDN)."""
+    hosts: list[str] = []
+    page.on("request", lambda r: hosts.append(r.url) if not r.url.startswith(server) else None)
+    page.goto(server)
+    page.click("text=API docs")
+    page.wait_for_selector("section.operation", timeout=30_000)
+    text = page.inner_text("#api")
+    assert "POST /api/colorize" in text and "GET /api/colorize/{upload_id}" in text
+    assert "temperature" in text and "max_side" in text
+    assert not hosts, f"the docs page asked other hosts: {hosts}"

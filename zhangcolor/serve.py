@@ -108,7 +108,6 @@ class Upload:
     output: Tensor  # (1, Q, h, w) logits or (1, 2, h, w) ab, float32
     lightness: Tensor  # (1, 1, H, W) L in [0, 100]
     alpha: np.ndarray | None  # (H, W) opacity in [0, 1]
-    name: str  # the uploaded file's name, for the download
     views: dict[int, tuple[Tensor, np.ndarray | None]] = field(default_factory=dict)
 
     @property
@@ -237,7 +236,11 @@ class ColorizeService:
         fmt: str = "png",
         max_side: int | None = None,
     ) -> Result:
-        """Colorize an uploaded file's bytes; an upload seen before skips the network."""
+        """Colorize an uploaded file's bytes; an upload seen before skips the network.
+
+        The cache is keyed by the bytes alone and keeps no name: the download's name comes
+        from ``filename``, this request's, never from whoever sent the same bytes first.
+        """
         t = _check_request(temperature, fmt, max_side)
         timings: dict[str, float] = {}
         upload_id = hashlib.sha256(data).hexdigest()[:32]
@@ -246,17 +249,19 @@ class ColorizeService:
         if upload is None:
             upload = self._run_network(data, filename, timings)
             self.cache.put(upload_id, upload)
-        return self._finish(upload_id, upload, cached, t, fmt, max_side, timings)
+        return self._finish(upload_id, upload, filename, cached, t, fmt, max_side, timings)
 
     def recolor(
         self,
         upload_id: str,
         *,
+        filename: str | None = None,
         temperature: float = TEMPERATURE,
         fmt: str = "png",
         max_side: int | None = None,
     ) -> Result:
-        """The cached upload ``upload_id`` decoded at a new T; never runs the network."""
+        """The cached upload ``upload_id`` decoded at a new T; never runs the network. The
+        download is named after ``filename`` (this request's), else generically."""
         t = _check_request(temperature, fmt, max_side)
         upload = self.cache.get(upload_id)
         if upload is None:
@@ -266,7 +271,7 @@ class ColorizeService:
                 f"upload {upload_id!r} is not (or no longer) cached; POST the image to "
                 "/api/colorize again",
             )
-        return self._finish(upload_id, upload, True, t, fmt, max_side, {})
+        return self._finish(upload_id, upload, filename, True, t, fmt, max_side, {})
 
     def _run_network(self, data: bytes, filename: str, timings: dict[str, float]) -> Upload:
         start = time.perf_counter()
@@ -286,12 +291,13 @@ class ColorizeService:
             output = self.colorizer.network_output(lightness).cpu()
             self.network_runs += 1
         timings["network"] = _ms(start)
-        return Upload(output, lightness, image.alpha, filename)
+        return Upload(output, lightness, image.alpha)
 
     def _finish(
         self,
         upload_id: str,
         upload: Upload,
+        filename: str | None,
         cached: bool,
         temperature: float,
         fmt: str,
@@ -308,7 +314,7 @@ class ColorizeService:
         buffer = io.BytesIO()
         write_image(finished_image(colour, alpha, fmt), buffer, fmt, fast=True)
         timings["encode"] = _ms(start)
-        stem = Path(upload.name).stem or "image"
+        stem = Path(filename or "image").stem or "image"
         return Result(
             content=buffer.getvalue(),
             media_type=_MEDIA_TYPES[fmt],
@@ -530,6 +536,9 @@ def create_app(config: ServeConfig | None = None, service: ColorizeService | Non
     app = FastAPI(
         title="zhangcolor",
         version=__version__,
+        # FastAPI's own docs pages load their scripts from a CDN, blank offline; /docs is ours.
+        docs_url=None,
+        redoc_url=None,
         description="Automatic colorization after Zhang, Isola & Efros (ECCV 2016). POST a photo "
         "to /api/colorize; change T with GET /api/colorize/{upload_id}, which re-decodes the "
         "cached network output without running the network again.",
@@ -608,12 +617,19 @@ def create_app(config: ServeConfig | None = None, service: ColorizeService | Non
         temperature: float = Query(TEMPERATURE, description="Annealed-mean T, in (0, 1]."),
         format: str = Query("png", description="png or jpg."),
         max_side: int | None = Query(None, description="Longer side of a preview, ≥ 16."),
+        name: str | None = Query(
+            None, description="The photo's file name, for the download's Content-Disposition."
+        ),
     ):
         gate.enter()
         try:
             result = await work(
                 lambda: service.recolor(
-                    upload_id, temperature=temperature, fmt=format.lower(), max_side=max_side
+                    upload_id,
+                    filename=name,
+                    temperature=temperature,
+                    fmt=format.lower(),
+                    max_side=max_side,
                 ),
             )
         finally:
@@ -623,6 +639,11 @@ def create_app(config: ServeConfig | None = None, service: ColorizeService | Non
     @app.get("/", include_in_schema=False)
     async def page():
         return FileResponse(static_dir() / "index.html", headers={"Cache-Control": "no-cache"})
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs():
+        """The API described from /openapi.json by a page of ours: no CDN, works offline."""
+        return FileResponse(static_dir() / "api.html", headers={"Cache-Control": "no-cache"})
 
     app.mount("/static", StaticFiles(directory=static_dir()), name="static")
     return app

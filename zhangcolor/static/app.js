@@ -18,6 +18,7 @@ const state = {
   inFlight: false,
   beforeUrl: null,
   resultUrl: null,
+  previous: null, // the last photo that worked, shown again if a new one fails
 };
 
 function setState(name) {
@@ -27,6 +28,55 @@ function setState(name) {
 
 function showError(message) {
   $("error").textContent = message;
+  $("error").hidden = false;
+  setState(state.uploadId ? "ready" : "empty");
+}
+
+// What the page needs to show a photo that worked again: kept while a new one is tried.
+function snapshot() {
+  if (!state.uploadId) return null;
+  return {
+    file: state.file,
+    uploadId: state.uploadId,
+    beforeUrl: state.beforeUrl,
+    beforeFilter: $("before").style.filter,
+    beforeFallback: $("before").dataset.fallback,
+    resultUrl: state.resultUrl,
+    shownT: Number($("result").dataset.t),
+  };
+}
+
+// A new photo failed: show the message, and go back to the photo before it (slider, split and
+// download working on it), or to the empty page if there was none.
+function failNewPhoto(message, failed) {
+  const previous = state.previous;
+  state.previous = null;
+  state.generation += 1;
+  if (state.beforeUrl && (!previous || state.beforeUrl !== previous.beforeUrl)) {
+    URL.revokeObjectURL(state.beforeUrl);
+  }
+  if (previous) {
+    state.file = previous.file;
+    state.uploadId = previous.uploadId;
+    state.beforeUrl = previous.beforeUrl;
+    state.resultUrl = previous.resultUrl;
+    const before = $("before");
+    before.onerror = null;
+    before.style.filter = previous.beforeFilter;
+    before.dataset.fallback = previous.beforeFallback;
+    before.src = previous.beforeFallback === "gray" ? previous.resultUrl : previous.beforeUrl;
+    $("result").src = previous.resultUrl;
+    state.shown = `${state.generation}:${previous.shownT}`;
+    $("status").textContent = `Could not colorize ${failed}. Still showing ${previous.file.name}.`;
+  } else {
+    state.file = null;
+    state.uploadId = null;
+    state.beforeUrl = null;
+    state.shown = null;
+    $("viewer").hidden = true;
+    $("status").textContent = "";
+  }
+  $("error").textContent = `${failed}: ${message}`;
   $("error").hidden = false;
   setState(state.uploadId ? "ready" : "empty");
 }
@@ -61,7 +111,8 @@ function post(t, format, maxSide) {
 // The cached output at T if the server still has it, else the photo sent again.
 async function fetchAt(t, format, maxSide) {
   if (state.uploadId) {
-    const query = new URLSearchParams({ temperature: String(t), format });
+    // The photo's name travels with each request: the server keeps none.
+    const query = new URLSearchParams({ temperature: String(t), format, name: state.file.name });
     if (maxSide) query.set("max_side", String(maxSide));
     const response = await fetch(`/api/colorize/${state.uploadId}?${query}`);
     if (response.status !== 404) return response;
@@ -75,17 +126,25 @@ async function render(t, generation) {
   const response = state.uploadId ? await fetchAt(t, "jpg", side) : await post(t, "jpg", side);
   if (generation !== state.generation) return; // another photo was chosen meanwhile
   if (!response.ok) throw new Error(await errorMessage(response));
-  state.uploadId = response.headers.get("X-Upload-Id");
   const network = response.headers.get("X-Network");
-  const blob = await response.blob();
-  if (state.resultUrl) URL.revokeObjectURL(state.resultUrl);
-  state.resultUrl = URL.createObjectURL(blob);
+  const url = URL.createObjectURL(await response.blob());
   const result = $("result");
   await new Promise((resolve, reject) => {
     result.onload = resolve;
-    result.onerror = () => reject(new Error("the browser could not show the result"));
-    result.src = state.resultUrl;
+    result.onerror = () => {
+      URL.revokeObjectURL(url);
+      reject(new Error("the browser could not show the result"));
+    };
+    result.src = url;
   });
+  if (generation !== state.generation) return;
+  // Only now, with the result on screen, is the upload the page's (and the old result gone).
+  state.uploadId = response.headers.get("X-Upload-Id");
+  const kept = state.previous && state.previous.resultUrl;
+  if (state.resultUrl && state.resultUrl !== kept) URL.revokeObjectURL(state.resultUrl);
+  state.resultUrl = url;
+  const before = $("before");
+  if (before.dataset.fallback === "gray") before.src = url; // see start()
   result.dataset.t = String(t);
   state.shown = `${generation}:${t}`;
   const took = Math.round(performance.now() - started);
@@ -106,31 +165,54 @@ async function update() {
   try {
     while (state.shown !== `${state.generation}:${state.wantedT}`) {
       await render(state.wantedT, state.generation);
+      if (state.uploadId && state.previous) {
+        // The new photo worked: nothing to go back to.
+        URL.revokeObjectURL(state.previous.beforeUrl);
+        URL.revokeObjectURL(state.previous.resultUrl);
+        state.previous = null;
+      }
     }
     setState("ready");
   } catch (error) {
-    showError(error.message);
+    if (!state.uploadId && state.file) {
+      failNewPhoto(error.message, state.file.name);
+    } else {
+      showError(error.message);
+    }
   } finally {
     state.inFlight = false;
   }
+  // The slider may have moved while a failed photo was being tried.
+  if (state.uploadId && state.shown !== `${state.generation}:${state.wantedT}`) update();
 }
 
 function start(file) {
   if (!file) return;
   $("error").hidden = true;
+  // Keep the photo on screen until the new one works; a photo that never worked is dropped.
+  const kept = snapshot() || state.previous;
+  if (state.beforeUrl && (!kept || state.beforeUrl !== kept.beforeUrl)) {
+    URL.revokeObjectURL(state.beforeUrl);
+  }
+  if (state.previous && kept !== state.previous) {
+    URL.revokeObjectURL(state.previous.beforeUrl);
+    URL.revokeObjectURL(state.previous.resultUrl);
+  }
+  state.previous = kept;
   state.file = file;
   state.uploadId = null;
   state.generation += 1;
-  if (state.beforeUrl) URL.revokeObjectURL(state.beforeUrl);
   state.beforeUrl = URL.createObjectURL(file);
   const before = $("before");
   // Formats the browser cannot show (TIFF, say) fall back to the result in gray: its L is the
   // photo's own.
   before.style.filter = "";
+  before.dataset.fallback = "";
   before.onerror = () => {
     before.onerror = null;
     before.style.filter = "grayscale(1)";
-    before.src = state.resultUrl || "";
+    before.dataset.fallback = "gray"; // render() shows the result here once it comes
+    before.removeAttribute("src");
   };
   before.src = state.beforeUrl;
   $("viewer").hidden = false;
