@@ -27,8 +27,9 @@ from rich.console import Console
 from zhangcolor.bins import load_bins
 from zhangcolor.config import load_config
 from zhangcolor.data import EpochSampler, PhotoDataset, lab_batch, split_files
+from zhangcolor.device import cpu_has_native_bf16
 from zhangcolor.models import build_model
-from zhangcolor.train import TrainConfig, _cpu_has_bf16, compute_loss, make_loader
+from zhangcolor.train import TrainConfig, compute_loss, make_loader
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ["eccv16-compact", "unet-effnet-classification", "unet-effnet-regression", "eccv16"]
@@ -128,7 +129,7 @@ def main() -> None:
     parser.add_argument("--loss-steps", type=int, default=40, help="steps of the short run")
     args = parser.parse_args()
     console = Console()
-    console.print(f"bf16 natively supported by this CPU: {_cpu_has_bf16()}")
+    console.print(f"bf16 natively supported by this CPU: {cpu_has_native_bf16()}")
     with tempfile.TemporaryDirectory() as tmp:
         data = args.data or generated_photos(Path(tmp))
         console.print("[bold]train step img/s (random batches in memory, channels_last)")
@@ -137,7 +138,7 @@ def main() -> None:
             steps = 1 if name == "eccv16" else args.steps  # full width: seconds per step
             fp32 = throughput(config, False, steps)
             # Emulated bf16 on the full-width network takes minutes a step: leave it out.
-            slow = name == "eccv16" and not _cpu_has_bf16()
+            slow = name == "eccv16" and not cpu_has_native_bf16()
             bf16 = math.nan if slow else throughput(config, True, 1)
             console.print(
                 f"  {name:28s} {describe(config):40s} {config.crop}²×{config.batch_size}  "

@@ -165,7 +165,8 @@ def _table_search(points: Tensor, centers: Tensor, k: int, key: bytes) -> tuple[
     padded = torch.cat([centers, centers.new_full((1, 2), 1e8)])  # the sentinel is never chosen
     cell = torch.floor((points.detach() + _TABLE_RADIUS) * (1.0 / _CELL)).long()  # (N, 2)
     inside = ((cell >= 0) & (cell < n)).all(1)
-    cell_id = cell.clamp(0, n - 1) @ torch.tensor([n, 1], device=points.device)  # (N,)
+    cell = cell.clamp(0, n - 1)
+    cell_id = cell[:, 0] * n + cell[:, 1]  # (N,); elementwise, since CUDA has no int64 matmul
     candidates = table[cell_id]  # (N, M)
     dist2, pos = _distances(points, padded, candidates).topk(k, dim=1, largest=False)
     index = candidates.gather(1, pos)  # (N, k)

@@ -15,6 +15,13 @@ from torch import Tensor
 from zhangcolor.constants import TEMPERATURE
 
 
+def compute_dtype(x: Tensor) -> torch.dtype:
+    """The dtype decoding and the losses compute in: at least float32 (bf16 or fp16 network
+    outputs are promoted, since exp and the sums over 313 bins lose whole ab levels in them),
+    and float64 kept for float64 inputs."""
+    return torch.promote_types(x.dtype, torch.float32)
+
+
 def check_temperature(temperature: float) -> float:
     """Return ``temperature`` as a float if it is positive and finite, else raise ValueError."""
     t = float(temperature)
@@ -66,7 +73,7 @@ def annealed_mean(logits: Tensor, centers: Tensor, temperature: float = TEMPERAT
     t = check_temperature(temperature)
     # softmax(logits / T) · centres in one pass over the logits: exponentiate once, then one
     # matmul against [centres | 1] gives the weighted sums and the normaliser together.
-    e = logits * (1.0 / t)  # (B, Q, H, W), a new tensor that the next steps reuse
+    e = logits.to(compute_dtype(logits)) * (1.0 / t)  # (B, Q, H, W), reused in place below
     e = e.sub_(e.amax(dim=1, keepdim=True)).exp_()  # max 1 per pixel
     table = torch.cat([centers.to(e), torch.ones_like(centers[:, :1]).to(e)], 1)  # (Q, 3)
     sums = e.permute(0, 2, 3, 1) @ table  # (B, H, W, 3); contiguous for channels_last logits

@@ -13,6 +13,8 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from zhangcolor.decode import compute_dtype
+
 REGRESSION_LOSSES = ("l1", "l2", "huber")
 
 
@@ -36,7 +38,7 @@ def rebalanced_cross_entropy(
     Returns:
         scalar loss.
     """
-    log_p = F.log_softmax(logits.float(), dim=1)  # (B, Q, h, w), in float32 even under autocast
+    log_p = F.log_softmax(logits.to(compute_dtype(logits)), dim=1)  # (B, Q, h, w)
     cross = -(weight * log_p.gather(1, index)).sum(1)  # (B, h, w)
     pixel = torch.ones_like(cross) if mask is None else mask.to(cross.dtype)
     if class_weights is not None:
@@ -62,7 +64,8 @@ def regression_loss(
     """
     if kind not in REGRESSION_LOSSES:
         raise ValueError(f"unknown regression loss {kind!r}; valid: {', '.join(REGRESSION_LOSSES)}")
-    pred, target = pred.float(), target.float()
+    dtype = torch.promote_types(compute_dtype(pred), target.dtype)
+    pred, target = pred.to(dtype), target.to(dtype)
     if kind == "l1":
         per = (pred - target).abs()
     elif kind == "l2":

@@ -37,13 +37,13 @@ from zhangcolor.color import lab_to_rgb
 from zhangcolor.config import config_dict
 from zhangcolor.data import EpochSampler, PhotoDataset, collate, lab_batch, split_files
 from zhangcolor.decode import decode_output
+from zhangcolor.device import PRECISIONS, precision_context, resolve_precision
 from zhangcolor.encode import soft_encode_sparse
 from zhangcolor.files import atomic_write
 from zhangcolor.loss import REGRESSION_LOSSES, rebalanced_cross_entropy, regression_loss
 from zhangcolor.metrics import auc
 from zhangcolor.models import ColorizationNet, ModelConfig, build_model
 
-PRECISIONS = ("auto", "fp32", "bf16")
 SCHEDULES = ("cosine", "constant")
 #: Output stride of every backbone: targets are compared at 1/4 of the crop.
 STRIDE = 4
@@ -128,42 +128,19 @@ class TrainingError(Exception):
 
 
 def setup_distributed() -> tuple[int, int, torch.device]:
-    """(rank, world size, device); starts the process group under torchrun."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    """(rank, world size, device); starts the process group (nccl on GPUs, gloo on CPUs) when
+    launched by torchrun, even for one process, so one GPU exercises the multi-GPU path."""
+    launched = "RANK" in os.environ and "WORLD_SIZE" in os.environ
     cuda = torch.cuda.is_available()
-    if world > 1 and not dist.is_initialized():
+    if cuda:  # before the process group, so nccl binds this process to its own GPU
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    if launched and not dist.is_initialized():
         dist.init_process_group("nccl" if cuda else "gloo")
-    rank = dist.get_rank() if world > 1 else 0
+    world = dist.get_world_size() if dist.is_initialized() else 1
+    rank = dist.get_rank() if dist.is_initialized() else 0
     if cuda:
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        torch.cuda.set_device(local)
-        return rank, world, torch.device("cuda", local)
+        return rank, world, torch.device("cuda", torch.cuda.current_device())
     return rank, world, torch.device("cpu")
-
-
-def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype: bf16 where asked for or (auto) where the hardware runs it natively."""
-    if precision == "fp32":
-        return None
-    if precision == "bf16":
-        return torch.bfloat16
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
-    return torch.bfloat16 if _cpu_has_bf16() else None
-
-
-def precision_context(device: torch.device, dtype: torch.dtype | None):
-    """Autocast to ``dtype`` (from :func:`resolve_precision`) on ``device``; a no-op for None."""
-    return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
-
-
-def _cpu_has_bf16() -> bool:
-    try:
-        return bool(
-            torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-        )
-    except (AttributeError, RuntimeError):
-        return False
 
 
 # ----------------------------------------------------------------------------- data
@@ -497,6 +474,10 @@ def _encoder(model: ColorizationNet, config: TrainConfig) -> nn.Module | None:
     return model.backbone.encoder
 
 
+def _trainable(model: nn.Module) -> tuple[bool, ...]:
+    return tuple(p.requires_grad for p in model.parameters())
+
+
 def _optimizer(model: ColorizationNet, config: TrainConfig) -> torch.optim.Optimizer:
     encoder = _encoder(model, config)
     encoder_ids = {id(p) for p in encoder.parameters()} if encoder is not None else set()
@@ -586,13 +567,10 @@ def run(config: TrainConfig, *, resume: bool = False, show_progress: bool = True
             paths["config"], lambda tmp: tmp.write_text(yaml.safe_dump(resolved, sort_keys=False))
         )
 
-    ddp = model
-    if world > 1:
-        if device.type == "cuda":  # batch statistics over the global batch (GPU-only in torch)
-            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        ddp = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
-        )
+    if dist.is_initialized() and device.type == "cuda":
+        # Batch statistics over the global batch (GPU-only in torch).
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    ddp, trainable = model, None
 
     def log(record: dict) -> None:
         if writer:
@@ -626,6 +604,17 @@ def run(config: TrainConfig, *, resume: bool = False, show_progress: bool = True
             console.print("[yellow]interrupted: saving a checkpoint after this step …")
 
     signal.signal(signal.SIGINT, on_sigint)
+    log(
+        {
+            "event": "resume" if resume else "start",
+            "step": state.step,
+            "device": str(device),
+            "precision": str(autocast or torch.float32).removeprefix("torch."),
+            "world": world,
+            "backend": dist.get_backend() if dist.is_initialized() else None,
+            "zhangcolor_version": __version__,
+        }
+    )
     fixed_batch = collate([val_set[val_set.paths.index(p)] for p in fixed_val])
     val_loader = make_loader(val_set, None, config, device, per_rank)
     bar = _progress(console, enabled=writer and show_progress)
@@ -650,6 +639,13 @@ def run(config: TrainConfig, *, resume: bool = False, show_progress: bool = True
                 encoder = _encoder(model, config)
                 if encoder is not None:
                     encoder.requires_grad_(state.epoch >= config.freeze_epochs)
+                if dist.is_initialized() and trainable != _trainable(model):
+                    # DDP waits for a gradient of every parameter that required one when it
+                    # was built, so a stage that (un)freezes the encoder needs a new wrapper.
+                    trainable = _trainable(model)
+                    ddp = nn.parallel.DistributedDataParallel(
+                        model, device_ids=[device.index] if device.type == "cuda" else None
+                    )
                 bar.update(task, description=f"epoch {state.epoch + 1}/{config.epochs}")
                 sampler = EpochSampler(
                     len(train_set),
@@ -719,7 +715,7 @@ def run(config: TrainConfig, *, resume: bool = False, show_progress: bool = True
                     break
     finally:
         signal.signal(signal.SIGINT, previous)
-        if world > 1 and dist.is_initialized():
+        if dist.is_initialized():
             dist.destroy_process_group()
     return ending
 

@@ -1,0 +1,248 @@
+"""On a CUDA GPU: the paper's pieces give the CPU's results, and every network trains there.
+
+Skipped where torch sees no CUDA device (as in CI). `ZHANGCOLOR_CUDA_TEST_ON_CPU=1` runs the
+same checks with the CPU standing in for the GPU: that tries this file's own code where no GPU
+is at hand, and proves nothing about CUDA. `benchmarks/gpu_run.sh` runs this file on a GPU.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+from skimage import data
+
+from zhangcolor.bins import ab_bins, nearest_bins
+from zhangcolor.encode import soft_encode_sparse
+
+if torch.cuda.is_available():
+    DEVICE = torch.device("cuda")
+elif os.environ.get("ZHANGCOLOR_CUDA_TEST_ON_CPU") == "1":
+    DEVICE = torch.device("cpu")
+else:
+    DEVICE = None
+
+pytestmark = pytest.mark.skipif(DEVICE is None, reason="no CUDA GPU")
+
+
+@pytest.fixture(autouse=True)
+def exact_fp32():
+    """fp32 means fp32 here: cuDNN and cuBLAS otherwise round convolutions and matmuls to TF32
+    on recent GPUs, and this file compares with the CPU."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+def ab_points(n: int = 20_000, seed: int = 0) -> torch.Tensor:
+    """ab ``(1, 2, 1, N)`` float64: a photo's colours, random ones over the gamut and beyond,
+    and a few far outside any colour (which take the brute-force path)."""
+    from skimage import color
+
+    photo = color.rgb2lab(data.astronaut()[::4, ::4] / 255.0)[..., 1:].reshape(-1, 2)
+    rng = np.random.default_rng(seed)
+    spread = rng.uniform(-130, 130, (n, 2))
+    far = rng.uniform(-1000, 1000, (64, 2))
+    points = np.concatenate([photo, spread, far])
+    return torch.from_numpy(points).T.reshape(1, 2, 1, -1)
+
+
+@pytest.mark.parametrize("k", [1, 5, 10])
+def test_nearest_bins_on_the_device_equal_the_cpus(k):
+    ab = ab_points()
+    centers = ab_bins(torch.float64)
+    dist_cpu, index_cpu = nearest_bins(ab, centers, k)
+    dist_dev, index_dev = nearest_bins(ab.to(DEVICE), centers.to(DEVICE), k)
+    assert index_dev.device.type == DEVICE.type
+    assert torch.equal(index_dev.cpu(), index_cpu)
+    torch.testing.assert_close(dist_dev.cpu(), dist_cpu)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_soft_encoding_on_the_device_equals_the_cpus(dtype):
+    ab = ab_points().to(dtype)
+    centers = ab_bins(dtype)
+    index_cpu, weight_cpu = soft_encode_sparse(ab, centers)
+    index_dev, weight_dev = soft_encode_sparse(ab.to(DEVICE), centers.to(DEVICE))
+    # float32 distances may round differently on the device: allow the rare near-tie swap.
+    agree = (index_dev.cpu() == index_cpu).all(1).double().mean()
+    assert agree == 1.0 if dtype == torch.float64 else agree > 0.999
+    same = (index_dev.cpu() == index_cpu).all(1, keepdim=True).expand_as(weight_cpu)
+    torch.testing.assert_close(weight_dev.cpu()[same], weight_cpu[same])
+
+
+def photos(folder: Path, n: int = 8, size: int = 80) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    y, x = np.mgrid[0:size, 0:size]
+    for i in range(n):
+        rgb = np.stack([(x * 3 + 30 * i) % 256, (y * 3) % 256, ((x + y) * 2 + 20 * i) % 256], -1)
+        Image.fromarray(rgb.astype(np.uint8)).save(folder / f"{i:02d}.png")
+    return folder
+
+
+def _variants() -> list[tuple[dict, dict]]:
+    from zhangcolor.models.unet import ENCODERS
+
+    backbones = [{"backbone": "eccv16", "width": 0.25}]
+    backbones += [{"backbone": "unet", "encoder": e, "pretrained": False} for e in ENCODERS]
+    heads = [
+        {"head": "classification", "rebalance": True},  # the paper's "full"
+        {"head": "classification", "rebalance": False},  # its "class"
+        {"head": "regression", "loss": "l2"},  # its L2 baseline
+    ]
+    return [(b, h) for b in backbones for h in heads]
+
+
+def _label(variant) -> str:
+    backbone, head = variant
+    name = backbone.get("encoder", "eccv16")
+    return f"{name}-{head['head']}" + ("" if head.get("rebalance", True) else "-class")
+
+
+@pytest.mark.parametrize("variant", _variants(), ids=_label)
+def test_twenty_training_steps_of_every_backbone_and_head(variant, tmp_path_factory):
+    """The real training loop (loader, soft-encoding, loss, optimizer, evaluation, sample grid,
+    checkpoints) on the device, at the precision auto picks (bf16 on a recent GPU)."""
+    from zhangcolor.models import ModelConfig
+    from zhangcolor.train import TrainConfig, load_checkpoint, run
+
+    backbone, head = variant
+    tmp = tmp_path_factory.mktemp("run")
+    model = {"backbone": backbone["backbone"], "head": head["head"]}
+    model.update({k: v for k, v in backbone.items() if k != "backbone"})
+    config = TrainConfig(
+        data=str(photos(tmp_path_factory.getbasetemp() / "photos")),
+        out=str(tmp / "run"),
+        model=ModelConfig(**model),
+        rebalance=head.get("rebalance", True),
+        loss=head.get("loss", "auto"),
+        crop=64,
+        load_size=80,
+        batch_size=4,
+        epochs=100,
+        max_steps=20,
+        workers=0,
+        log_every=1,
+    )
+    assert run(config, show_progress=False) == "max_steps"
+    lines = [json.loads(x) for x in (tmp / "run" / "metrics.jsonl").read_text().splitlines()]
+    start = next(m for m in lines if m.get("event") == "start")
+    assert start["device"].startswith(DEVICE.type)
+    if DEVICE.type == "cuda":
+        assert start["precision"] == "bfloat16" or not torch.cuda.is_bf16_supported()
+    losses = [m["loss"] for m in lines if "loss" in m]
+    assert len(losses) == 20 and all(np.isfinite(losses))
+    assert all(np.isfinite(m["val_loss"]) for m in lines if "val_loss" in m)
+    net, _, _ = load_checkpoint(tmp / "run" / "checkpoints" / "last.safetensors")
+    assert all(torch.isfinite(p).all() for p in net.parameters())
+
+
+def test_bf16_autocast_on_the_device_and_decoding_in_float32():
+    from zhangcolor.decode import annealed_mean
+    from zhangcolor.device import precision_context, resolve_precision
+    from zhangcolor.models import ModelConfig, build_model
+
+    autocast = resolve_precision("auto", DEVICE)
+    if DEVICE.type == "cuda":
+        assert autocast == (torch.bfloat16 if torch.cuda.is_bf16_supported() else None)
+    autocast = resolve_precision("bf16", DEVICE)
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(backbone="unet", encoder="efficientnet-lite0")).to(DEVICE)
+    lightness = torch.rand(2, 1, 64, 64, device=DEVICE) * 100
+    with torch.no_grad(), precision_context(DEVICE, autocast):
+        logits = model.eval()(lightness)
+    assert logits.dtype == torch.bfloat16
+    ab = annealed_mean(logits, ab_bins(device=DEVICE), 0.38)
+    assert ab.dtype == torch.float32  # computed in float32, whatever the network's dtype
+    reference = annealed_mean(logits.double(), ab_bins(torch.float64, DEVICE), 0.38)
+    assert (ab.double() - reference).abs().max() < 1e-3
+
+
+def test_colorize_on_the_device_is_within_one_ab_level_of_the_cpu():
+    from zhangcolor.colorize import Colorizer, image_lightness
+
+    cpu = Colorizer.load("default", device="cpu", precision="fp32")
+    dev = Colorizer.load("default", device=DEVICE.type, precision="fp32")
+    fast = Colorizer.load("default", device=DEVICE.type, precision="auto")
+    for image in (data.astronaut(), data.coffee(), data.chelsea()):
+        lightness = image_lightness(image)
+        ab_cpu = cpu.decode(cpu.network_output(lightness), 0.38)
+        ab_dev = dev.decode(dev.network_output(lightness), 0.38).cpu()
+        assert (ab_dev - ab_cpu).norm(dim=1).max() <= 1.0
+        ab_fast = fast.decode(fast.network_output(lightness), 0.38).cpu()
+        error = (ab_fast - ab_cpu).norm(dim=1)  # bf16 where the device runs it natively
+        assert error.mean() <= 1.0 and torch.quantile(error.flatten(), 0.99) <= 5.0
+        rgb_cpu = np.asarray(cpu.colorize(image), dtype=int)
+        rgb_dev = np.asarray(dev.colorize(image), dtype=int)
+        assert np.abs(rgb_dev - rgb_cpu).max() <= 2
+
+
+def test_the_server_colorizes_on_the_device_like_on_the_cpu():
+    import io
+
+    from zhangcolor.serve import ColorizeService, ServeConfig
+
+    buffer = io.BytesIO()
+    Image.fromarray(data.coffee()).save(buffer, format="PNG")
+    results = []
+    for device in ("cpu", DEVICE.type):
+        service = ColorizeService.load(ServeConfig(device=device, precision="fp32"))
+        first = service.colorize(buffer.getvalue(), temperature=0.38)
+        again = service.recolor(first.upload_id, temperature=0.7)
+        assert again.network_ran is False
+        results.append([np.asarray(Image.open(io.BytesIO(r.content)), int) for r in (first, again)])
+    for on_cpu, on_device in zip(*results, strict=True):
+        assert np.abs(on_cpu - on_device).max() <= 2
+
+
+def test_evaluate_on_the_device_gives_the_cpus_numbers(tmp_path):
+    from zhangcolor.evaluate import evaluate
+
+    folder = photos(tmp_path / "photos", n=3, size=96)
+    rows = [
+        evaluate(folder, ["default"], temperatures=(0.38,), size=64, device=d, precision="fp32")
+        for d in ("cpu", DEVICE.type)
+    ]
+    for cpu_row, dev_row in zip(rows[0]["rows"], rows[1]["rows"], strict=True):
+        assert abs(cpu_row["auc"] - dev_row["auc"]) < 0.1
+        assert abs(cpu_row["auc_rebalanced"] - dev_row["auc_rebalanced"]) < 0.1
+
+
+def test_torchrun_with_one_process_uses_the_multi_gpu_path(tmp_path):
+    """torchrun --nproc_per_node 1: the process group (nccl on GPUs), DistributedDataParallel,
+    SyncBatchNorm, and a stage where the pretrained-style encoder unfreezes."""
+    config = {
+        "data": str(photos(tmp_path / "photos")),
+        "out": str(tmp_path / "run"),
+        "model": {"backbone": "unet", "encoder": "efficientnet-lite0", "pretrained": False},
+        "crop": 64,
+        "load_size": 80,
+        "batch_size": 4,
+        "epochs": 2,
+        "freeze_epochs": 1,
+        "workers": 1,
+        "log_every": 1,
+    }
+    path = tmp_path / "ddp.yaml"
+    path.write_text(yaml.safe_dump(config))
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "1"]
+    command += ["--master_port", "29531", "-m", "zhangcolor", "train", "--config", str(path)]
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES", "0")}
+    if DEVICE.type == "cpu":
+        env.pop("CUDA_VISIBLE_DEVICES")
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    start = next(m for m in lines if m.get("event") == "start")
+    assert start["backend"] == ("nccl" if DEVICE.type == "cuda" else "gloo")
+    assert start["world"] == 1 and start["device"].startswith(DEVICE.type)
+    assert [m["epoch"] for m in lines if "val_loss" in m] == [1, 2]
