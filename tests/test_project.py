@@ -13,18 +13,24 @@ from zhangcolor.serve import ServeConfig
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_ci_runs_exactly_the_readme_test_command():
+def test_ci_runs_exactly_the_readme_install_and_test_commands():
     readme = (ROOT / "README.md").read_text()
     command = re.search(r"Run the tests.*?```bash\n(.+?)\n```", readme, re.S).group(1).strip()
-    ci_lines = [line for line in (ROOT / ".ci" / "run").read_text().splitlines() if line.strip()]
-    assert ci_lines[-1].strip() == command
+    ci = (ROOT / ".ci" / "run").read_text()
+    ci_lines = [line.strip() for line in ci.splitlines() if line.strip()]
+    assert ci_lines[-1] == command
+    install = re.search(r"## Install.*?```bash\n(.+?)\n```", readme, re.S).group(1)
+    for line in ("pip install .", 'pip install ".[dev]"'):
+        assert line in install
+        assert any(ci_line.startswith(line) for ci_line in ci_lines), line
+    assert "python3 -m venv" in ci  # a new environment every run
 
 
 @pytest.mark.parametrize(
     ("name", "cls"), [("prior.yaml", PriorConfig), ("serve.yaml", ServeConfig)]
 )
 def test_yaml_configs_match_their_dataclass_defaults(name, cls):
-    values = yaml.safe_load((ROOT / "configs" / name).read_text())
+    values = yaml.safe_load((ROOT / "zhangcolor" / "configs" / name).read_text())
     assert values == {f.name: f.default for f in dataclasses.fields(cls)}
 
 
@@ -42,3 +48,33 @@ def test_the_dockerfile_copies_what_exists_serves_as_a_user_and_checks_healthz()
     assert '"--host", "0.0.0.0"' in dockerfile
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert not {"zhangcolor", "bins", "pyproject.toml", "README.md"} & set(ignored)
+
+
+def test_every_shipped_config_is_installed_reachable_by_name_and_valid():
+    """The configs travel with the package, so `--config NAME` works after a plain install,
+    and the file-path form still works."""
+    from zhangcolor.config import load_config, resolve_config, shipped_configs
+    from zhangcolor.train import TrainConfig
+
+    shipped = shipped_configs()
+    assert {"default", "eccv16", "eccv16-compact", "unet-effnet-classification"} <= set(shipped)
+    assert (
+        "site-packages" in str(shipped["default"])
+        or (ROOT / "zhangcolor") in shipped["default"].parents
+    )
+    for name, path in shipped.items():
+        assert resolve_config(name) == path == resolve_config(f"{name}.yaml")
+        if name not in ("prior", "serve"):
+            load_config(TrainConfig, path)  # every training config is valid as it ships
+    local = ROOT / "zhangcolor" / "configs" / "eccv16.yaml"
+    assert resolve_config(str(local)) == local
+    with pytest.raises(ValueError, match=r"shipped: .*unet-effnet-classification"):
+        resolve_config("no-such-config")
+
+
+def test_the_licence_pyproject_names_is_there():
+    tomllib = pytest.importorskip("tomllib")
+
+    licence = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["license"]
+    assert "MIT" in str(licence)
+    assert (ROOT / "LICENSE").read_text().startswith("MIT License")

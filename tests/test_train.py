@@ -280,6 +280,39 @@ def test_ddp_with_two_gloo_processes_matches_one_process_with_the_same_global_ba
     assert (delta_two - delta_one).norm() / delta_one.norm() < 0.05
 
 
+def test_ddp_survives_the_stage_where_the_encoder_unfreezes(tmp_path):
+    """DDP expects a gradient for every parameter that required one when it was built; a
+    frozen-then-unfrozen encoder (the shipped U-Net configs) must not break it. 2 gloo
+    processes, epoch 1 frozen, epoch 2 fine-tuned."""
+    config = tiny_config(
+        tmp_path,
+        epochs=2,
+        freeze_epochs=1,
+        model={"backbone": "unet", "encoder": "efficientnet-lite0", "pretrained": True},
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
+    command += ["--master_port", "29519", "-m", "zhangcolor", "train", "--config", str(config)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["epoch"] for x in lines if "val_loss" in x] == [1, 2]
+
+
+def test_train_takes_a_shipped_config_by_name(tmp_path):
+    data = photos(tmp_path / "photos", n=4)
+    result = invoke(
+        "train",
+        *("--config", "eccv16-compact", "--data", data, "--out", tmp_path / "run"),
+        *("--max-steps", 1, "--crop", 32, "--batch-size", 2, "--workers", 0, "--width", 0.125),
+    )
+    assert result.exit_code == 0, result.output
+    resolved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert resolved["model"]["backbone"] == "eccv16" and resolved["epochs"] == 20
+    result = invoke("train", "--config", "eccv17", "--data", data)
+    assert result.exit_code == 2 and "shipped:" in result.output
+
+
 def test_two_stage_training_freezes_the_pretrained_encoder_first(tmp_path):
     config = tiny_config(
         tmp_path,

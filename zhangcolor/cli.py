@@ -17,6 +17,28 @@ console = Console(stderr=True)
 out = Console()
 
 
+def _resolve_config(ctx, param, value):
+    from zhangcolor.config import resolve_config
+
+    if value is None:
+        return None
+    try:
+        return resolve_config(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+
+
+def config_option(example: str):
+    """--config: a YAML file, or the name of a config shipped with zhangcolor."""
+    return click.option(
+        "--config",
+        "config_path",
+        callback=_resolve_config,
+        help=f"YAML of defaults: a file, or a shipped config by name (e.g. {example}); "
+        "the flags below override it.",
+    )
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", "-V", prog_name="zhangcolor")
 def main() -> None:
@@ -37,12 +59,7 @@ def main() -> None:
     type=click.Path(file_okay=False, path_type=Path),
     help="Folder to write bins.npz, bins.json and prior.png into (created if missing).",
 )
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="YAML file of defaults (see configs/prior.yaml); the flags below override it.",
-)
+@config_option("prior")
 @click.option(
     "--lambda",
     "lam",
@@ -148,12 +165,7 @@ def build_bins(
 
 
 @main.command("train")
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="YAML of defaults, e.g. configs/eccv16-compact.yaml; the flags below override it.",
-)
+@config_option("unet-effnet-classification")
 @click.option(
     "--data", type=click.Path(exists=True, file_okay=False), help="Folder of colour photos."
 )
@@ -535,12 +547,7 @@ def export_onnx_command(model: str, target: Path, size: int) -> None:
 
 
 @main.command("serve")
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="YAML of defaults, e.g. configs/serve.yaml; the flags below override it.",
-)
+@config_option("serve")
 @click.option("--host", help="Interface to listen on. [default: 127.0.0.1]")
 @click.option("--port", type=click.IntRange(0, 65535), help="[default: 8000]")
 @click.option("--model", help="'default' (shipped), a .safetensors checkpoint, or an .onnx file.")

@@ -3,12 +3,36 @@
 from __future__ import annotations
 
 import dataclasses
+from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
 
 C = TypeVar("C")
+
+
+def shipped_configs() -> dict[str, Path]:
+    """The YAML configs installed with zhangcolor (``zhangcolor/configs``), by name."""
+    folder = Path(str(resources.files("zhangcolor").joinpath("configs")))
+    return {p.stem: p for p in sorted(folder.glob("*.yaml"))}
+
+
+def resolve_config(value: str | Path) -> Path:
+    """A ``--config`` value as a file: a YAML file's path, or the name of a shipped config
+    (``unet-effnet-classification``, with or without ``.yaml``). Anything else is a ValueError
+    that lists the shipped names."""
+    path = Path(value)
+    if path.is_file():
+        return path
+    shipped = shipped_configs()
+    name = path.name.removesuffix(".yaml") if path.parent == Path(".") else None
+    if name in shipped:
+        return shipped[name]
+    raise ValueError(
+        f"no config file {str(value)!r}, and no shipped config of that name; "
+        f"shipped: {', '.join(shipped)}"
+    )
 
 
 def load_config(cls: type[C], path: str | Path | None = None, **overrides: Any) -> C:
