@@ -1,0 +1,192 @@
+"""The authors' released PyTorch weights of the paper's network, read into zhangcolor.
+
+richzhang/colorization ships ``colorization_release_v2-9b330a0b.pth``: the state_dict of its
+``ECCVGenerator`` (``colorizers/eccv16.py``). Its blocks ``model1`` … ``model7`` are layer for
+layer our ``ECCV16`` body (conv, ReLU, …, BatchNorm), ``model8`` is our conv8 followed by the
+256 → 313 1×1 convolution that is our classification head, and ``model_out`` is a bias-free
+313 → 2 1×1 convolution whose kernel is the bin centres divided by 110. The authors' forward is
+``softmax(model8(...))`` → ``model_out`` → bilinear ×4 → ×110: the T = 1 mean of the logits of
+``model8.6``, which is ``annealed_mean(logits, centers, 1.0)`` here. Whether the release
+folds the caffe model's 1/T = 2.606 (``conv8_313_rh``) into ``model8.6`` cannot be read from the
+authors' code: see docs/authors-weights.md.
+
+    their key              our key
+    model{b}.{i}.{p}   ->  backbone.body.{b-1}.{i}.{p}    (b = 1..8; model8.6 excepted)
+    model8.6.{p}       ->  head.{p}
+    model_out.weight   ->  the bins' centres, (2, 313, 1, 1) / 110 -> (313, 2)
+
+Both normalise alike (``colorizers/base_color.py``: l_cent 50, l_norm 100, ab_norm 110, the
+values of ``zhangcolor.constants``), so the weights need no rescaling.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from zhangcolor.bins import ab_bins
+from zhangcolor.constants import AB_NORM, Q
+from zhangcolor.models import ColorizationNet, ModelConfig, build_model
+from zhangcolor.train import TrainConfig, save_model
+
+#: The file name the authors' code downloads (``colorizers/eccv16.py``).
+RELEASE_FILE = "colorization_release_v2-9b330a0b.pth"
+#: The key of the authors' decoding kernel, the bin centres / 110.
+CENTERS_KEY = "model_out.weight"
+#: Every other key of the release: ``model{block}.{index in the block}.{parameter}``.
+_BLOCK_KEY = re.compile(r"model[1-8]\.\d+\.\w+")
+#: How far (ab units) the file's centres may be from the paper's and still count as them: the
+#: file stores centre / 110 in float32, which × 110 is off by about 1e-5.
+_CENTERS_ATOL = 1e-3
+
+
+def authors_model_config() -> ModelConfig:
+    """The network of the release: the paper's eccv16 body at full width, classification head."""
+    return ModelConfig(backbone="eccv16", head="classification", width=1.0)
+
+
+def _our_shapes() -> dict[str, tuple[int, ...]]:
+    """Our state_dict's keys and shapes for :func:`authors_model_config`, in module order."""
+    with torch.device("meta"):  # shapes only: no memory, no init
+        model = build_model(authors_model_config())
+    return {key: tuple(value.shape) for key, value in model.state_dict().items()}
+
+
+def _their_key(ours: str) -> str:
+    """Our state_dict key -> the authors' key (see the module docstring's table)."""
+    if ours.startswith("head."):
+        return "model8.6." + ours.removeprefix("head.")
+    block, rest = ours.removeprefix("backbone.body.").split(".", 1)
+    return f"model{int(block) + 1}.{rest}"
+
+
+def is_authors_eccv16(state: object) -> bool:
+    """Whether ``state`` is shaped like the authors' eccv16 release, by its key names alone:
+    ``model_out.weight`` and ``model1.0.weight`` present, and every key ``model1``-``model8``
+    or ``model_out.weight``. Their SIGGRAPH 17 release (``model9``, ``model10``,
+    ``model_out.bias``, …) and zhangcolor state_dicts are not. :func:`from_authors_eccv16`
+    checks the shapes."""
+    if not isinstance(state, Mapping) or CENTERS_KEY not in state or "model1.0.weight" not in state:
+        return False
+    return all(
+        isinstance(key, str) and (key == CENTERS_KEY or _BLOCK_KEY.fullmatch(key) is not None)
+        for key in state
+    )
+
+
+def from_authors_eccv16(state: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], Tensor]:
+    """Our state_dict and bin centres from the authors' eccv16 state_dict.
+
+    Args:
+        state: the release's state_dict: ``model1.0.weight`` ``(64, 1, 3, 3)`` … ``model8.6.bias``
+            ``(313,)`` and ``model_out.weight`` ``(2, 313, 1, 1)``, the centres / 110.
+
+    Returns:
+        The state_dict of ``ColorizationNet`` for :func:`authors_model_config`, float32, and the
+        ``(313, 2)`` float32 centres in the order of the logits. When they equal the paper's
+        (:func:`zhangcolor.bins.ab_bins`, to within 1e-3), the paper's exact values are returned;
+        otherwise the file's are kept, with a warning, since its logits index them.
+
+    Raises:
+        ValueError: naming the first key (in the authors' layer order) that is missing, has the
+            wrong shape or holds a non-finite value, or the keys the release does not have.
+    """
+    if not isinstance(state, Mapping):
+        raise ValueError(
+            f"expected a state_dict (a mapping of names to tensors), got {type(state).__name__}"
+        )
+    ours: dict[str, Tensor] = {}
+    used = set()
+    for key, shape in {**_our_shapes(), CENTERS_KEY: (2, Q, 1, 1)}.items():
+        theirs = key if key == CENTERS_KEY else _their_key(key)
+        if theirs not in state:
+            if key.endswith(".num_batches_tracked"):
+                # Unused in eval mode; absent from files saved before PyTorch 0.4.1.
+                ours[key] = torch.tensor(0, dtype=torch.long)
+                continue
+            raise ValueError(
+                f"{theirs} is missing: not the authors' eccv16 release ({RELEASE_FILE})"
+            )
+        value = state[theirs]
+        used.add(theirs)
+        if not isinstance(value, Tensor):
+            raise ValueError(f"{theirs} is a {type(value).__name__}, not a tensor")
+        if tuple(value.shape) != shape:
+            raise ValueError(f"{theirs} has shape {tuple(value.shape)}, expected {shape}")
+        value = value.detach().cpu()
+        if value.is_floating_point():
+            if not torch.isfinite(value).all():
+                raise ValueError(f"{theirs} holds non-finite values")
+            value = value.float()  # what our network holds, whatever precision the file has
+        ours[key] = value
+    unexpected = sorted(set(state) - used)
+    if unexpected:
+        names = ", ".join(map(str, unexpected))
+        raise ValueError(f"keys that the authors' eccv16 release does not have: {names}")
+    # model_out computes Σ_q p_q · w[:, q] and the authors multiply by ab_norm afterwards.
+    kernel = ours.pop(CENTERS_KEY)[:, :, 0, 0]  # (2, Q)
+    centers = (kernel.double().T * AB_NORM).float()  # (Q, 2)
+    paper = ab_bins()
+    offset = float((centers - paper).abs().max())
+    if offset <= _CENTERS_ATOL:
+        # Exactly on the grid of 10, as nearest_bins's fast grid lookup wants.
+        return ours, paper
+    warnings.warn(
+        f"the file's bin centres ({CENTERS_KEY} × {AB_NORM:g}) are up to {offset:.3g} ab units "
+        "from the paper's; keeping the file's, which its logits index",
+        stacklevel=2,
+    )
+    return ours, centers
+
+
+def load_authors_eccv16(
+    path: str | Path,
+) -> tuple[ColorizationNet, TrainConfig, dict[str, Tensor]]:
+    """The authors' eccv16 release as ``load_checkpoint`` returns a checkpoint of ours.
+
+    Returns:
+        The network in eval mode, a ``TrainConfig`` whose ``model`` is
+        :func:`authors_model_config` (the other fields are defaults: the file says nothing of
+        how it was trained), and bins ``{"centers": (313, 2), "weights": (313,)}``. The weights
+        are all ones: the authors' class-rebalancing weights are not in the file, and only
+        training reads them.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ValueError: the file is not readable with ``weights_only=True`` or is not the release.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no weights file at {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # pickle, zip and weights_only errors have no common type
+        raise ValueError(f"{path} is not a readable PyTorch weights file ({e})") from None
+    if not is_authors_eccv16(state):
+        raise ValueError(
+            f"{path} is not the authors' eccv16 release ({RELEASE_FILE}): expected a "
+            f"state_dict with keys model1.* … model8.* and {CENTERS_KEY}"
+        )
+    ours, centers = from_authors_eccv16(state)
+    config = TrainConfig(model=authors_model_config())
+    model = build_model(config.model)
+    model.load_state_dict(ours)
+    bins = {"centers": centers, "weights": torch.ones(Q)}
+    return model.eval(), config, bins
+
+
+def convert_weights(source: str | Path, target: str | Path) -> None:
+    """Write the authors' eccv16 release ``source`` as a zhangcolor ``.safetensors``
+    checkpoint at ``target``, which ``zhangcolor.train.load_checkpoint`` and ``Colorizer.load``
+    read: classification head, the file's bins (the paper's) and class weights of one."""
+    target = Path(target)
+    if target.suffix != ".safetensors":
+        raise ValueError(f"the target must be a .safetensors file, got {target}")
+    model, config, bins = load_authors_eccv16(source)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    save_model(target, model, config, bins, step=0)
