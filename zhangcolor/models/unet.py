@@ -1,8 +1,8 @@
 """A U-Net: an ImageNet-style encoder, and a decoder with skip connections back up to 1/4 of the
 input resolution (the output stride of the paper's network, so every head and loss is shared).
 
-Encoders: torchvision's resnet18 / resnet34, or EfficientNet-Lite0. L is repeated to 3 channels
-and normalised as the encoders' ImageNet training expects.
+Encoders: torchvision's resnet18 / resnet34, or EfficientNet-Lite0, Lite1 or Lite2. L is repeated
+to 3 channels and normalised as the encoders' ImageNet training expects.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ _NORMALISATION = {
     "resnet18": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
     "resnet34": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
     "efficientnet-lite0": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+    "efficientnet-lite1": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+    "efficientnet-lite2": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
 }
 
 
