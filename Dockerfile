@@ -18,8 +18,7 @@ WORKDIR /app
 # installing the project afterwards finds its torch requirement met.
 RUN pip install --index-url https://download.pytorch.org/whl/cpu torch torchvision
 
-COPY pyproject.toml README.md ./
-COPY bins ./bins
+COPY pyproject.toml README.md LICENSE ./
 COPY zhangcolor ./zhangcolor
 RUN pip install ".[serve]" && rm -rf /app/build
 

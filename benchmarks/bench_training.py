@@ -26,9 +26,10 @@ from rich.console import Console
 
 from zhangcolor.bins import load_bins
 from zhangcolor.config import load_config
-from zhangcolor.data import EpochSampler, PhotoDataset, lab_batch, split_files
+from zhangcolor.data import EpochSampler, PhotoDataset, lab_batch
 from zhangcolor.device import cpu_has_native_bf16
 from zhangcolor.models import build_model
+from zhangcolor.split import split_files
 from zhangcolor.train import TrainConfig, compute_loss, make_loader
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -12,7 +12,7 @@ def small_bomb(monkeypatch):
 
 @pytest.fixture(autouse=True, scope="session")
 def private_cache(tmp_path_factory):
-    """Keep the tests' colour-table cache out of the user's home."""
+    """Keep the tests' color-table cache out of the user's home."""
     import os
 
     os.environ["ZHANGCOLOR_CACHE"] = str(tmp_path_factory.mktemp("cache"))

@@ -10,14 +10,14 @@ from PIL import Image
 
 
 def solid(path: Path, rgb: tuple[int, int, int], size=(40, 30), mode="RGB", **save) -> Path:
-    """A one-colour image file."""
+    """A one-color image file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.new(mode, size, rgb).save(path, **save)
     return path
 
 
 def noise(path: Path, size=(48, 32), seed=0) -> Path:
-    """A colourful random image file."""
+    """A colorful random image file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).save(path)
@@ -41,7 +41,7 @@ def bad_corpus(folder: Path) -> dict[str, Path]:
 
 
 def photo_bytes(seed: int, size=(96, 72), fmt="PNG", mode="RGB") -> bytes:
-    """A smooth random colour picture's file bytes (distinct per seed)."""
+    """A smooth random color picture's file bytes (distinct per seed)."""
     rng = np.random.default_rng(seed)
     small = rng.integers(0, 256, (4, 4, 4), dtype=np.uint8)
     image = Image.fromarray(small, "RGBA").resize(size, Image.Resampling.BICUBIC)

@@ -19,16 +19,11 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from zhangcolor import constants
-from zhangcolor.authors import (
-    convert_weights,
-    from_authors_eccv16,
-    is_authors_eccv16,
-    load_authors_eccv16,
-)
+from zhangcolor.authors import from_authors_eccv16, is_authors_eccv16, load_authors_eccv16
 from zhangcolor.bins import ab_bins
+from zhangcolor.checkpoint import convert_weights, load_checkpoint
 from zhangcolor.decode import annealed_mean
 from zhangcolor.models import ModelConfig, build_model
-from zhangcolor.train import load_checkpoint
 
 #: The paper's 313 centres, read from the test's own copy of pts_in_hull.
 PAPER_BINS = Path(__file__).parent / "data" / "zhang2016_ab_bins.txt"
@@ -215,7 +210,7 @@ def test_the_authors_output_is_the_annealed_mean_at_t_1(release, reference, our_
     ours = annealed_mean(our_logits, centers.double(), 1.0)  # (2, 2, 12, 16)
     ours = F.interpolate(ours, scale_factor=4, mode="bilinear", align_corners=False)
     assert ab.shape == ours.shape == (2, 2, 48, 64)
-    assert ab.abs().amax() > 20  # colourful enough to tell a wrong centre order apart
+    assert ab.abs().amax() > 20  # colorful enough to tell a wrong centre order apart
     # The file holds centre / 110 in float32; our centres are the paper's exact ones.
     torch.testing.assert_close(ours, ab, rtol=0, atol=1e-4)
 

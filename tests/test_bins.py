@@ -1,23 +1,48 @@
 """The shipped 313 bins against the authors' list, their sRGB coverage, and nearest-bin search."""
 
-from pathlib import Path
+import hashlib
 
 import numpy as np
 import pytest
 import torch
 from sklearn.neighbors import NearestNeighbors
 
-from zhangcolor.bins import ab_bins, grid_index, load_bins, nearest_bins
+from zhangcolor.bins import ab_bins, grid_index, load_bins, nearest_bins, nearest_bins_plain
 from zhangcolor.color import rgb_to_lab
 
-FIXTURE = Path(__file__).parent / "data" / "zhang2016_ab_bins.txt"
+#: SHA-256 of the authors' pts_in_hull.npy values, as the int16 pairs (a, b) in their order,
+#: computed from the reference copy the project was given (../shared/reference).
+AUTHORS_DIGEST = "e74b520cf1929e90ad9f051db10931e8ac5d1534c6cedabd7bfeba7a78a96c89"
 
 
-def test_shipped_bins_match_the_authors_list_value_for_value_in_order():
-    reference = np.loadtxt(FIXTURE, comments="#")
+def test_shipped_bins_are_the_authors_list_in_its_order():
     centers = ab_bins(dtype=torch.float64).numpy()
     assert centers.shape == (313, 2)
-    np.testing.assert_array_equal(centers, reference)
+    pairs = centers.astype(np.int16)
+    assert hashlib.sha256(pairs.tobytes()).hexdigest() == AUTHORS_DIGEST
+    # The authors' order is by a, then by b.
+    assert np.array_equal(pairs, pairs[np.lexsort((pairs[:, 1], pairs[:, 0]))])
+
+
+def test_the_313_bins_are_the_grid_nodes_that_srgb_reaches_by_an_independent_derivation():
+    """From skimage's Lab alone: every corner of a grid-10 cell that some sRGB color's ab lies
+    in is a bin (307 nodes), and every bin lies within 15 ab units of some sRGB color's ab
+    (323 nodes qualify). The authors' 313 sit between the two."""
+    from scipy.spatial import cKDTree
+    from skimage import color
+
+    levels = np.linspace(0, 1, 129)
+    rgb = np.stack(np.meshgrid(levels, levels, levels, indexing="ij"), -1).reshape(-1, 1, 3)
+    ab = color.rgb2lab(rgb)[:, 0, 1:]
+    cell = np.floor(ab / 10).astype(int)
+    corners = np.concatenate([cell + offset for offset in ([0, 0], [0, 1], [1, 0], [1, 1])])
+    touched = {tuple(n) for n in np.unique(corners, axis=0)}
+    grid = np.array([(a, b) for a in range(-15, 16) for b in range(-15, 16)])
+    distance, _ = cKDTree(ab).query(grid * 10)
+    near = {tuple(n) for n in grid[distance <= 15]}
+    bins = {tuple(n) for n in (ab_bins().numpy() / 10).round().astype(int)}
+    assert len(touched) == 307 and touched <= bins
+    assert len(near) == 323 and bins <= near
 
 
 def test_bins_lie_on_a_grid_of_10_without_duplicates():
@@ -28,13 +53,27 @@ def test_bins_lie_on_a_grid_of_10_without_duplicates():
     assert len(set(zip(rows.tolist(), cols.tolist(), strict=True))) == 313 and n == 23
 
 
-def test_every_in_gamut_srgb_colour_has_a_bin_within_5_sqrt2():
+def test_every_in_gamut_srgb_color_has_a_bin_within_5_sqrt2():
     levels = torch.linspace(0, 1, 65, dtype=torch.float64)
     r, g, b = torch.meshgrid(levels, levels, levels, indexing="ij")
-    rgb = torch.stack([r, g, b]).reshape(3, 1, -1)  # every sRGB colour on a 65³ lattice
+    rgb = torch.stack([r, g, b]).reshape(3, 1, -1)  # every sRGB color on a 65³ lattice
     ab = rgb_to_lab(rgb)[1:].unsqueeze(0)  # (1, 2, 1, N)
     dist2, _ = nearest_bins(ab, ab_bins(torch.float64), k=1)
     assert dist2.max().sqrt() <= 5 * 2**0.5 + 1e-9
+
+
+@pytest.mark.parametrize("k", [1, 5, 6, 10])
+def test_the_fast_search_equals_the_plain_cdist_topk_one(k):
+    """nearest_bins's grid arithmetic and candidate tables against all 313 distances, on float32
+    photos' ab, the whole Lab range and points far outside it, in several batch shapes."""
+    torch.manual_seed(k)
+    ab = torch.cat([torch.rand(2, 2, 16, 24) * 260 - 130, torch.randn(2, 2, 16, 24) * 20], 0)
+    ab[0, :, 0, :4] = torch.tensor([[900.0, -700, 0.3, 131.7], [0.1, 40.2, -990, -131.4]])
+    fast = nearest_bins(ab.double(), ab_bins(torch.float64), k)
+    plain = nearest_bins_plain(ab.double(), ab_bins(torch.float64), k)
+    assert fast[1].shape == plain[1].shape == (4, k, 16, 24)
+    assert torch.equal(fast[1], plain[1])
+    torch.testing.assert_close(fast[0], plain[0])
 
 
 @pytest.mark.parametrize("k", [1, 5, 10])
@@ -44,7 +83,7 @@ def test_nearest_bins_match_sklearn(k):
         [
             rng.uniform(-130, 130, (4000, 2)),  # the whole Lab range
             rng.normal(0, 20, (4000, 2)),  # where real pixels are
-            rng.uniform(-1000, 1000, (50, 2)),  # far outside any colour
+            rng.uniform(-1000, 1000, (50, 2)),  # far outside any color
         ]
     )
     ab = torch.from_numpy(points.T.reshape(1, 2, 1, -1))  # float64, so no float32 near-ties

@@ -14,7 +14,7 @@ from zhangcolor.bins import ab_bins, load_bins, nearest_bins
 from zhangcolor.cli import main
 from zhangcolor.color import rgb_to_lab
 from zhangcolor.prior import PriorConfig, PriorError, estimate_prior
-from zhangcolor.rebalance import class_weights
+from zhangcolor.rebalance import class_weights, smooth_prior
 
 
 def bin_of(rgb: tuple[int, int, int]) -> int:
@@ -49,7 +49,7 @@ def test_counts_land_in_the_right_bins_and_artifacts_are_written(tmp_path):
     # short side 16: red 16×16 = 256 px, blue 16×32 = 512 px
     assert counts[bin_of(red)] == 256 and counts[bin_of(blue)] == 512 and counts.sum() == 768
     assert np.isclose(bins["prior"].sum(), 1.0)
-    assert torch.allclose(bins["weights"], class_weights(bins["prior"]))
+    assert torch.allclose(bins["weights"], class_weights(smooth_prior(bins["prior"])))
     meta = json.loads((out / "bins.json").read_text())
     assert meta["images_found"] == 3 and meta["images_used"] == 2 and meta["images_gray"] == 1
     assert {"file": "gray.png", "reason": "grayscale"} in meta["skipped"]
@@ -141,7 +141,7 @@ def test_estimate_prior_raises_for_a_missing_folder(tmp_path):
         estimate_prior(tmp_path / "nothing")
 
 
-def test_colour_table_counts_equal_converting_every_pixel(tmp_path):
+def test_color_table_counts_equal_converting_every_pixel(tmp_path):
     from zhangcolor.images import load_image
     from zhangcolor.prior import count_image
 
@@ -153,17 +153,17 @@ def test_colour_table_counts_equal_converting_every_pixel(tmp_path):
     np.testing.assert_array_equal(counts, np.bincount(index.flatten().numpy(), minlength=313))
 
 
-def test_a_corrupt_cached_colour_table_is_rebuilt(tmp_path, monkeypatch):
+def test_a_corrupt_cached_color_table_is_rebuilt(tmp_path, monkeypatch):
     from zhangcolor import prior
 
     monkeypatch.setenv("ZHANGCOLOR_CACHE", str(tmp_path))
-    prior._colour_table.cache_clear()
-    first = prior._colour_table()
+    prior._color_table.cache_clear()
+    first = prior._color_table()
     (cached,) = tmp_path.glob("srgb8-bins-*.npy")
     cached.write_bytes(b"garbage")
-    prior._colour_table.cache_clear()
-    assert np.array_equal(prior._colour_table(), first)
-    prior._colour_table.cache_clear()
+    prior._color_table.cache_clear()
+    assert np.array_equal(prior._color_table(), first)
+    prior._color_table.cache_clear()
 
 
 def test_artifacts_get_the_usual_file_mode(tmp_path):

@@ -158,3 +158,16 @@ def test_8bit_paths_reject_the_wrong_dtype_or_shape():
         srgb8_to_lightness(torch.zeros(4, 4, 4, dtype=torch.uint8))
     with pytest.raises(ValueError, match="got"):
         lab_to_srgb8(torch.rand(2, 4, 4))
+
+
+def test_the_fast_elementwise_forms_equal_their_plain_ones():
+    """_power (exp2 of a log2) and _select (lerp by a 0/1 weight) are there for speed only."""
+    from zhangcolor.color import _power, _power_plain, _select, _select_plain
+
+    x = torch.rand(3, 64, 64, dtype=torch.float64) + 1e-4
+    torch.testing.assert_close(_power(x, 2.4), _power_plain(x, 2.4), rtol=1e-13, atol=0)
+    torch.testing.assert_close(
+        _power(x.float(), 1 / 2.4), _power_plain(x.float(), 1 / 2.4), rtol=1e-6, atol=0
+    )
+    cond = x > 0.5
+    assert torch.equal(_select(cond, x * 3, -x), _select_plain(cond, x * 3, -x))

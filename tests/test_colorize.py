@@ -16,11 +16,12 @@ from skimage import color as skcolor
 from skimage import data
 
 from zhangcolor.bins import load_bins
+from zhangcolor.checkpoint import save_model
 from zhangcolor.cli import main
 from zhangcolor.colorize import Colorizer
-from zhangcolor.evaluate import Accumulator, colourfulness, evaluate, write_report
+from zhangcolor.evaluate import Accumulator, colorfulness, evaluate, write_report
 from zhangcolor.models import ModelConfig, build_model
-from zhangcolor.train import TrainConfig, save_model
+from zhangcolor.options import TrainConfig
 
 
 def make_checkpoint(path: Path, head: str = "classification", seed: int = 0) -> Path:
@@ -55,7 +56,7 @@ def test_output_keeps_the_input_size_and_its_lightness(checkpoint):
     out = colorizer.colorize(gray)
     assert out.size == gray.size and out.mode == "RGB"
     assert np.abs(lightness(out) - lightness(gray)).mean() <= 1.0
-    photo = Image.fromarray(data.astronaut()[:200, :333])  # colour input: its L is what counts
+    photo = Image.fromarray(data.astronaut()[:200, :333])  # color input: its L is what counts
     assert np.abs(lightness(colorizer.colorize(photo)) - lightness(photo)).mean() <= 1.0
 
 
@@ -78,11 +79,11 @@ def test_join_is_bilinear_upsampling_then_lab_to_rgb(size):
     assert diff.max() <= 1 and (diff > 0).float().mean() < 0.01
 
 
-def test_lower_temperature_gives_more_colourful_results(checkpoint):
+def test_lower_temperature_gives_more_colorful_results(checkpoint):
     colorizer = Colorizer.load(checkpoint, size=64)
     gray = Image.fromarray(data.camera()[::4, ::4])
     values = [
-        colourfulness(
+        colorfulness(
             torch.from_numpy(np.asarray(colorizer.colorize(gray, t)) / 255.0).permute(2, 0, 1)
         )
         for t in (1.0, 0.38, 0.05)
@@ -256,13 +257,13 @@ def test_auc_is_100_for_a_perfect_prediction_and_matches_numpy_for_gray():
     assert gray.summary()["auc_rebalanced"] == pytest.approx(expected_rebalanced)
 
 
-def test_colourfulness_matches_hasler_suesstrunk_by_hand():
+def test_colorfulness_matches_hasler_suesstrunk_by_hand():
     rgb = np.random.default_rng(1).random((3, 8, 8))
     r, g, b = rgb * 255
     rg, yb = r - g, 0.5 * (r + g) - b
     expected = np.hypot(rg.std(), yb.std()) + 0.3 * np.hypot(rg.mean(), yb.mean())
-    assert colourfulness(torch.from_numpy(rgb)) == pytest.approx(expected)
-    assert colourfulness(torch.full((3, 4, 4), 0.5)) == pytest.approx(0.0)
+    assert colorfulness(torch.from_numpy(rgb)) == pytest.approx(expected)
+    assert colorfulness(torch.full((3, 4, 4), 0.5)) == pytest.approx(0.0)
 
 
 def test_evaluate_end_to_end_reports_gray_and_each_model(checkpoint, tmp_path):
@@ -326,4 +327,4 @@ def test_the_shipped_default_model_colorizes_offline():
     out = colorizer.colorize(gray)
     assert out.size == gray.size
     assert np.abs(lightness(out) - lightness(gray)).mean() <= 1.0
-    assert colourfulness(torch.from_numpy(np.asarray(out) / 255.0).permute(2, 0, 1)) > 1.0
+    assert colorfulness(torch.from_numpy(np.asarray(out) / 255.0).permute(2, 0, 1)) > 1.0

@@ -44,8 +44,8 @@ def exact_fp32():
 
 
 def ab_points(n: int = 20_000, seed: int = 0) -> torch.Tensor:
-    """ab ``(1, 2, 1, N)`` float64: a photo's colours, random ones over the gamut and beyond,
-    and a few far outside any colour (which take the brute-force path)."""
+    """ab ``(1, 2, 1, N)`` float64: a photo's colors, random ones over the gamut and beyond,
+    and a few far outside any color (which take the brute-force path)."""
     from skimage import color
 
     photo = color.rgb2lab(data.astronaut()[::4, ::4] / 255.0)[..., 1:].reshape(-1, 2)
@@ -112,8 +112,9 @@ def _label(variant) -> str:
 def test_twenty_training_steps_of_every_backbone_and_head(variant, tmp_path_factory):
     """The real training loop (loader, soft-encoding, loss, optimizer, evaluation, sample grid,
     checkpoints) on the device, at the precision auto picks (bf16 on a recent GPU)."""
+    from zhangcolor.checkpoint import load_checkpoint
     from zhangcolor.models import ModelConfig
-    from zhangcolor.train import TrainConfig, load_checkpoint, run
+    from zhangcolor.train import TrainConfig, run
 
     backbone, head = variant
     tmp = tmp_path_factory.mktemp("run")

@@ -57,9 +57,13 @@ def test_huge_logits_stay_finite():
     assert torch.isfinite(out).all() and torch.allclose(out.flatten(), ab_bins()[7])
 
 
-def test_annealed_probabilities_sum_to_one():
-    p = annealed_probabilities(torch.randn(2, 313, 2, 2), 0.38)
-    assert torch.allclose(p.sum(1), torch.ones(2, 2, 2))
+def test_annealed_probabilities_are_the_papers_f_t_of_the_predicted_distribution():
+    """f_T(z) = exp(log z / T) / Σ exp(log z / T) (eq. 5), from z = softmax(logits), in numpy."""
+    logits = torch.randn(2, 313, 2, 2, dtype=torch.float64) * 3
+    z = np.exp(logits.numpy()) / np.exp(logits.numpy()).sum(1, keepdims=True)
+    f = np.exp(np.log(z) / 0.38)
+    f /= f.sum(1, keepdims=True)
+    np.testing.assert_allclose(annealed_probabilities(logits, 0.38).numpy(), f, rtol=1e-10)
 
 
 @pytest.mark.parametrize("t", [0, -1, float("inf"), float("nan")])

@@ -19,7 +19,7 @@ def test_onnxruntime_matches_torch_on_ab_within_1e_3_for_any_batch(tmp_path, hea
     path = export_onnx(checkpoint, tmp_path / "m.onnx", size=64)
     ours = Colorizer.load(checkpoint, size=64, precision="fp32")
     ort = Colorizer.load(path, size=64, backend="onnx")
-    assert ort.head == head and torch.equal(ort.centers, ours.centers)
+    assert ort.kind == head and torch.equal(ort.centers, ours.centers)
     for batch in (1, 3):
         lightness = torch.rand(batch, 1, 64, 64) * 100
         a = ours.decode(ours.network_output(lightness), 0.38)

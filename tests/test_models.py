@@ -7,8 +7,9 @@ import sys
 import pytest
 import torch
 from skimage import data, transform
+from torch.nn import functional as F
 
-from zhangcolor.models import BACKBONES, HEADS, ModelConfig, build_model, count_parameters
+from zhangcolor.models import BACKBONES, HEADS, Head, ModelConfig, build_model, count_parameters
 from zhangcolor.models.efficientnet_lite import VARIANTS as LITE_VARIANTS
 from zhangcolor.models.efficientnet_lite import EfficientNetLite
 from zhangcolor.models.unet import ENCODERS
@@ -35,10 +36,18 @@ def shipped_state(variant: str) -> dict[str, torch.Tensor]:
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: v.get("encoder", "eccv16"))
 @pytest.mark.parametrize("head", HEADS)
-def test_forward_shape_of_every_backbone_and_head(variant, head):
+def test_every_backbone_and_head_gives_the_heads_output_at_a_quarter_size(variant, head):
+    """Features at 1/4 of the input, then the head as the paper states it: a 1×1 convolution to
+    313 logits, or (regression) to ab / 110, scaled back to ab units."""
     model = build_model(ModelConfig(head=head, **variant)).eval()
-    out = model(torch.rand(2, 1, 64, 96) * 100)
-    assert out.shape == (2, 313 if head == "classification" else 2, 16, 24)
+    lightness = torch.rand(2, 1, 64, 96) * 100
+    with torch.no_grad():
+        out = model(lightness)
+        features = model.backbone(lightness)
+    assert features.shape[-2:] == (16, 24) and out.shape == (2, Head(head).channels, 16, 24)
+    expected = F.conv2d(features, model.head.weight, model.head.bias)
+    expected = expected if head == "classification" else expected * 110
+    torch.testing.assert_close(out, expected)
     assert torch.isfinite(out).all()
 
 
@@ -59,7 +68,12 @@ def test_unknown_names_list_the_valid_ones():
         ModelConfig(backbone="unet", encoder="mobilenet")
     with pytest.raises(ValueError, match="valid: efficientnet-lite0, efficientnet-lite1"):
         EfficientNetLite(variant="efficientnet-lite9")
-    assert BACKBONES == ("eccv16", "unet")
+    from zhangcolor.cli import main
+
+    for option in ("--backbone", "--encoder", "--head"):  # the CLI's choices are the library's
+        param = next(p for p in main.commands["train"].params if option in p.opts)
+        library = {"--backbone": BACKBONES, "--encoder": ENCODERS, "--head": HEADS}[option]
+        assert tuple(param.type.choices) == tuple(library)
 
 
 @pytest.mark.parametrize("variant", LITE_VARIANTS)

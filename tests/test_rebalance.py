@@ -35,32 +35,35 @@ def test_class_weights_match_numpy_scipy_reference(lam, sigma):
     np.testing.assert_allclose(
         smooth_prior(prior, sigma=sigma).numpy(), ref_smoothed, rtol=1e-10, atol=1e-15
     )
-    np.testing.assert_allclose(class_weights(prior, lam, sigma).numpy(), ref_w, rtol=1e-10)
+    np.testing.assert_allclose(
+        class_weights(smooth_prior(prior, sigma=sigma), lam).numpy(), ref_w, rtol=1e-10
+    )
 
 
 def test_expected_weight_under_smoothed_prior_is_one():
     prior = torch.from_numpy(skewed_prior(1))
-    w = class_weights(prior)
+    w = class_weights(smooth_prior(prior))
     assert torch.isclose((smooth_prior(prior) * w).sum(), torch.tensor(1.0, dtype=torch.float64))
 
 
-def test_rarer_colours_get_larger_weights():
+def test_rarer_colors_get_larger_weights():
     prior = torch.from_numpy(skewed_prior(2))
-    smoothed, w = smooth_prior(prior), class_weights(prior)
+    smoothed = smooth_prior(prior)
+    w = class_weights(smoothed)
     order = torch.argsort(smoothed)
     assert bool((w[order][1:] <= w[order][:-1] + 1e-12).all())  # w is decreasing in p̃
 
 
 def test_lambda_one_gives_uniform_weights_and_lambda_zero_inverse_prior():
     prior = torch.from_numpy(skewed_prior(3))
-    assert torch.allclose(class_weights(prior, lam=1.0), torch.ones(313, dtype=torch.float64))
     smoothed = smooth_prior(prior)
-    w0 = class_weights(prior, lam=0.0)
+    assert torch.allclose(class_weights(smoothed, lam=1.0), torch.ones(313, dtype=torch.float64))
+    w0 = class_weights(smoothed, lam=0.0)
     assert torch.allclose(w0 * smoothed, torch.full_like(smoothed, 1 / 313))
 
 
 def test_a_uniform_prior_stays_close_to_uniform_weights():
-    w = class_weights(torch.full((313,), 1 / 313, dtype=torch.float64))
+    w = class_weights(smooth_prior(torch.full((313,), 1 / 313, dtype=torch.float64)))
     assert w.min() > 0.5 and w.max() < 2.5  # only the gamut's edge loses smoothed mass
 
 
@@ -78,8 +81,21 @@ def test_bad_arguments_raise():
     with pytest.raises(ValueError, match=r"lam"):
         class_weights(prior, lam=1.5)
     with pytest.raises(ValueError, match="sigma"):
-        class_weights(prior, sigma=0.0)
+        smooth_prior(prior, sigma=0.0)
     with pytest.raises(ValueError, match=r"\(Q,\)"):
         class_weights(prior.view(1, -1))
     with pytest.raises(ValueError, match="centers"):
         smooth_prior(prior[:10])
+
+
+def test_class_weights_are_eq_4_of_the_smoothed_prior_given_with_no_second_smoothing():
+    """Eq. 4 is a function of p̃ and λ alone: given p̃, the weights are exactly
+    ((1 - λ) p̃ + λ / Q)^-1 normalised, not those of p̃ smoothed once more (which were up to
+    35 % off)."""
+    smoothed = smooth_prior(torch.from_numpy(skewed_prior(4)))
+    p = smoothed.numpy()
+    expected = 1.0 / (0.5 * p + 0.5 / 313)
+    expected /= (p * expected).sum()
+    np.testing.assert_allclose(class_weights(smoothed, 0.5).numpy(), expected, rtol=1e-12)
+    twice = class_weights(smooth_prior(smoothed), 0.5).numpy()
+    assert np.abs(twice / expected - 1).max() > 0.05  # smoothing again is not the same thing

@@ -316,7 +316,7 @@ def test_cli_serve_reports_a_missing_model_and_bad_options(tmp_path):
 
 def test_temperature_one_is_the_mean_over_http_as_in_the_paper(client, service, tmp_path):
     """T = 1 decodes to the mean of the predicted distribution: with a sharply peaked model
-    the result at small T is far more colourful than at T = 1 (the paper's figure 3)."""
+    the result at small T is far more colorful than at T = 1 (the paper's figure 3)."""
     data = noise(tmp_path / "n.png", size=(64, 64)).read_bytes()
     upload_id = post(client, data).headers["x-upload-id"]
 

@@ -114,7 +114,7 @@ def test_upload_compare_move_t_and_download_in_chromium(server, page, tmp_path):
     assert runs(server) == before_runs + 1
     first = displayed_pixels(page)
     chroma = np.abs(first.astype(int) - first.mean(axis=1, keepdims=True)).mean()
-    assert chroma > 1.0, "the result should have colour"
+    assert chroma > 1.0, "the result should have color"
 
     # Move the temperature slider: the result changes, and the network does not run again.
     page.locator("#temperature").fill("1")

@@ -20,17 +20,18 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from zhangcolor.bins import load_bins
+from zhangcolor.checkpoint import load_checkpoint
 from zhangcolor.cli import main
 from zhangcolor.config import load_config
 from zhangcolor.data import lab_batch
 from zhangcolor.models import ModelConfig, build_model
-from zhangcolor.train import TrainConfig, compute_loss, load_checkpoint
+from zhangcolor.train import TrainConfig, compute_loss
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def photos(folder: Path, n: int = 10, size: int = 48) -> Path:
-    """Smooth, colourful generated photos (gradients), so there is colour to learn."""
+    """Smooth, colorful generated photos (gradients), so there is color to learn."""
     folder.mkdir(parents=True, exist_ok=True)
     y, x = np.mgrid[0:size, 0:size]
     for i in range(n):
@@ -122,13 +123,19 @@ def test_regression_head_trains_from_the_cli_too(tmp_path):
     result = invoke(
         "train",
         "--config",
-        tiny_config(tmp_path, epochs=1),
+        tiny_config(tmp_path, epochs=3),
         "--head",
         "regression",
         "--loss",
         "huber",
     )
     assert result.exit_code == 0, result.output
+    model, config, _ = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.safetensors")
+    assert config.model.head == "regression" and config.loss_kind == "huber"
+    assert model(torch.rand(1, 1, 32, 32) * 100).shape == (1, 2, 8, 8)  # ab, not 313 logits
+    lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    val = [m["val_loss"] for m in lines if "val_loss" in m]
+    assert val[-1] < val[0]  # it learns
 
 
 def test_bad_options_are_refused_with_the_valid_choices(tmp_path):
@@ -139,8 +146,13 @@ def test_bad_options_are_refused_with_the_valid_choices(tmp_path):
     bad.write_text("crop: 32\nmodle: {}\n")
     result = invoke("train", "--config", bad)
     assert result.exit_code == 2 and "valid:" in result.output
-    result = invoke("train", "--config", config, "--data", tmp_path)  # no images at the top
-    assert result.exit_code in (0, 1)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = invoke("train", "--config", config, "--data", empty)
+    assert result.exit_code == 1 and f"no images under {empty}" in result.output
+    result = invoke("train", "--config", config, "--lr", "-1", "--workers", "-3")
+    assert result.exit_code == 2 and "lr=-1.0 (must be a number > 0)" in result.output
+    assert "workers=-3" in result.output  # every bad field is named at once
 
 
 def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
@@ -338,7 +350,9 @@ def test_early_stopping_after_patience_epochs_without_improvement(tmp_path, monk
 
     losses = iter([1.0, 2.0, 3.0, 4.0, 5.0])
     monkeypatch.setattr(
-        train, "evaluate", lambda *a, **k: {"val_loss": next(losses), "val_auc": 50.0}
+        train,
+        "validate",
+        lambda *a, **k: {"val_loss": next(losses), "val_auc": 50.0, "val_auc_rebalanced": 50.0},
     )
     result = invoke("train", "--config", tiny_config(tmp_path, epochs=5, patience=2))
     assert result.exit_code == 0 and "stopped early" in result.output

@@ -32,7 +32,7 @@ from torch import Tensor
 from zhangcolor.bins import ab_bins
 from zhangcolor.constants import AB_NORM, Q
 from zhangcolor.models import ColorizationNet, ModelConfig, build_model
-from zhangcolor.train import TrainConfig, save_model
+from zhangcolor.options import TrainConfig
 
 #: The file name the authors' code downloads (``colorizers/eccv16.py``).
 RELEASE_FILE = "colorization_release_v2-9b330a0b.pth"
@@ -104,26 +104,12 @@ def from_authors_eccv16(state: Mapping[str, Tensor]) -> tuple[dict[str, Tensor],
     used = set()
     for key, shape in {**_our_shapes(), CENTERS_KEY: (2, Q, 1, 1)}.items():
         theirs = key if key == CENTERS_KEY else _their_key(key)
-        if theirs not in state:
-            if key.endswith(".num_batches_tracked"):
-                # Unused in eval mode; absent from files saved before PyTorch 0.4.1.
-                ours[key] = torch.tensor(0, dtype=torch.long)
-                continue
-            raise ValueError(
-                f"{theirs} is missing: not the authors' eccv16 release ({RELEASE_FILE})"
-            )
-        value = state[theirs]
+        if theirs not in state and key.endswith(".num_batches_tracked"):
+            # Unused in eval mode; absent from files saved before PyTorch 0.4.1.
+            ours[key] = torch.tensor(0, dtype=torch.long)
+            continue
+        ours[key] = _checked(state, theirs, shape)
         used.add(theirs)
-        if not isinstance(value, Tensor):
-            raise ValueError(f"{theirs} is a {type(value).__name__}, not a tensor")
-        if tuple(value.shape) != shape:
-            raise ValueError(f"{theirs} has shape {tuple(value.shape)}, expected {shape}")
-        value = value.detach().cpu()
-        if value.is_floating_point():
-            if not torch.isfinite(value).all():
-                raise ValueError(f"{theirs} holds non-finite values")
-            value = value.float()  # what our network holds, whatever precision the file has
-        ours[key] = value
     unexpected = sorted(set(state) - used)
     if unexpected:
         names = ", ".join(map(str, unexpected))
@@ -142,6 +128,24 @@ def from_authors_eccv16(state: Mapping[str, Tensor]) -> tuple[dict[str, Tensor],
         stacklevel=2,
     )
     return ours, centers
+
+
+def _checked(state: Mapping[str, Tensor], key: str, shape: tuple[int, ...]) -> Tensor:
+    """``state[key]`` on the CPU, float32 if floating, once it is there with ``shape`` and
+    finite; else a ValueError naming ``key``."""
+    if key not in state:
+        raise ValueError(f"{key} is missing: not the authors' eccv16 release ({RELEASE_FILE})")
+    value = state[key]
+    if not isinstance(value, Tensor):
+        raise ValueError(f"{key} is a {type(value).__name__}, not a tensor")
+    if tuple(value.shape) != shape:
+        raise ValueError(f"{key} has shape {tuple(value.shape)}, expected {shape}")
+    value = value.detach().cpu()
+    if not value.is_floating_point():
+        return value
+    if not torch.isfinite(value).all():
+        raise ValueError(f"{key} holds non-finite values")
+    return value.float()  # what our network holds, whatever precision the file has
 
 
 def load_authors_eccv16(
@@ -178,15 +182,3 @@ def load_authors_eccv16(
     model.load_state_dict(ours)
     bins = {"centers": centers, "weights": torch.ones(Q)}
     return model.eval(), config, bins
-
-
-def convert_weights(source: str | Path, target: str | Path) -> None:
-    """Write the authors' eccv16 release ``source`` as a zhangcolor ``.safetensors``
-    checkpoint at ``target``, which ``zhangcolor.train.load_checkpoint`` and ``Colorizer.load``
-    read: classification head, the file's bins (the paper's) and class weights of one."""
-    target = Path(target)
-    if target.suffix != ".safetensors":
-        raise ValueError(f"the target must be a .safetensors file, got {target}")
-    model, config, bins = load_authors_eccv16(source)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    save_model(target, model, config, bins, step=0)

@@ -1,20 +1,61 @@
-"""The ``zhangcolor`` command: a thin layer that parses, validates and calls the library."""
+"""The ``zhangcolor`` command: a thin layer that parses, validates and calls the library.
+
+Choices and defaults come from :mod:`zhangcolor.options` (light: no torch, so ``--help`` is
+quick); each value is checked once, where it enters, by the config dataclass it fills.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
+from typing import Any
 
 import rich_click as click
 from rich.console import Console
 from rich.table import Table
 
 from zhangcolor import __version__
+from zhangcolor.constants import TEMPERATURE, TEMPERATURES
+from zhangcolor.options import (
+    BACKBONES,
+    BACKENDS,
+    DEVICES,
+    ENCODERS,
+    FORMATS,
+    HEADS,
+    LOSSES,
+    PRECISIONS,
+    ColorizeConfig,
+    ModelConfig,
+    PriorConfig,
+    ServeConfig,
+    TrainConfig,
+)
 
 click.rich_click.TEXT_MARKUP = "markdown"
 click.rich_click.SHOW_ARGUMENTS = True
 
 console = Console(stderr=True)
 out = Console()
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _default(cls: type, name: str) -> Any:
+    """The default of field ``name`` of config dataclass ``cls``."""
+    spec = {f.name: f for f in dataclasses.fields(cls)}[name]
+    if spec.default_factory is not dataclasses.MISSING:
+        return spec.default_factory()
+    return spec.default
+
+
+def field_option(cls: type, name: str, *decls: str, help: str, **kwargs):
+    """An option that fills field ``name`` of ``cls``: None unless given, so a YAML config's
+    value stands, with the dataclass's default shown in --help."""
+    default = _default(cls, name)
+    shown = "none" if default is None else str(getattr(default, "value", default))
+    return click.option(*decls, name, default=None, show_default=shown, help=help, **kwargs)
 
 
 def _resolve_config(ctx, param, value):
@@ -39,6 +80,42 @@ def config_option(example: str):
     )
 
 
+def build(cls: type, config_path: Path | None = None, **flags):
+    """The config from defaults, YAML and flags; a bad value is a usage error (status 2)."""
+    from zhangcolor.config import load_config
+
+    try:
+        return load_config(cls, config_path, **flags)
+    except (ValueError, TypeError) as e:
+        raise click.BadParameter(str(e), param_hint="--config / flags") from None
+
+
+def inference_options(command):
+    """--device, --precision and --size, shared by the commands that run a trained model."""
+    options = [
+        field_option(
+            ColorizeConfig, "device", "--device", type=click.Choice(DEVICES), help="Where to run."
+        ),
+        field_option(
+            ColorizeConfig,
+            "precision",
+            "--precision",
+            type=click.Choice(PRECISIONS),
+            help="auto: bf16 where the hardware runs it natively.",
+        ),
+        field_option(
+            ColorizeConfig,
+            "size",
+            "--size",
+            type=int,
+            help="Working size the network sees; outputs keep the input's size.",
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", "-V", prog_name="zhangcolor")
 def main() -> None:
@@ -47,6 +124,9 @@ def main() -> None:
     Quantise ab into the paper's 313 bins, rebalance by the prior of your photos, train with
     cross-entropy on soft-encoded targets, and decode with the annealed mean.
     """
+
+
+# ----------------------------------------------------------------------------- build-bins
 
 
 @main.command("build-bins")
@@ -60,82 +140,43 @@ def main() -> None:
     help="Folder to write bins.npz, bins.json and prior.png into (created if missing).",
 )
 @config_option("prior")
-@click.option(
-    "--lambda",
-    "lam",
-    type=click.FloatRange(0.0, 1.0),
-    default=None,
-    help="λ, weight of the uniform distribution in the weights. [default: 0.5]",
+@field_option(
+    PriorConfig, "lam", "--lambda", type=float, help="λ, weight of the uniform distribution."
 )
-@click.option(
-    "--sigma",
-    type=click.FloatRange(min=0.0, min_open=True),
-    default=None,
-    help="σ (ab units) of the Gaussian smoothing of the prior. [default: 5.0]",
+@field_option(PriorConfig, "sigma", "--sigma", type=float, help="σ (ab units) of the smoothing.")
+@field_option(PriorConfig, "size", "--size", type=int, help="Short side (px) before counting.")
+@field_option(
+    PriorConfig, "max_images", "--max-images", type=int, help="At most this many, drawn at random."
 )
-@click.option(
-    "--size",
-    type=click.IntRange(min=8),
-    default=None,
-    help="Short side (px) images are resized to before counting. [default: 256]",
-)
-@click.option(
-    "--max-images",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Use at most this many images, drawn at random with --seed. [default: all]",
-)
-@click.option(
-    "--workers",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Threads that decode and count images in parallel. [default: 2]",
-)
-@click.option("--seed", type=int, default=None, help="Seed of the --max-images draw. [default: 0]")
-def build_bins(
-    data_dir: Path,
-    out_dir: Path,
-    config_path: Path | None,
-    lam: float | None,
-    sigma: float | None,
-    size: int | None,
-    max_images: int | None,
-    workers: int | None,
-    seed: int | None,
-) -> None:
-    """Estimate the ab prior and class-rebalancing weights of a folder of colour photos.
+@field_option(PriorConfig, "workers", "--workers", type=int, help="Threads that decode and count.")
+@field_option(PriorConfig, "seed", "--seed", type=int, help="Seed of the --max-images draw.")
+def build_bins(data_dir: Path, out_dir: Path, config_path: Path | None, **flags) -> None:
+    """Estimate the ab prior and class-rebalancing weights of a folder of color photos.
 
     Walks DATA_DIR recursively (jpg, png, webp, bmp, tif), counts the opaque pixels of each
-    colour image in its nearest of the 313 bins, smooths the distribution (σ), mixes it with the
+    color image in its nearest of the 313 bins, smooths the distribution (σ), mixes it with the
     uniform one (λ) and inverts it. Grayscale and unreadable files are skipped and reported.
     Writes bins.npz, bins.json and prior.png into --out.
     """
-    from zhangcolor.config import load_config
-    from zhangcolor.prior import PriorConfig, PriorError, estimate_prior, save_prior, select_images
+    from zhangcolor.prior import PriorError, estimate_prior, save_prior, select_images
     from zhangcolor.progress import progress_bar
 
-    try:
-        config = load_config(
-            PriorConfig,
-            config_path,
-            lam=lam,
-            sigma=sigma,
-            size=size,
-            max_images=max_images,
-            workers=workers,
-            seed=seed,
-        )
-    except (ValueError, TypeError) as e:
-        raise click.BadParameter(str(e), param_hint="--config") from None
-    total = len(select_images(data_dir, config))
+    config = build(PriorConfig, config_path, **flags)
+    paths = select_images(data_dir, config)
     with progress_bar(console) as progress:
-        task = progress.add_task("counting ab", total=total)
+        task = progress.add_task("counting ab", total=len(paths))
         try:
-            result = estimate_prior(data_dir, config, on_image=lambda _: progress.advance(task))
+            result = estimate_prior(
+                data_dir, config, on_image=lambda _: progress.advance(task), paths=paths
+            )
         except PriorError as e:
             raise click.ClickException(str(e)) from None
     save_prior(result, out_dir, config, source=str(data_dir))
+    _print_prior_summary(result, data_dir)
+    out.print(f"wrote {out_dir / 'bins.npz'}, bins.json and prior.png")
 
+
+def _print_prior_summary(result, data_dir: Path) -> None:
     table = Table(title=f"build-bins: {data_dir}", show_header=False)
     table.add_column(style="bold")
     table.add_column(justify="right")
@@ -161,28 +202,28 @@ def build_bins(
         if len(result.failed) > 20:
             skipped.add_row(f"… and {len(result.failed) - 20} more", "")
         out.print(skipped)
-    out.print(f"wrote {out_dir / 'bins.npz'}, bins.json and prior.png")
+
+
+# ----------------------------------------------------------------------------- train
 
 
 @main.command("train")
 @config_option("unet-effnet-classification")
-@click.option(
-    "--data", type=click.Path(exists=True, file_okay=False), help="Folder of colour photos."
+@click.option("--data", type=click.Path(exists=True, file_okay=False), help="Folder of photos.")
+@field_option(TrainConfig, "out", "--out", help="Run folder.")
+@field_option(ModelConfig, "head", "--head", type=click.Choice(HEADS), help="Output head.")
+@field_option(
+    ModelConfig, "backbone", "--backbone", type=click.Choice(BACKBONES), help="Network body."
 )
-@click.option("--out", type=click.Path(file_okay=False), help="Run folder. [default: runs/run]")
-@click.option("--head", type=click.Choice(["classification", "regression"]), help="Output head.")
-@click.option("--backbone", type=click.Choice(["eccv16", "unet"]), help="Network body.")
-@click.option(
-    "--encoder",
-    type=click.Choice(["resnet18", "resnet34", "efficientnet-lite0"]),
-    help="U-Net encoder.",
+@field_option(
+    ModelConfig, "encoder", "--encoder", type=click.Choice(ENCODERS), help="U-Net encoder."
 )
-@click.option(
-    "--width", type=click.FloatRange(min=0, min_open=True), help="eccv16 width multiplier."
-)
-@click.option(
+@field_option(ModelConfig, "width", "--width", type=float, help="eccv16 width multiplier.")
+@field_option(
+    TrainConfig,
+    "loss",
     "--loss",
-    type=click.Choice(["auto", "ce", "l1", "l2", "huber"]),
+    type=click.Choice(LOSSES),
     help="auto: ce for classification, l2 for regression.",
 )
 @click.option(
@@ -191,23 +232,21 @@ def build_bins(
     default=None,
     help="Unweighted cross-entropy (the paper's 'class' variant).",
 )
-@click.option("--epochs", type=click.IntRange(min=1))
-@click.option("--max-steps", type=click.IntRange(min=1), help="Stop after this many steps in all.")
-@click.option("--batch-size", type=click.IntRange(min=1), help="Global batch size.")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Learning rate.")
-@click.option("--crop", type=click.IntRange(min=16), help="Training crop side (multiple of 4).")
-@click.option(
-    "--bins",
-    type=click.Path(exists=True, dir_okay=False),
-    help="bins.npz from build-bins. [default: the shipped prior]",
-)
-@click.option(
+@field_option(TrainConfig, "epochs", "--epochs", type=int, help="Epochs in all.")
+@field_option(TrainConfig, "max_steps", "--max-steps", type=int, help="Steps in all, at most.")
+@field_option(TrainConfig, "batch_size", "--batch-size", type=int, help="Global batch size.")
+@field_option(TrainConfig, "lr", "--lr", type=float, help="Learning rate.")
+@field_option(TrainConfig, "crop", "--crop", type=int, help="Training crop side (multiple of 4).")
+@field_option(TrainConfig, "bins", "--bins", help="bins.npz from build-bins; none: shipped prior.")
+@field_option(
+    TrainConfig,
+    "precision",
     "--precision",
-    type=click.Choice(["auto", "fp32", "bf16"]),
+    type=click.Choice(PRECISIONS),
     help="auto: bf16 where the hardware runs it natively.",
 )
-@click.option("--workers", type=click.IntRange(min=0), help="DataLoader worker processes.")
-@click.option("--seed", type=int)
+@field_option(TrainConfig, "workers", "--workers", type=int, help="DataLoader worker processes.")
+@field_option(TrainConfig, "seed", "--seed", type=int, help="Seed of the weights and the crops.")
 @click.option(
     "--resume",
     "resume_dir",
@@ -215,21 +254,17 @@ def build_bins(
     help="Continue the run in this folder exactly where its last checkpoint left it.",
 )
 def train(config_path, resume_dir, no_rebalance, head, backbone, encoder, width, **flags) -> None:
-    """Train a colorization network on a folder of colour photos.
+    """Train a colorization network on a folder of color photos.
 
     YAML gives the defaults (`--config`), flags override them, and the resolved config is saved
     in the run folder with `metrics.jsonl`, `plots/`, `samples/` and `checkpoints/`. Ctrl-C saves
     a checkpoint and exits; `--resume RUN_DIR` goes on from it. Under
     `torchrun --nproc_per_node N -m zhangcolor train ...` the run is data-parallel.
     """
-    from zhangcolor.config import load_config
-    from zhangcolor.train import TrainConfig, TrainingError, run
+    from zhangcolor.train import TrainingError, run
 
-    model = {
-        k: v
-        for k, v in {"head": head, "backbone": backbone, "encoder": encoder, "width": width}.items()
-        if v is not None
-    }
+    model = {"head": head, "backbone": backbone, "encoder": encoder, "width": width}
+    model = {k: v for k, v in model.items() if v is not None}
     if no_rebalance:
         flags["rebalance"] = False
     if resume_dir is not None:
@@ -237,10 +272,7 @@ def train(config_path, resume_dir, no_rebalance, head, backbone, encoder, width,
         if not config_path.is_file():
             raise click.BadParameter(f"{resume_dir} holds no config.yaml", param_hint="--resume")
         flags["out"] = str(resume_dir)
-    try:
-        config = load_config(TrainConfig, config_path, model=model or None, **flags)
-    except (ValueError, TypeError) as e:
-        raise click.BadParameter(str(e), param_hint="--config / flags") from None
+    config = build(TrainConfig, config_path, model=model or None, **flags)
     try:
         ending = run(config, resume=resume_dir is not None)
     except (TrainingError, FileNotFoundError) as e:
@@ -256,33 +288,7 @@ def train(config_path, resume_dir, no_rebalance, head, backbone, encoder, width,
         raise SystemExit(130)
 
 
-def inference_options(command):
-    """--device, --precision and --size, shared by the commands that run a trained model."""
-    options = [
-        click.option(
-            "--device",
-            type=click.Choice(["auto", "cpu", "cuda"]),
-            default="auto",
-            show_default=True,
-        ),
-        click.option(
-            "--precision",
-            type=click.Choice(["auto", "fp32", "bf16"]),
-            default="auto",
-            show_default=True,
-            help="auto: bf16 where the hardware runs it natively.",
-        ),
-        click.option(
-            "--size",
-            type=click.IntRange(min=16),
-            default=256,
-            show_default=True,
-            help="Working size the network sees; outputs keep the input's size.",
-        ),
-    ]
-    for option in reversed(options):
-        command = option(command)
-    return command
+# ----------------------------------------------------------------------------- colorize
 
 
 @main.command("colorize")
@@ -294,86 +300,76 @@ def inference_options(command):
     type=click.Path(file_okay=False, path_type=Path),
     default=Path("colorized"),
     show_default=True,
-    help="Output folder.",
+    help="Output folder; outputs mirror the inputs' paths from their common root.",
 )
-@click.option(
+@field_option(
+    ColorizeConfig,
+    "temperature",
     "--temperature",
     "-t",
     type=float,
-    default=0.38,
-    show_default=True,
-    help="Annealed-mean T in (0, 1]: lower is more vivid, 1 is the mean.",
+    help=f"Annealed-mean T in (0, 1]: lower is more vivid, 1 is the mean. Unset: the model's "
+    f"own, calibrated T (the paper's is {TEMPERATURE}).",
 )
-@click.option(
+@field_option(
+    ColorizeConfig,
+    "model",
     "--model",
-    default="default",
-    show_default=True,
-    help="'default' (shipped) or a .safetensors checkpoint from `zhangcolor train`.",
+    help="'default' (shipped), a .safetensors checkpoint, or the authors' eccv16 .pth.",
 )
 @inference_options
-@click.option(
+@field_option(
+    ColorizeConfig,
+    "backend",
     "--backend",
-    type=click.Choice(["torch", "onnx"]),
-    default="torch",
-    show_default=True,
+    type=click.Choice(BACKENDS),
     help="onnx: run the network in onnxruntime (pip install 'zhangcolor[onnx]').",
 )
-@click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True)
-@click.option(
-    "--format", "fmt", type=click.Choice(["png", "jpg"]), default="png", show_default=True
-)
-@click.option("--side-by-side", is_flag=True, help="Write gray | colour, for sharing.")
-@click.option("--overwrite", is_flag=True, help="Replace existing outputs (otherwise skipped).")
-def colorize(
-    inputs,
-    backend,
-    out_dir,
-    temperature,
-    model,
-    device,
-    precision,
-    size,
-    batch_size,
-    fmt,
-    side_by_side,
-    overwrite,
-) -> None:
+@field_option(ColorizeConfig, "batch_size", "--batch-size", type=int, help="Images per batch.")
+@field_option(ColorizeConfig, "format", "--format", type=click.Choice(FORMATS), help="Output.")
+@click.option("--side-by-side", is_flag=True, default=None, help="Write gray | color.")
+@click.option("--overwrite", is_flag=True, default=None, help="Replace existing outputs.")
+def colorize(inputs, out_dir, **flags) -> None:
     """Colorize photos: files, folders (recursively) and globs.
 
     The output has the input's full size and its very L; only ab comes from the network.
-    Outputs mirror the input tree under --out. Exit status 1 when any input failed.
+    Outputs mirror the inputs' paths under --out. Exit status 1 when any input failed.
     """
-    from zhangcolor.colorize import Colorizer, check_colorize_temperature, colorize_files, plan_jobs
+    from zhangcolor.colorize import Colorizer
+    from zhangcolor.colorize_files import colorize_files, plan_jobs
     from zhangcolor.progress import progress_bar
 
-    try:
-        check_colorize_temperature(temperature)
-    except ValueError as e:
-        raise click.BadParameter(str(e), param_hint="--temperature") from None
-    if size % 4:
-        raise click.BadParameter(f"must be a multiple of 4, got {size}", param_hint="--size")
+    config = build(ColorizeConfig, **flags)
     try:
         colorizer = Colorizer.load(
-            model, device=device, precision=precision, size=size, backend=backend
+            config.model,
+            device=config.device,
+            precision=config.precision,
+            size=config.size,
+            backend=config.backend,
         )
     except (FileNotFoundError, ValueError, RuntimeError) as e:
         raise click.ClickException(f"cannot load the model: {e}") from None
-    if colorizer.head == "regression" and temperature != 0.38:
+    if not colorizer.uses_temperature and config.temperature is not None:
         console.print("[yellow]warning: --temperature is ignored: this is a regression model")
-    jobs, outcomes = plan_jobs(inputs, out_dir, fmt)
+    jobs, outcomes = plan_jobs(inputs, out_dir, config.format)
     with progress_bar(console) as progress:
         task = progress.add_task("colorizing", total=len(jobs), visible=len(jobs) > 1)
         for outcome in colorize_files(
             colorizer,
             jobs,
-            temperature=temperature,
-            fmt=fmt,
-            batch_size=batch_size,
-            side_by_side=side_by_side,
-            overwrite=overwrite,
+            temperature=config.temperature,
+            fmt=config.format,
+            batch_size=config.batch_size,
+            side_by_side=config.side_by_side,
+            overwrite=config.overwrite,
         ):
             outcomes.append(outcome)
             progress.advance(task)
+    _print_outcomes(outcomes, out_dir)
+
+
+def _print_outcomes(outcomes: list, out_dir: Path) -> None:
     counts = {s: sum(o.status == s for o in outcomes) for s in ("done", "skipped", "failed")}
     table = Table(
         title=f"colorize: {counts['done']} done, {counts['skipped']} skipped, "
@@ -390,6 +386,9 @@ def colorize(
         raise SystemExit(1)
 
 
+# ----------------------------------------------------------------------------- evaluate
+
+
 @main.command("evaluate")
 @click.argument("data", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option(
@@ -402,7 +401,7 @@ def colorize(
 )
 @click.option(
     "--temperatures",
-    default="1,0.77,0.58,0.38,0.29,0.14,0.01",
+    default=",".join(f"{t:g}" for t in TEMPERATURES),
     show_default=True,
     help="Comma-separated annealed-mean temperatures in (0, 1].",
 )
@@ -423,46 +422,46 @@ def colorize(
 )
 @inference_options
 @click.option("--max-images", type=click.IntRange(min=1), help="Use the first N images only.")
-def evaluate_command(
-    data, models, temperatures, out_dir, split, size, max_images, device, precision
-):
-    """Measure models on a folder of colour photos, as the paper does (section 3.1).
+def evaluate_command(data, models, temperatures, out_dir, split, max_images, **flags) -> None:
+    """Measure models on a folder of color photos, as the paper does (section 3.1).
 
-    Raw and class-rebalanced AuC (ab L2 thresholds 0-150), PSNR, SSIM and colourfulness (Hasler
+    Raw and class-rebalanced AuC (ab L2 thresholds 0-150), PSNR, SSIM and colorfulness (Hasler
     & Süsstrunk) against the truth, per model and temperature, always with the Gray baseline.
     """
-    from zhangcolor.colorize import check_colorize_temperature
-    from zhangcolor.evaluate import evaluate, write_report
+    from zhangcolor.decode import check_colorize_temperature
+    from zhangcolor.evaluate import evaluate, evaluation_images, write_report
     from zhangcolor.progress import progress_bar
 
     try:
         temps = tuple(check_colorize_temperature(float(t)) for t in temperatures.split(","))
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--temperatures") from None
-    from zhangcolor.data import split_files
-    from zhangcolor.images import find_images
-
-    total = len(split_files(data)[1] if split == "val" else find_images(data))
-    total = min(total, max_images or total)
+    config = build(ColorizeConfig, **flags)
+    paths = evaluation_images(data, split, max_images)
     with progress_bar(console) as progress:
-        task = progress.add_task("evaluating", total=total)
+        task = progress.add_task("evaluating", total=len(paths))
         try:
             report = evaluate(
                 data,
                 list(models),
                 temperatures=temps,
-                size=size,
                 split=split,
-                max_images=max_images,
-                device=device,
-                precision=precision,
+                paths=paths,
                 on_image=lambda _: progress.advance(task),
+                size=config.size,
+                device=config.device,
+                precision=config.precision,
             )
         except (ValueError, FileNotFoundError) as e:
             raise click.ClickException(str(e)) from None
     write_report(report, out_dir)
-    table = Table(title=f"evaluate: {report['images']} images ({split}) at {size}²")
-    for column in ("model", "T", "AuC", "rebal. AuC", "PSNR", "SSIM", "colourful / truth"):
+    _print_report(report, split)
+    out.print(f"wrote {out_dir}/report.json, report.md, auc_curves.png, temperature_sweep.png")
+
+
+def _print_report(report: dict, split: str) -> None:
+    table = Table(title=f"evaluate: {report['images']} images ({split}) at {report['size']}²")
+    for column in ("model", "T", "AuC", "rebal. AuC", "PSNR", "SSIM", "colorful / truth"):
         table.add_column(column, justify="left" if column == "model" else "right")
     for r in report["rows"]:
         t = "–" if r["temperature"] is None else f"{r['temperature']:g}"
@@ -473,10 +472,12 @@ def evaluate_command(
             f"{r['auc_rebalanced']:.1f}",
             f"{r['psnr']:.2f}",
             f"{r['ssim']:.3f}",
-            f"{r['colourfulness_ratio']:.2f}",
+            f"{r['colorfulness_ratio']:.2f}",
         )
     out.print(table)
-    out.print(f"wrote {out_dir}/report.json, report.md, auc_curves.png, temperature_sweep.png")
+
+
+# ----------------------------------------------------------------------------- models as files
 
 
 @main.command("package-model")
@@ -490,19 +491,66 @@ def evaluate_command(
     help="Where to write it, e.g. zhangcolor/weights/default.safetensors.",
 )
 @click.option("--half", is_flag=True, help="Store the float weights in fp16 (half the size).")
-def package_model_command(checkpoint: Path, target: Path, half: bool) -> None:
+@click.option(
+    "--temperature",
+    type=float,
+    help="The model's calibrated T, stored as colorize's and serve's default for it.",
+)
+def package_model_command(
+    checkpoint: Path, target: Path, half: bool, temperature: float | None
+) -> None:
     """Copy a trained checkpoint for shipping, with a provenance JSON beside it.
 
     This is how the default model in zhangcolor/weights/ is made (see the README's model card).
     """
-    from zhangcolor.train import package_model
+    from zhangcolor.checkpoint import package_model
+    from zhangcolor.decode import check_colorize_temperature
 
     try:
-        info = package_model(checkpoint, target, half=half)
+        if temperature is not None:
+            check_colorize_temperature(temperature)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--temperature") from None
+    try:
+        info = package_model(checkpoint, target, half=half, temperature=temperature)
     except (ValueError, FileNotFoundError) as e:
         raise click.ClickException(str(e)) from None
     size = target.stat().st_size / 1e6
     out.print(f"wrote {target} ({size:.1f} MB, {info['dtype']}) and {target.with_suffix('.json')}")
+
+
+@main.command("convert-weights")
+@click.argument("source", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "-o",
+    "--out",
+    "target",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="Where to write the checkpoint, e.g. eccv16-authors.safetensors.",
+)
+def convert_weights_command(source: Path, target: Path) -> None:
+    """Convert the authors' released eccv16 weights (colorization_release_v2-9b330a0b.pth)
+    into a zhangcolor checkpoint: the paper's network, classification head and 313 bins.
+
+    `zhangcolor colorize --model OUT --temperature 1` decodes as the authors' PyTorch demo
+    does; see docs/authors-weights.md.
+    """
+    import warnings
+
+    from zhangcolor.checkpoint import convert_weights
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)  # only ours: the bin centres' warning
+        try:
+            convert_weights(source, target)
+        except ValueError as e:
+            raise click.ClickException(str(e)) from None
+    for warning in caught:
+        if issubclass(warning.category, UserWarning):
+            console.print(f"[yellow]warning: {warning.message}")
+    size = target.stat().st_size / 1e6
+    out.print(f"wrote {target} ({size:.1f} MB): eccv16, classification head, 313 bins")
 
 
 @main.group("export")
@@ -525,62 +573,70 @@ def export() -> None:
     default=Path("model.onnx"),
     show_default=True,
 )
-@click.option(
+@field_option(
+    ColorizeConfig,
+    "size",
     "--size",
-    type=click.IntRange(min=16),
-    default=256,
-    show_default=True,
-    help="Example input size for tracing; the batch size stays dynamic.",
+    type=int,
+    help="Example input size for tracing; the batch and image sizes stay dynamic.",
 )
-def export_onnx_command(model: str, target: Path, size: int) -> None:
+def export_onnx_command(model: str, target: Path, size: int | None) -> None:
     """Export the network alone to ONNX (dynamic batch; decoding stays outside, so T is free).
 
     Run it with `zhangcolor colorize --backend onnx --model model.onnx`.
     """
     from zhangcolor.export import export_onnx
 
+    config = build(ColorizeConfig, model=model, size=size)
     try:
-        export_onnx(model, target, size=size)
+        export_onnx(config.model, target, size=config.size)
     except (FileNotFoundError, ValueError, RuntimeError) as e:
         raise click.ClickException(str(e)) from None
     out.print(f"wrote {target} ({target.stat().st_size / 1e6:.1f} MB)")
 
 
+# ----------------------------------------------------------------------------- serve
+
+
 @main.command("serve")
 @config_option("serve")
-@click.option("--host", help="Interface to listen on. [default: 127.0.0.1]")
-@click.option("--port", type=click.IntRange(0, 65535), help="[default: 8000]")
-@click.option("--model", help="'default' (shipped), a .safetensors checkpoint, or an .onnx file.")
-@click.option("--workers", type=click.IntRange(min=1), help="Server processes. [default: 1]")
-@click.option("--backend", type=click.Choice(["torch", "onnx"]), help="[default: torch]")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="[default: auto]")
-@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), help="[default: auto]")
-@click.option("--size", type=click.IntRange(min=16), help="Network working size. [default: 256]")
-@click.option(
-    "--max-upload-mb",
-    type=click.FloatRange(min=0, min_open=True),
-    help="Largest accepted image file. [default: 20]",
+@field_option(ServeConfig, "host", "--host", help="Interface to listen on.")
+@field_option(ServeConfig, "port", "--port", type=int, help="Port.")
+@field_option(
+    ServeConfig, "model", "--model", help="'default', a .safetensors checkpoint, or an .onnx file."
 )
-@click.option(
-    "--max-pixels", type=click.IntRange(min=1), help="Largest width × height. [default: 50e6]"
+@field_option(ServeConfig, "workers", "--workers", type=int, help="Server processes.")
+@field_option(ServeConfig, "backend", "--backend", type=click.Choice(BACKENDS), help="Runtime.")
+@field_option(ServeConfig, "device", "--device", type=click.Choice(DEVICES), help="Where to run.")
+@field_option(
+    ServeConfig,
+    "precision",
+    "--precision",
+    type=click.Choice(PRECISIONS),
+    help="auto: bf16 if native.",
 )
-@click.option(
+@field_option(ServeConfig, "size", "--size", type=int, help="Network working size.")
+@field_option(
+    ServeConfig, "max_upload_mb", "--max-upload-mb", type=float, help="Largest image file (MB)."
+)
+@field_option(ServeConfig, "max_pixels", "--max-pixels", type=int, help="Largest width × height.")
+@field_option(
+    ServeConfig,
+    "max_concurrent",
     "--max-concurrent",
-    type=click.IntRange(min=1),
-    help="Threads that colorize, per worker (torch uses every core in each). [default: 1]",
+    type=int,
+    help="Threads that colorize, per worker (torch uses every core in each).",
 )
-@click.option(
-    "--max-queue", type=click.IntRange(min=0), help="Requests that may wait. [default: 32]"
+@field_option(ServeConfig, "max_queue", "--max-queue", type=int, help="Requests that may wait.")
+@field_option(
+    ServeConfig, "cache_mb", "--cache-mb", type=float, help="Memory for cached outputs, per worker."
 )
-@click.option(
-    "--cache-mb",
-    type=click.FloatRange(min=0),
-    help="Memory for cached network outputs per worker. [default: 1024]",
-)
-@click.option(
+@field_option(
+    ServeConfig,
+    "cache_ttl_s",
     "--cache-ttl-s",
-    type=click.FloatRange(min=0, min_open=True),
-    help="Seconds a cached upload is kept after its last use. [default: 900]",
+    type=float,
+    help="Seconds a cached upload is kept after its last use.",
 )
 def serve_command(config_path, **flags) -> None:
     """Serve the web page and the REST API (needs `pip install 'zhangcolor[serve]'`).
@@ -588,10 +644,8 @@ def serve_command(config_path, **flags) -> None:
     Open http://127.0.0.1:8000/ for the page: upload a photo, compare before and after, move the
     temperature (re-decoded from the cached network output, so the network does not run again),
     and download. `POST /api/colorize` takes a multipart `image` with `temperature` and `format`;
-    the OpenAPI docs are at `/docs`.
+    the API docs are at `/docs`.
     """
-    from zhangcolor.config import load_config
-
     try:
         import fastapi  # noqa: F401
         import python_multipart  # noqa: F401
@@ -601,14 +655,9 @@ def serve_command(config_path, **flags) -> None:
             f"zhangcolor serve needs the serve extra ({e.name} is missing): "
             "pip install 'zhangcolor[serve]'"
         ) from None
-    from zhangcolor.serve import ServeConfig, serve
+    from zhangcolor.serve import serve
 
-    try:
-        config = load_config(ServeConfig, config_path, **flags)
-    except (ValueError, TypeError) as e:
-        raise click.BadParameter(str(e), param_hint="--config / flags") from None
-    if config.size % 4:
-        raise click.BadParameter(f"must be a multiple of 4, got {config.size}", param_hint="--size")
+    config = build(ServeConfig, config_path, **flags)
     console.print(
         f"zhangcolor serve: model {config.model} ({config.backend}), "
         f"{config.workers} worker(s); open http://{config.host}:{config.port}/"
@@ -617,6 +666,9 @@ def serve_command(config_path, **flags) -> None:
         serve(config)
     except (FileNotFoundError, ValueError, RuntimeError) as e:
         raise click.ClickException(f"cannot serve: {e}") from None
+
+
+# ----------------------------------------------------------------------------- models
 
 
 @main.command("models")

@@ -37,33 +37,32 @@ def _matrix(m: Tensor, x: Tensor) -> Tensor:
     return (m.to(dtype=x.dtype, device=x.device) @ x.flatten(-2)).view_as(x)
 
 
+# Two elementwise steps have a faster form than the plain one; both are kept, and
+# tests/test_color.py checks each fast form against its plain one. Measured on this project's
+# 2-core CPU (torch 2.14, 16×3×256² float32): exp2(e · log2 x) takes 1.8 ms against 2.5 ms for
+# x.pow(e), and lerp by a 0/1 weight 1.0 ms against 5.6 ms for torch.where. (A bit-level cube
+# root with Halley steps, used before, measured 10× slower than pow(1/3) there, so f uses pow.)
+
+
 def _power(x: Tensor, exponent: float) -> Tensor:
-    """x ** exponent for x > 0, as exp2(exponent · log2 x): 3× faster than pow on CPU."""
+    """x ** exponent for x > 0, as exp2(exponent · log2 x): faster than pow on CPU (above)."""
     return torch.exp2(exponent * torch.log2(x))
 
 
-def _cbrt(x: Tensor) -> Tensor:
-    """Cube root of x > 0 (torch has none): a bit-level first guess, then Halley steps.
-
-    Halley's iteration converges cubically, so two steps reach float32 precision and three reach
-    float64 (relative error < 1e-13). The guess is not differentiated; the steps are, and at the
-    fixed point their derivative is that of the cube root.
-    """
-    bits = x.detach()
-    if x.dtype == torch.float64:
-        y, steps = (bits.view(torch.int64) // 3 + 0x2A9F7893782DA1CE).view(torch.float64), 3
-    else:
-        y, steps = (bits.float().view(torch.int32) // 3 + 0x2A5137A0).view(torch.float32), 2
-        y = y.to(x.dtype)
-    for _ in range(steps):
-        y3 = y * y * y
-        y = y * (y3 + 2.0 * x) / (2.0 * y3 + x)
-    return y
+def _power_plain(x: Tensor, exponent: float) -> Tensor:
+    """What :func:`_power` computes, plainly."""
+    return x.pow(exponent)
 
 
 def _select(condition: Tensor, if_true: Tensor, if_false: Tensor) -> Tensor:
-    """torch.where for a piecewise curve; lerp with a 0/1 weight is 3× faster on CPU, and exact."""
+    """torch.where for a piecewise curve; lerp with a 0/1 weight is faster on CPU (above), and
+    exact: lerp returns either end exactly."""
     return torch.lerp(if_false, if_true, condition.to(if_true.dtype))
+
+
+def _select_plain(condition: Tensor, if_true: Tensor, if_false: Tensor) -> Tensor:
+    """What :func:`_select` computes, plainly."""
+    return torch.where(condition, if_true, if_false)
 
 
 # XYZ -> (X/Xn, Y/Yn, Z/Zn) folded into the RGB -> XYZ matrix, and f(X), f(Y), f(Z) -> (L+16, a, b).
@@ -81,7 +80,7 @@ def _lab_f(t: Tensor) -> Tensor:
     """CIE's f of XYZ / white: a cube root above ε, a line below (clamped so neither branch
     makes NaN values or gradients)."""
     return _select(
-        t > _LAB_EPSILON, _cbrt(t.clamp_min(_LAB_EPSILON)), _LAB_KAPPA * t + 16.0 / 116.0
+        t > _LAB_EPSILON, t.clamp_min(_LAB_EPSILON).pow(1.0 / 3.0), _LAB_KAPPA * t + 16.0 / 116.0
     )
 
 
@@ -119,7 +118,7 @@ def lab_to_rgb(lab: Tensor) -> Tensor:
         lab: ``(*, 3, H, W)`` float tensor, L in [0, 100], a and b in about [-128, 127].
 
     Returns:
-        ``(*, 3, H, W)`` sRGB in [0, 1]. Colours outside the gamut are clipped, and negative Z is
+        ``(*, 3, H, W)`` sRGB in [0, 1]. Colors outside the gamut are clipped, and negative Z is
         set to 0 first, as skimage does.
     """
     _check_image(lab, "lab")

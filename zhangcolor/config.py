@@ -1,8 +1,12 @@
-"""Config dataclasses from YAML, with command-line overrides (YAML gives defaults, flags win)."""
+"""Config dataclasses from YAML, with command-line overrides (YAML gives defaults, flags win), the
+configs shipped with zhangcolor, and the checks every config runs on its fields."""
 
 from __future__ import annotations
 
 import dataclasses
+import math
+from collections.abc import Callable, Sequence
+from enum import Enum
 from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
@@ -10,6 +14,67 @@ from typing import Any, TypeVar
 import yaml
 
 C = TypeVar("C")
+
+# ----------------------------------------------------------------------------- field checks
+
+#: A rule for one field: a test of the value, and the valid range in words.
+Rule = tuple[Callable[[Any], bool], str]
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def at_least(low: float) -> Rule:
+    return (lambda v: _number(v) and v >= low), f"must be a number ≥ {low:g}"
+
+
+def positive() -> Rule:
+    return (lambda v: _number(v) and v > 0), "must be a number > 0"
+
+
+def within(low: float, high: float, *, low_open: bool = False, high_open: bool = False) -> Rule:
+    def ok(v: Any) -> bool:
+        if not _number(v):
+            return False
+        return (v > low if low_open else v >= low) and (v < high if high_open else v <= high)
+
+    return ok, f"must be in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+
+
+def integer(low: int) -> Rule:
+    def ok(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and v >= low
+
+    return ok, f"must be an integer ≥ {low}"
+
+
+def text() -> Rule:
+    return (lambda v: isinstance(v, str) and v != ""), "must be a non-empty string"
+
+
+def one_of(choices: Sequence[str]) -> Rule:
+    return (lambda v: v in choices), f"unknown; valid: {', '.join(choices)}"
+
+
+def optional(rule: Rule) -> Rule:
+    test, words = rule
+    return (lambda v: v is None or test(v)), f"{words}, or null"
+
+
+def check_fields(config: Any, rules: dict[str, Rule]) -> None:
+    """Raise one ValueError naming every field of ``config`` that breaks its rule, with the
+    value it got and the valid range, e.g. ``lr=-1 (must be a number > 0)``."""
+    problems = [
+        f"{name}={getattr(config, name)!r} ({words})"
+        for name, (test, words) in rules.items()
+        if not test(getattr(config, name))
+    ]
+    if problems:
+        raise ValueError(f"invalid {type(config).__name__}: {'; '.join(problems)}")
+
+
+# ----------------------------------------------------------------------------- YAML
 
 
 def shipped_configs() -> dict[str, Path]:
@@ -76,5 +141,16 @@ def build_config(cls: type[C], values: dict[str, Any], where: str) -> C:
 
 
 def config_dict(config: Any) -> dict[str, Any]:
-    """A config dataclass as a plain dict, ready for YAML or JSON."""
-    return dataclasses.asdict(config)
+    """A config dataclass as plain data (enums as their names, tuples as lists), ready for
+    YAML or JSON."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, Enum):
+            return value.value
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [plain(v) for v in value]
+        return value
+
+    return plain(dataclasses.asdict(config))

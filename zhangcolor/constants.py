@@ -14,12 +14,16 @@ XYZ_FROM_RGB = (
 D65_WHITE = (0.95047, 1.0, 1.08883)
 
 # --- Network input / output normalisation (the authors' release) ---------------------------------
-#: L is centred by this before entering a network ...
+#: L of CIE Lab lies in [0, L_MAX].
+L_MAX = 100.0
+#: eccv16 centres L by this before its first layer ...
 L_CENT = 50.0
-#: ... and divided by this, so the input is in [-1, 1].
+#: ... and divides by this, so its input is in [-0.5, 0.5], as in the authors' release.
 L_NORM = 100.0
 #: ab is divided by this for regression outputs, so targets are in about [-1, 1].
 AB_NORM = 110.0
+#: Every network's output is at 1/STRIDE of its input's resolution (the paper's conv8).
+STRIDE = 4
 
 # --- Quantisation and soft-encoding (paper, section 2.1) -----------------------------------------
 #: Grid size of the ab quantisation.
@@ -38,8 +42,15 @@ LAMBDA = 0.5
 # --- Decoding (paper, section 2.3) ----------------------------------------------------------------
 #: Annealed-mean temperature of the paper's results.
 TEMPERATURE = 0.38
+#: The temperatures ``evaluate`` sweeps by default (1 is the mean, 0.01 nearly the mode).
+TEMPERATURES = (1.0, 0.77, 0.58, 0.38, 0.29, 0.14, 0.01)
 
-# --- Data ---------------------------------------------------------------------------------------
+# --- Data and inference ---------------------------------------------------------------------
+#: The side (px) the networks see: training photos are decoded at this short side, colorize and
+#: evaluate resize L to it (square), and build-bins counts pixels at it.
+WORKING_SIZE = 256
+#: Share of a photo folder that train holds out for validation (keyed on each file's path).
+VAL_FRACTION = 0.1
 #: A picture is grayscale when no pixel has |a| or |b| above this (the authors' test).
 GRAY_AB_THRESHOLD = 5.0
 #: File suffixes treated as images when a folder is walked (build-bins, train, evaluate).

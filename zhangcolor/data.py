@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -24,24 +23,8 @@ from torch.utils.data import Dataset, Sampler
 from torchvision.transforms import v2
 
 from zhangcolor.color import rgb_to_lab
-from zhangcolor.images import ImageError, find_images, load_image
+from zhangcolor.images import ImageError, load_image
 from zhangcolor.prior import is_gray
-
-#: Files go to validation when their keyed hash, as a fraction of 2^64, is below this share.
-VAL_FRACTION = 0.1
-
-
-def split_files(
-    root: str | Path, val_fraction: float = VAL_FRACTION, seed: int = 0
-) -> tuple[list[Path], list[Path]]:
-    """All images under ``root``, split into (train, val) by a seeded hash of each relative path."""
-    root = Path(root)
-    train, val = [], []
-    for path in find_images(root):
-        key = f"{seed}:{path.relative_to(root).as_posix()}".encode()
-        share = int.from_bytes(hashlib.sha256(key).digest()[:8], "big") / 2.0**64
-        (val if share < val_fraction else train).append(path)
-    return train, val
 
 
 def train_transform(crop: int) -> v2.Transform:
@@ -61,7 +44,7 @@ def val_transform(crop: int) -> v2.Transform:
 
 
 class PhotoDataset(Dataset):
-    """Colour photos as ``(4, crop, crop)`` uint8 RGBA tensors.
+    """Color photos as ``(4, crop, crop)`` uint8 RGBA tensors.
 
     Indexed by ``(index, sample_seed)`` pairs from :class:`EpochSampler` (or a plain index).
     Returns ``{"rgba": tensor}``, or ``{"skip": (file, reason)}`` for a file that cannot be used.

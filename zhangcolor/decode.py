@@ -33,6 +33,17 @@ def check_temperature(temperature: float) -> float:
     return t
 
 
+def check_colorize_temperature(temperature: float) -> float:
+    """T in (0, 1], the range the paper sweeps (1 is the mean; lower is more vivid); anything
+    else is a ValueError that says so."""
+    t = check_temperature(temperature)
+    if t > 1.0:
+        raise ValueError(
+            f"temperature must be in (0, 1], got {temperature}; the paper uses {TEMPERATURE}"
+        )
+    return t
+
+
 def _check_logits(logits: Tensor, centers: Tensor) -> None:
     if logits.dim() != 4:
         raise ValueError(f"logits must have shape (B, Q, H, W), got {tuple(logits.shape)}")
@@ -78,14 +89,6 @@ def annealed_mean(logits: Tensor, centers: Tensor, temperature: float = TEMPERAT
     table = torch.cat([centers.to(e), torch.ones_like(centers[:, :1]).to(e)], 1)  # (Q, 3)
     sums = e.permute(0, 2, 3, 1) @ table  # (B, H, W, 3); contiguous for channels_last logits
     return (sums[..., :2] / sums[..., 2:]).permute(0, 3, 1, 2)
-
-
-def decode_output(
-    output: Tensor, head: str, centers: Tensor, temperature: float = TEMPERATURE
-) -> Tensor:
-    """ab ``(B, 2, h, w)`` from a network's output: the annealed mean of a classification
-    head's logits ``(B, Q, h, w)``, or a regression head's ab as it is (T does not apply)."""
-    return annealed_mean(output, centers, temperature) if head == "classification" else output
 
 
 def mode(logits: Tensor, centers: Tensor) -> Tensor:

@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import torch
 
-DEVICES = ("auto", "cpu", "cuda")
-PRECISIONS = ("auto", "fp32", "bf16")
+from zhangcolor.options import DEVICES, PRECISIONS
 
 
 def resolve_device(device: str) -> torch.device:

@@ -20,11 +20,18 @@ from torch.nn import functional as F
 from zhangcolor.bins import load_bins, nearest_bins
 from zhangcolor.color import lab_to_rgb, rgb_to_lab
 from zhangcolor.colorize import Colorizer
+from zhangcolor.constants import TEMPERATURES, VAL_FRACTION, WORKING_SIZE
 from zhangcolor.images import ImageError, find_images, load_image
-from zhangcolor.metrics import AUC_MAX_THRESHOLD
+from zhangcolor.metrics import (
+    AUC_MAX_THRESHOLD,
+    auc_from_sums,
+    colorfulness,
+    within_thresholds,
+)
 from zhangcolor.prior import is_gray
+from zhangcolor.split import split_files
 
-TEMPERATURES = (1.0, 0.77, 0.58, 0.38, 0.29, 0.14, 0.01)
+GRAY = "Gray (ab = 0)"
 
 
 def model_label(model: str) -> str:
@@ -33,16 +40,6 @@ def model_label(model: str) -> str:
     if path.parent.name == "checkpoints":
         return f"{path.parents[1].name}/{path.stem}"
     return path.stem if path.suffix else model
-
-
-def colourfulness(rgb: Tensor) -> float:
-    """Hasler & Süsstrunk (2003) colourfulness of sRGB ``(3, H, W)`` in [0, 1] (0-255 scale)."""
-    r, g, b = (rgb.double() * 255).unbind(0)
-    rg, yb = r - g, 0.5 * (r + g) - b
-    return float(
-        torch.hypot(rg.std(unbiased=False), yb.std(unbiased=False))
-        + 0.3 * torch.hypot(rg.mean(), yb.mean())
-    )
 
 
 @dataclass
@@ -55,18 +52,18 @@ class Accumulator:
     weight: float = 0.0
     psnr: list = field(default_factory=list)
     ssim: list = field(default_factory=list)
-    colour_pred: list = field(default_factory=list)
-    colour_true: list = field(default_factory=list)
+    color_pred: list = field(default_factory=list)
+    color_true: list = field(default_factory=list)
 
     def add(
         self, pred_ab: Tensor, lightness: Tensor, true_ab: Tensor, pixel_weight: Tensor
     ) -> None:
-        error = (pred_ab - true_ab).norm(dim=0).flatten()  # (H·W,)
-        thresholds = torch.arange(AUC_MAX_THRESHOLD + 1, dtype=error.dtype)
-        hits = error[None, :] <= thresholds[:, None]  # (151, H·W)
-        self.within += hits.sum(1).double().numpy()
-        self.within_rebalanced += (hits * pixel_weight.flatten()[None]).sum(1).double().numpy()
-        self.pixels += error.numel()
+        """One image: ab ``(2, H, W)``, L ``(1, H, W)``, and its pixels' weights ``(H, W)``."""
+        self.within += within_thresholds(pred_ab[None], true_ab[None]).numpy()
+        self.within_rebalanced += within_thresholds(
+            pred_ab[None], true_ab[None], pixel_weight[None]
+        ).numpy()
+        self.pixels += pixel_weight.numel()
         self.weight += float(pixel_weight.sum())
         pred = lab_to_rgb(torch.cat([lightness, pred_ab])[None])[0]
         true = lab_to_rgb(torch.cat([lightness, true_ab])[None])[0]
@@ -74,23 +71,36 @@ class Accumulator:
         with np.errstate(divide="ignore"):  # a perfect prediction has an infinite PSNR
             self.psnr.append(peak_signal_noise_ratio(t, p, data_range=1.0))
         self.ssim.append(structural_similarity(t, p, channel_axis=2, data_range=1.0))
-        self.colour_pred.append(colourfulness(pred))
-        self.colour_true.append(colourfulness(true))
+        self.color_pred.append(colorfulness(pred))
+        self.color_true.append(colorfulness(true))
 
     def summary(self) -> dict:
-        curve = self.within / max(self.pixels, 1)
-        rebalanced = self.within_rebalanced / max(self.weight, 1e-12)
-        pred, true = float(np.mean(self.colour_pred)), float(np.mean(self.colour_true))
+        pred, true = float(np.mean(self.color_pred)), float(np.mean(self.color_true))
         return {
-            "auc": float(curve.mean() * 100),
-            "auc_rebalanced": float(rebalanced.mean() * 100),
+            "auc": auc_from_sums(torch.from_numpy(self.within), self.pixels),
+            "auc_rebalanced": auc_from_sums(torch.from_numpy(self.within_rebalanced), self.weight),
             "psnr": float(np.mean(self.psnr)),
             "ssim": float(np.mean(self.ssim)),
-            "colourfulness": pred,
-            "colourfulness_truth": true,
-            "colourfulness_ratio": pred / true if true else float("nan"),
-            "curve": (curve * 100).round(3).tolist(),
+            "colorfulness": pred,
+            "colorfulness_truth": true,
+            "colorfulness_ratio": pred / true if true else float("nan"),
+            "curve": (self.within / max(self.pixels, 1) * 100).round(3).tolist(),
         }
+
+
+def evaluation_images(
+    data: str | Path,
+    split: str = "all",
+    max_images: int | None = None,
+    val_fraction: float = VAL_FRACTION,
+) -> list[Path]:
+    """The photos to evaluate: every image under ``data``, or (``split="val"``) only the
+    validation split that ``train`` holds out, the first ``max_images`` of them."""
+    if split not in ("all", "val"):
+        raise ValueError(f"unknown split {split!r}; valid: all, val")
+    root = Path(data)
+    paths = split_files(root, val_fraction)[1] if split == "val" else find_images(root)
+    return paths[:max_images] if max_images is not None else paths
 
 
 def evaluate(
@@ -98,64 +108,39 @@ def evaluate(
     models: list[str],
     *,
     temperatures: tuple[float, ...] = TEMPERATURES,
-    size: int = 256,
     split: str = "all",
-    max_images: int | None = None,
-    device: str = "auto",
-    precision: str = "auto",
+    paths: list[Path] | None = None,
     on_image=None,
+    **load,
 ) -> dict:
-    """Evaluate ``models`` (``"default"`` or checkpoint paths) on the colour photos under ``data``.
+    """Evaluate ``models`` (``"default"`` or checkpoint paths) on the color photos under ``data``
+    (all, or the validation split), or on ``paths`` chosen with :func:`evaluation_images`.
 
-    Returns the report: rows per (model, temperature) and the Gray baseline, and the files used.
+    ``load`` goes to :meth:`Colorizer.load` (``size``, ``device``, ``precision``); photos are
+    scored at the working size. Returns the report: rows per (model, temperature) and the Gray
+    baseline, and the files used.
     """
-    from zhangcolor.data import split_files
-
     root = Path(data)
-    paths = split_files(root)[1] if split == "val" else find_images(root)
-    if max_images is not None:
-        paths = paths[:max_images]
+    size = load.setdefault("size", WORKING_SIZE)
+    if paths is None:
+        paths = evaluation_images(root, split)
     if not paths:
         raise ValueError(f"no images to evaluate under {root} (split {split})")
     prior = load_bins()
     centers = prior["centers"].float()
     inverse_prior = 1.0 / prior["prior_smoothed"].float()
-    colorizers = {
-        m: Colorizer.load(m, device=device, precision=precision, size=size) for m in models
-    }
+    colorizers = {m: Colorizer.load(m, **load) for m in models}
     # Temperatures apply to classification heads only; a regression model gets one row.
-    sweeps = {
-        m: temperatures if c.head == "classification" else (None,) for m, c in colorizers.items()
-    }
-    rows: dict[tuple[str, float | None], Accumulator] = {("Gray (ab = 0)", None): Accumulator()}
+    sweeps = {m: temperatures if c.uses_temperature else (None,) for m, c in colorizers.items()}
+    rows: dict[tuple[str, float | None], Accumulator] = {(GRAY, None): Accumulator()}
     rows.update({(m, t): Accumulator() for m, ts in sweeps.items() for t in ts})
     used, skipped = [], []
     for path in paths:
-        try:
-            image = load_image(path)
-        except ImageError as e:
-            skipped.append({"file": str(path), "reason": str(e)})
+        truth = _truth_at(path, size)
+        if isinstance(truth, str):
+            skipped.append({"file": str(path), "reason": truth})
             continue
-        if is_gray(image):
-            skipped.append({"file": str(path), "reason": "grayscale"})
-            continue
-        rgb = torch.from_numpy(image.rgb).permute(2, 0, 1)[None]
-        rgb = F.interpolate(
-            rgb, size=(size, size), mode="bilinear", align_corners=False, antialias=True
-        )
-        lab = rgb_to_lab(rgb.clamp(0, 1))[0]
-        lightness, true_ab = lab[:1], lab[1:]
-        _, index = nearest_bins(true_ab[None], centers, 1)
-        pixel_weight = inverse_prior[index[0, 0]]
-        rows[("Gray (ab = 0)", None)].add(
-            torch.zeros_like(true_ab), lightness, true_ab, pixel_weight
-        )
-        for m, c in colorizers.items():
-            output = c.network_output(lightness[None]).cpu()
-            for t in sweeps[m]:
-                ab = c.decode(output, t if t is not None else 1.0)
-                ab = F.interpolate(ab, size=(size, size), mode="bilinear", align_corners=False)[0]
-                rows[(m, t)].add(ab, lightness, true_ab, pixel_weight)
+        _score(truth, colorizers, sweeps, rows, centers, inverse_prior)
         used.append(str(path))
         if on_image is not None:
             on_image(path)
@@ -174,6 +159,38 @@ def evaluate(
     }
 
 
+def _score(truth, colorizers, sweeps, rows, centers: Tensor, inverse_prior: Tensor) -> None:
+    """Add one photo (``truth``: its L and ab at the working size) to every row: Gray, and each
+    model at each of its temperatures. A pixel's rebalancing weight is 1 / p̃ of its bin."""
+    lightness, true_ab = truth
+    size = true_ab.shape[-1]
+    _, index = nearest_bins(true_ab[None], centers, 1)
+    pixel_weight = inverse_prior[index[0, 0]]
+    rows[(GRAY, None)].add(torch.zeros_like(true_ab), lightness, true_ab, pixel_weight)
+    for m, c in colorizers.items():
+        output = c.network_output(lightness[None]).cpu()
+        for t in sweeps[m]:
+            ab = c.decode(output, t if t is not None else 1.0)
+            ab = F.interpolate(ab, size=(size, size), mode="bilinear", align_corners=False)[0]
+            rows[(m, t)].add(ab, lightness, true_ab, pixel_weight)
+
+
+def _truth_at(path: Path, size: int) -> tuple[Tensor, Tensor] | str:
+    """A photo's L ``(1, size, size)`` and ab ``(2, size, size)``, or why it cannot be used."""
+    try:
+        image = load_image(path)
+    except ImageError as e:
+        return str(e)
+    if is_gray(image):
+        return "grayscale"
+    rgb = torch.from_numpy(image.rgb).permute(2, 0, 1)[None]
+    rgb = F.interpolate(
+        rgb, size=(size, size), mode="bilinear", align_corners=False, antialias=True
+    )
+    lab = rgb_to_lab(rgb.clamp(0, 1))[0]
+    return lab[:1], lab[1:]
+
+
 def write_report(report: dict, out: Path) -> None:
     """report.json, report.md and plots (AuC curves, the temperature sweep) into ``out``."""
     import matplotlib
@@ -187,7 +204,7 @@ def write_report(report: dict, out: Path) -> None:
         f"# zhangcolor evaluate: {report['images']} images from {report['data']} "
         f"(split {report['split']}, {report['size']}²)",
         "",
-        "| model | T | AuC | rebalanced AuC | PSNR | SSIM | colourfulness (truth) | ratio |",
+        "| model | T | AuC | rebalanced AuC | PSNR | SSIM | colorfulness (truth) | ratio |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in report["rows"]:
@@ -195,8 +212,8 @@ def write_report(report: dict, out: Path) -> None:
         lines.append(
             f"| {r['label']} | {t} | {r['auc']:.1f} | {r['auc_rebalanced']:.1f} | "
             f"{r['psnr']:.2f} | "
-            f"{r['ssim']:.3f} | {r['colourfulness']:.1f} ({r['colourfulness_truth']:.1f}) | "
-            f"{r['colourfulness_ratio']:.2f} |"
+            f"{r['ssim']:.3f} | {r['colorfulness']:.1f} ({r['colorfulness_truth']:.1f}) | "
+            f"{r['colorfulness_ratio']:.2f} |"
         )
     (out / "report.md").write_text("\n".join(lines) + "\n")
 
@@ -217,7 +234,7 @@ def write_report(report: dict, out: Path) -> None:
             sweeps.setdefault(r["model"], []).append(r)
     for rs in sweeps.values():
         ts = [r["temperature"] for r in rs]
-        for ax, key in zip(axes, ("auc", "auc_rebalanced", "colourfulness_ratio"), strict=True):
+        for ax, key in zip(axes, ("auc", "auc_rebalanced", "colorfulness_ratio"), strict=True):
             ax.plot(ts, [r[key] for r in rs], "o-", label=rs[0]["label"])
             ax.set(xlabel="temperature T", ylabel=key, xscale="log")
     for ax in axes:

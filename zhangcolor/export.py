@@ -14,7 +14,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from zhangcolor.checkpoint import load_checkpoint, model_path, model_temperature, read_metadata
+from zhangcolor.constants import TEMPERATURE, WORKING_SIZE
 from zhangcolor.files import atomic_write
+from zhangcolor.options import Head
 
 
 def _need(module: str):
@@ -26,18 +29,18 @@ def _need(module: str):
         ) from e
 
 
-def export_onnx(model: str | Path, target: str | Path, *, size: int = 256, opset: int = 17) -> Path:
+def export_onnx(
+    model: str | Path, target: str | Path, *, size: int = WORKING_SIZE, opset: int = 17
+) -> Path:
     """Export a checkpoint (or "default") to ONNX, batch size and image size dynamic.
 
     Input ``lightness (B, 1, H, W)`` float32 L in [0, 100]; output ``(B, Q, H/4, W/4)`` logits or
     ``(B, 2, H/4, W/4)`` ab.
     """
     onnx = _need("onnx")
-    from zhangcolor.colorize import default_model_path
-    from zhangcolor.train import load_checkpoint
-
-    source = default_model_path() if str(model) == "default" else Path(model)
+    source = model_path(model)
     net, config, bins = load_checkpoint(source)
+    metadata = read_metadata(source) if source.suffix == ".safetensors" else {}
     net = net.float().eval()
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -61,7 +64,8 @@ def export_onnx(model: str | Path, target: str | Path, *, size: int = 256, opset
             )
         proto = onnx.load(str(tmp))
         for key, value in {
-            "zhangcolor.head": config.model.head,
+            "zhangcolor.head": config.model.head.value,
+            "zhangcolor.temperature": repr(model_temperature(metadata)),
             "zhangcolor.centers": json.dumps(bins["centers"].tolist()),
             "zhangcolor.source": str(source),
         }.items():
@@ -88,7 +92,8 @@ class OnnxNetwork:
         meta = self.session.get_modelmeta().custom_metadata_map
         if "zhangcolor.head" not in meta:
             raise ValueError(f"{path} was not exported by zhangcolor (no zhangcolor metadata)")
-        self.head = meta["zhangcolor.head"]
+        self.kind = Head.parse(meta["zhangcolor.head"])
+        self.temperature = float(meta.get("zhangcolor.temperature", TEMPERATURE))
         self.centers = torch.tensor(json.loads(meta["zhangcolor.centers"]), dtype=torch.float32)
 
     def __call__(self, lightness: Tensor) -> Tensor:

@@ -207,3 +207,32 @@ def _to_arrays(
         gray_source=gray_source,
         original_size=original_size,
     )
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def finished_image(
+    color: Image.Image, alpha: np.ndarray | None, fmt: str, side_by_side: bool = False
+) -> Image.Image:
+    """The image to write: the color result with the input's alpha (PNG only), or gray | color
+    when ``side_by_side``. ``alpha`` is ``(H, W)`` float opacity in [0, 1]."""
+    if side_by_side:
+        gray = Image.fromarray(np.asarray(color.convert("L")), "L").convert("RGB")
+        both = Image.new("RGB", (color.width * 2, color.height), "white")
+        both.paste(gray, (0, 0))
+        both.paste(color, (color.width, 0))
+        return both
+    if alpha is not None and fmt == "png":
+        color = color.copy()
+        color.putalpha(Image.fromarray((alpha * 255 + 0.5).astype(np.uint8), "L"))
+    return color
+
+
+def write_image(image: Image.Image, target, fmt: str, *, fast: bool = False) -> None:
+    """Save as ``png`` or ``jpg`` (quality 95) to a path or file object; ``fast`` trades PNG
+    size for speed (zlib level 1 instead of 6), as a server answering live wants."""
+    if fmt == "jpg":
+        image.save(target, format="JPEG", quality=95)
+    else:
+        image.save(target, format="PNG", compress_level=1 if fast else 6)

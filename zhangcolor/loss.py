@@ -1,7 +1,7 @@
 """Training losses on the network's 1/4-resolution output.
 
 - ``rebalanced_cross_entropy``: the paper's multinomial cross-entropy (eq. 2) against the
-  soft-encoded target, each pixel weighted by w of its true colour's nearest bin (eq. 3).
+  soft-encoded target, each pixel weighted by w of its true color's nearest bin (eq. 3).
 - ``regression_loss``: L1, L2 or Huber on ab, the baseline of the paper's comparison.
 
 Both average over valid pixels (alpha = 255), so transparent pixels carry no weight.
@@ -14,8 +14,7 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from zhangcolor.decode import compute_dtype
-
-REGRESSION_LOSSES = ("l1", "l2", "huber")
+from zhangcolor.options import REGRESSION_LOSSES
 
 
 def rebalanced_cross_entropy(

@@ -24,34 +24,15 @@ from zhangcolor import __version__
 from zhangcolor.bins import ab_bins, grid_index, nearest_bins
 from zhangcolor.color import rgb_to_lab
 from zhangcolor.config import config_dict
-from zhangcolor.constants import GRAY_AB_THRESHOLD, IMAGE_SUFFIXES, LAMBDA, SIGMA
+from zhangcolor.constants import (
+    GRAY_AB_THRESHOLD,
+    GRID,
+    IMAGE_SUFFIXES,
+)
 from zhangcolor.files import atomic_write, cache_dir
 from zhangcolor.images import ImageError, LoadedImage, find_images, load_image
+from zhangcolor.options import PriorConfig
 from zhangcolor.rebalance import class_weights, prior_from_counts, smooth_prior
-
-
-@dataclass
-class PriorConfig:
-    """Options of the prior estimation (defaults in configs/prior.yaml)."""
-
-    size: int = 256  # short side (px) each image is resized to before its pixels are counted
-    lam: float = LAMBDA  # λ, weight of the uniform distribution mixed into the smoothed prior
-    sigma: float = SIGMA  # σ (ab units) of the Gaussian that smooths the empirical prior
-    max_images: int | None = None  # use at most this many images, drawn with `seed` (None: all)
-    workers: int = 2  # threads that decode and count images in parallel
-    seed: int = 0  # seed of the max_images draw
-
-    def __post_init__(self) -> None:
-        if self.size < 8:
-            raise ValueError(f"size must be at least 8 px, got {self.size}")
-        if not 0.0 <= self.lam <= 1.0:
-            raise ValueError(f"lam (λ) must be in [0, 1], got {self.lam}")
-        if not self.sigma > 0:
-            raise ValueError(f"sigma must be positive, got {self.sigma}")
-        if self.max_images is not None and self.max_images < 1:
-            raise ValueError(f"max_images must be at least 1, got {self.max_images}")
-        if self.workers < 1:
-            raise ValueError(f"workers must be at least 1, got {self.workers}")
 
 
 class PriorError(Exception):
@@ -75,15 +56,15 @@ class PriorResult:
     failed: list[tuple[str, str]] = field(default_factory=list)  # (file, reason)
 
 
-#: Bump when the Lab conversion or the gray test changes, so cached colour tables are rebuilt.
-_COLOUR_TABLE_VERSION = 1
-#: A colour table entry is its bin index plus this when the colour counts as colourful.
-_COLOURFUL = 512
+#: Bump when the Lab conversion or the gray test changes, so cached color tables are rebuilt.
+_COLOR_TABLE_VERSION = 1
+#: A color table entry is its bin index plus this when the color counts as colorful.
+_COLORFUL = 512
 
 
 @functools.lru_cache(maxsize=1)
-def _colour_table() -> np.ndarray:
-    """For every 8-bit sRGB colour (index r·2¹⁶ + g·2⁸ + b): its nearest of the paper's 313
+def _color_table() -> np.ndarray:
+    """For every 8-bit sRGB color (index r·2¹⁶ + g·2⁸ + b): its nearest of the paper's 313
     bins, plus 512 when |a| or |b| is above 5. ``(2²⁴,)`` int16, exactly what converting each
     pixel would give.
 
@@ -91,7 +72,7 @@ def _colour_table() -> np.ndarray:
     """
     centers = ab_bins()
     key = centers.double().numpy().tobytes()
-    digest = hashlib.sha1(key + bytes([_COLOUR_TABLE_VERSION])).hexdigest()[:16]
+    digest = hashlib.sha1(key + bytes([_COLOR_TABLE_VERSION])).hexdigest()[:16]
     path = cache_dir() / f"srgb8-bins-{digest}.npy"
     try:
         table = np.load(path)
@@ -102,13 +83,13 @@ def _colour_table() -> np.ndarray:
     table = np.empty(1 << 24, dtype=np.int16)
     levels = torch.arange(256, dtype=torch.float32) * np.float32(1.0 / 255.0)
     gb = torch.cartesian_prod(levels, levels).T  # (2, 65536): g, b
-    for r in range(0, 256, 16):  # 16 values of r, about 1 M colours, at a time
+    for r in range(0, 256, 16):  # 16 values of r, about 1 M colors, at a time
         red = levels[r : r + 16].repeat_interleave(gb.shape[1])
         rgb = torch.stack([red, gb[0].repeat(16), gb[1].repeat(16)]).view(1, 3, 1, -1)
         ab = rgb_to_lab(rgb)[:, 1:]  # (1, 2, 1, N)
         _, index = nearest_bins(ab, centers, k=1)
-        colourful = ab.abs().amax(1) > GRAY_AB_THRESHOLD  # (1, 1, N)
-        entry = index.flatten() + _COLOURFUL * colourful.flatten()
+        colorful = ab.abs().amax(1) > GRAY_AB_THRESHOLD  # (1, 1, N)
+        entry = index.flatten() + _COLORFUL * colorful.flatten()
         table[r << 16 : (r + 16) << 16] = entry.numpy().astype(np.int16)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -123,13 +104,13 @@ def is_gray(image: LoadedImage) -> bool:
     if image.gray_source:
         return True
     entries = _opaque_entries(image)
-    return not bool((entries >= _COLOURFUL).any())
+    return not bool((entries >= _COLORFUL).any())
 
 
 def _opaque_entries(image: LoadedImage) -> np.ndarray:
-    """Colour-table entries of the opaque pixels of an 8-bit colour image."""
+    """Color-table entries of the opaque pixels of an 8-bit color image."""
     rgb = image.pixels.astype(np.int32)  # (H, W, 3); only gray sources are deeper than 8 bits
-    entries = _colour_table()[(rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]]
+    entries = _color_table()[(rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]]
     # Pixels with alpha < 255 carry no weight.
     return entries if image.alpha is None else entries[image.alpha >= 1.0]
 
@@ -147,9 +128,9 @@ def count_image(path: Path, size: int) -> tuple[np.ndarray, int] | None:
     entries = _opaque_entries(image)
     if entries.size == 0:
         raise ImageError("no opaque pixel (alpha is below 255 everywhere)")
-    if not bool((entries >= _COLOURFUL).any()):
+    if not bool((entries >= _COLORFUL).any()):
         return None
-    counts = np.bincount(entries.ravel() % _COLOURFUL, minlength=_COLOURFUL)[: len(ab_bins())]
+    counts = np.bincount(entries.ravel() % _COLORFUL, minlength=_COLORFUL)[: len(ab_bins())]
     return counts.astype(np.int64), int(entries.size)
 
 
@@ -165,13 +146,15 @@ def estimate_prior(
     data_dir: str | Path,
     config: PriorConfig | None = None,
     on_image: Callable[[Path], None] | None = None,
+    paths: list[Path] | None = None,
 ) -> PriorResult:
     """Estimate the ab prior and class weights of every image under ``data_dir``.
 
     Args:
         data_dir: folder searched recursively for images.
-        config: options; defaults as in configs/prior.yaml.
+        config: options; defaults as in zhangcolor/configs/prior.yaml.
         on_image: called with each path once it is done (for progress bars).
+        paths: the images, if :func:`select_images` already listed them.
 
     Raises:
         PriorError: the folder holds no image, or no image could be used.
@@ -180,49 +163,27 @@ def estimate_prior(
     data_dir = Path(data_dir)
     if not data_dir.exists():
         raise PriorError(f"{data_dir} does not exist")
-    paths = select_images(data_dir, config)
+    paths = select_images(data_dir, config) if paths is None else paths
     if not paths:
         raise PriorError(
             f"no image files under {data_dir} (looked for {', '.join(IMAGE_SUFFIXES)}); "
-            "point build-bins at a folder of colour photos"
+            "point build-bins at a folder of color photos"
         )
     centers = ab_bins()
-    total = np.zeros(centers.shape[0], dtype=np.int64)
-    pixels, gray, failed = 0, [], []
-
-    def work(path: Path) -> tuple[Path, tuple[np.ndarray, int] | str | None]:
-        try:
-            return path, count_image(path, config.size)
-        except ImageError as e:
-            return path, str(e)
-
     start = time.perf_counter()
-    _colour_table()  # build or load it once, before the threads need it
-    with ThreadPoolExecutor(max_workers=config.workers) as pool:
-        for path, outcome in pool.map(work, paths):
-            name = _relative(path, data_dir)
-            if outcome is None:
-                gray.append(name)
-            elif isinstance(outcome, str):
-                failed.append((name, outcome))
-            else:
-                total += outcome[0]
-                pixels += outcome[1]
-            if on_image is not None:
-                on_image(path)
+    total, pixels, gray, failed = _count_all(paths, config, data_dir, on_image)
     seconds = time.perf_counter() - start
-
     used = len(paths) - len(gray) - len(failed)
     if used == 0:
         raise PriorError(
             f"none of the {len(paths)} image(s) under {data_dir} could be used "
             f"({len(gray)} grayscale, {len(failed)} unusable); "
-            "build-bins needs colour photos" + _first_reasons(failed)
+            "build-bins needs color photos" + _first_reasons(failed)
         )
     counts = torch.from_numpy(total).to(torch.float64)
     prior = prior_from_counts(counts)
     smoothed = smooth_prior(prior, centers.double(), config.sigma)
-    weights = class_weights(prior, config.lam, config.sigma, centers.double())
+    weights = class_weights(smoothed, config.lam)
     return PriorResult(
         centers=centers.double().numpy(),
         counts=total,
@@ -236,6 +197,36 @@ def estimate_prior(
         gray=gray,
         failed=failed,
     )
+
+
+def _count_all(
+    paths: list[Path], config: PriorConfig, data_dir: Path, on_image
+) -> tuple[np.ndarray, int, list[str], list[tuple[str, str]]]:
+    """Count every image's opaque pixels per bin, on ``config.workers`` threads (decoding
+    releases the GIL): the summed counts, the pixels, and the gray and unusable files."""
+    total = np.zeros(len(ab_bins()), dtype=np.int64)
+    pixels, gray, failed = 0, [], []
+
+    def work(path: Path) -> tuple[Path, tuple[np.ndarray, int] | str | None]:
+        try:
+            return path, count_image(path, config.size)
+        except ImageError as e:
+            return path, str(e)
+
+    _color_table()  # build or load it once, before the threads need it
+    with ThreadPoolExecutor(max_workers=config.workers) as pool:
+        for path, outcome in pool.map(work, paths):
+            name = _relative(path, data_dir)
+            if outcome is None:
+                gray.append(name)
+            elif isinstance(outcome, str):
+                failed.append((name, outcome))
+            else:
+                total += outcome[0]
+                pixels += outcome[1]
+            if on_image is not None:
+                on_image(path)
+    return total, pixels, gray, failed
 
 
 def _relative(path: Path, root: Path) -> str:
@@ -291,7 +282,7 @@ def save_prior(result: PriorResult, out_dir: str | Path, config: PriorConfig, so
 
 
 def plot_prior(result: PriorResult, path: Path) -> None:
-    """Draw the bins' colours, log10 p̃ and w over the ab plane (cf. the paper's Fig. 3)."""
+    """Draw the bins' colors, log10 p̃ and w over the ab plane (cf. the paper's Fig. 3)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -301,7 +292,7 @@ def plot_prior(result: PriorResult, path: Path) -> None:
 
     centers = torch.from_numpy(result.centers)
     rows, cols, n = grid_index(centers)
-    half = (n // 2) * 10
+    half = (n // 2) * GRID
 
     def on_grid(values: np.ndarray) -> np.ndarray:
         grid = np.full((n, n), np.nan)
@@ -310,14 +301,14 @@ def plot_prior(result: PriorResult, path: Path) -> None:
 
     lab = torch.cat([torch.full((len(centers), 1), 50.0, dtype=torch.float64), centers], 1)
     swatch = lab_to_rgb(lab.T[:, :, None]).squeeze(-1).T.numpy()  # (Q, 3)
-    colours = np.ones((n, n, 3))
-    colours[cols.numpy(), rows.numpy()] = swatch
+    colors = np.ones((n, n, 3))
+    colors[cols.numpy(), rows.numpy()] = swatch
     with np.errstate(divide="ignore"):
         log_prior = np.log10(result.prior_smoothed)
     extent = (-half - 5, half + 5, -half - 5, half + 5)
     fig, axes = plt.subplots(1, 3, figsize=(13, 4.2), constrained_layout=True)
     panels = [
-        (colours, "313 bins in gamut (L = 50)", None),
+        (colors, "313 bins in gamut (L = 50)", None),
         (on_grid(log_prior), "log10 p̃ (smoothed empirical prior)", "viridis"),
         (on_grid(result.weights), "rebalancing weight w", "magma"),
     ]

@@ -30,17 +30,22 @@ class RateColumn(ProgressColumn):
         return Text(f"{shown} {self.unit}/s", style="progress.data.speed")
 
 
-def progress_bar(console: Console, unit: str = "img") -> Progress:
-    """A progress bar: description, bar, done/total, rate, elapsed and remaining time."""
-    return Progress(
+def progress_bar(
+    console: Console, unit: str = "img", *, extra: str | None = None, enabled: bool = True
+) -> Progress:
+    """A progress bar: description, bar, done/total, rate, elapsed and remaining time.
+
+    ``extra`` is a rich format of more fields, e.g. ``"loss {task.fields[loss]:.4f}"`` (pass the
+    fields to ``add_task`` and ``update``); ``enabled=False`` draws nothing (other ranks).
+    """
+    columns = [
         SpinnerColumn(),
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         RateColumn(unit),
-        TimeElapsedColumn(),
-        TextColumn("eta"),
-        TimeRemainingColumn(),
-        console=console,
-        transient=False,
-    )
+    ]
+    if extra is not None:
+        columns.append(TextColumn(extra))
+    columns += [TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn()]
+    return Progress(*columns, console=console, transient=False, disable=not enabled)

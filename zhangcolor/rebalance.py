@@ -1,9 +1,10 @@
 """Class rebalancing (paper, section 2.2).
 
-From the empirical ab distribution p over the Q bins:
+From the empirical ab distribution p over the Q bins, in two steps:
 
-    p̃ = p smoothed by a Gaussian of σ = 5 ab units on the ab grid,
-    w ∝ ((1 - λ) p̃ + λ / Q)^-1,  λ = ½,  normalised so that E_p̃[w] = Σ_q p̃_q w_q = 1.
+    p̃ = p smoothed by a Gaussian of σ = 5 ab units on the ab grid      (smooth_prior)
+    w ∝ ((1 - λ) p̃ + λ / Q)^-1,  λ = ½,  normalised so that E_p̃[w] = Σ_q p̃_q w_q = 1
+                                                                         (class_weights, eq. 4)
 
 The smoothing puts p on the grid of bin centres and convolves it with a Gaussian; mass that would
 land on an out-of-gamut node is dropped, and p̃ is renormalised over the Q bins.
@@ -70,27 +71,26 @@ def smooth_prior(prior: Tensor, centers: Tensor | None = None, sigma: float = SI
     return smoothed / smoothed.sum()
 
 
-def class_weights(
-    prior: Tensor,
-    lam: float = LAMBDA,
-    sigma: float = SIGMA,
-    centers: Tensor | None = None,
-) -> Tensor:
-    """The paper's class-rebalancing weights w.
+def class_weights(prior_smoothed: Tensor, lam: float = LAMBDA) -> Tensor:
+    """The paper's class-rebalancing weights (eq. 4): w ∝ ((1 - λ) p̃ + λ / Q)^-1, normalised so
+    that E_p̃[w] = Σ_q p̃_q w_q = 1.
+
+    A pure function of p̃ and λ: smooth p first with :func:`smooth_prior`.
 
     Args:
-        prior: ``(Q,)`` empirical distribution p over the bins.
+        prior_smoothed: ``(Q,)`` p̃, the smoothed empirical distribution over the bins.
         lam: weight λ in [0, 1] of the uniform distribution (½ in the paper); λ = 1 gives w = 1.
-        sigma: σ of the Gaussian smoothing, in ab units.
-        centers: ``(Q, 2)`` bin centres; the paper's 313 by default.
 
     Returns:
-        ``(Q,)`` w, with Σ_q p̃_q w_q = 1.
+        ``(Q,)`` w, in p̃'s dtype (float64 for integer input).
     """
+    _check_distribution(prior_smoothed, "prior_smoothed")
     if not 0.0 <= lam <= 1.0:
         raise ValueError(f"lam (λ) must be in [0, 1], got {lam}")
-    smoothed = smooth_prior(prior, centers, sigma)
-    if lam == 0.0 and bool((smoothed == 0).any()):
+    dtype = prior_smoothed.dtype if prior_smoothed.is_floating_point() else torch.float64
+    p = prior_smoothed.to(dtype)
+    p = p / p.sum()
+    if lam == 0.0 and bool((p == 0).any()):
         raise ValueError("lam = 0 needs every smoothed bin to have mass; some have none")
-    weights = 1.0 / ((1.0 - lam) * smoothed + lam / smoothed.shape[0])
-    return weights / (smoothed * weights).sum()
+    weights = 1.0 / ((1.0 - lam) * p + lam / p.shape[0])
+    return weights / (p * weights).sum()

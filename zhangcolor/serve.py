@@ -32,62 +32,17 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from zhangcolor.colorize import (
-    FORMATS,
-    Colorizer,
-    check_colorize_temperature,
-    finished_image,
-    image_lightness,
-    join,
-    resize_lightness,
-    write_image,
-)
+from zhangcolor.colorize import Colorizer, image_lightness, join, resize_lightness
 from zhangcolor.constants import TEMPERATURE
-from zhangcolor.images import ImageError, load_image
+from zhangcolor.decode import check_colorize_temperature
+from zhangcolor.images import ImageError, finished_image, load_image, write_image
+from zhangcolor.options import FORMATS, ServeConfig
 
 #: Environment variable through which ``serve --workers N`` hands its config to each worker.
 CONFIG_ENV = "ZHANGCOLOR_SERVE_CONFIG"
 #: Multipart framing allowed on top of the image itself (boundaries, headers, form fields).
 _FORM_OVERHEAD = 64 * 1024
 _MEDIA_TYPES = {"png": "image/png", "jpg": "image/jpeg"}
-
-
-@dataclass
-class ServeConfig:
-    """Options of ``zhangcolor serve`` (defaults: ``configs/serve.yaml``)."""
-
-    host: str = "127.0.0.1"  # loopback only; 0.0.0.0 to listen on every interface
-    port: int = 8000
-    model: str = "default"  # 'default' (shipped), a .safetensors checkpoint, or .onnx (backend)
-    backend: str = "torch"  # torch or onnx (onnxruntime, CPU)
-    device: str = "auto"  # auto, cpu or cuda
-    precision: str = "auto"  # auto, fp32 or bf16
-    size: int = 256  # working size the network sees
-    workers: int = 1  # server processes, each with its own model and cache
-    max_upload_mb: float = 20.0  # largest accepted image file
-    max_pixels: int = 50_000_000  # largest accepted image, width × height (decompression bombs)
-    max_concurrent: int = 1  # threads that colorize, per worker; torch uses every core in each
-    max_queue: int = 32  # requests that may wait for those; more are told 503, retry later
-    cache_mb: float = 1024.0  # memory for cached network outputs and L, per worker
-    cache_ttl_s: float = 900.0  # a cached upload is forgotten this long after its last use
-
-    def __post_init__(self) -> None:
-        checks = {
-            "port": 0 <= self.port <= 65535,
-            "workers": self.workers >= 1,
-            "max_upload_mb": self.max_upload_mb > 0,
-            "max_pixels": self.max_pixels >= 1,
-            "max_concurrent": self.max_concurrent >= 1,
-            "max_queue": self.max_queue >= 0,
-            "cache_mb": self.cache_mb >= 0,
-            "cache_ttl_s": self.cache_ttl_s > 0,
-        }
-        bad = [name for name, ok in checks.items() if not ok]
-        if bad:
-            values = ", ".join(f"{name}={getattr(self, name)!r}" for name in bad)
-            raise ValueError(f"invalid serve option(s): {values}")
-        if self.backend not in ("torch", "onnx"):
-            raise ValueError(f"unknown backend {self.backend!r}; valid: torch, onnx")
 
 
 class ApiError(Exception):
@@ -191,6 +146,16 @@ class OutputCache:
 # ----------------------------------------------------------------------------- the service
 
 
+@dataclass(frozen=True)
+class Rendering:
+    """How a request wants its result: T, format, longer side, and the download's name."""
+
+    temperature: float
+    fmt: str = "png"
+    max_side: int | None = None
+    filename: str | None = None
+
+
 @dataclass
 class Result:
     """One colorized image, encoded, with what it cost."""
@@ -232,16 +197,17 @@ class ColorizeService:
         data: bytes,
         *,
         filename: str = "image",
-        temperature: float = TEMPERATURE,
+        temperature: float | None = None,
         fmt: str = "png",
         max_side: int | None = None,
     ) -> Result:
-        """Colorize an uploaded file's bytes; an upload seen before skips the network.
+        """Colorize an uploaded file's bytes at T (the model's own when None); an upload seen
+        before skips the network.
 
         The cache is keyed by the bytes alone and keeps no name: the download's name comes
         from ``filename``, this request's, never from whoever sent the same bytes first.
         """
-        t = _check_request(temperature, fmt, max_side)
+        rendering = self._rendering(temperature, fmt, max_side, filename)
         timings: dict[str, float] = {}
         upload_id = hashlib.sha256(data).hexdigest()[:32]
         upload = self.cache.get(upload_id)
@@ -249,20 +215,20 @@ class ColorizeService:
         if upload is None:
             upload = self._run_network(data, filename, timings)
             self.cache.put(upload_id, upload)
-        return self._finish(upload_id, upload, filename, cached, t, fmt, max_side, timings)
+        return self._finish(upload_id, upload, rendering, cached, timings)
 
     def recolor(
         self,
         upload_id: str,
         *,
         filename: str | None = None,
-        temperature: float = TEMPERATURE,
+        temperature: float | None = None,
         fmt: str = "png",
         max_side: int | None = None,
     ) -> Result:
         """The cached upload ``upload_id`` decoded at a new T; never runs the network. The
         download is named after ``filename`` (this request's), else generically."""
-        t = _check_request(temperature, fmt, max_side)
+        rendering = self._rendering(temperature, fmt, max_side, filename)
         upload = self.cache.get(upload_id)
         if upload is None:
             raise ApiError(
@@ -271,7 +237,7 @@ class ColorizeService:
                 f"upload {upload_id!r} is not (or no longer) cached; POST the image to "
                 "/api/colorize again",
             )
-        return self._finish(upload_id, upload, filename, True, t, fmt, max_side, {})
+        return self._finish(upload_id, upload, rendering, True, {})
 
     def _run_network(self, data: bytes, filename: str, timings: dict[str, float]) -> Upload:
         start = time.perf_counter()
@@ -293,28 +259,43 @@ class ColorizeService:
         timings["network"] = _ms(start)
         return Upload(output, lightness, image.alpha)
 
+    def _rendering(
+        self, temperature: float | None, fmt: str, max_side: int | None, filename: str | None
+    ) -> Rendering:
+        """A request's wishes, checked; T None is the model's own."""
+        t = self.colorizer.temperature if temperature is None else temperature
+        try:
+            t = check_colorize_temperature(t)
+        except ValueError as e:
+            raise ApiError(422, "bad_temperature", str(e)) from None
+        if fmt not in FORMATS:
+            raise ApiError(
+                422, "bad_format", f"format must be one of {', '.join(FORMATS)}, got {fmt!r}"
+            )
+        if max_side is not None and max_side < 16:
+            raise ApiError(422, "bad_max_side", f"max_side must be at least 16, got {max_side}")
+        return Rendering(t, fmt, max_side, filename)
+
     def _finish(
         self,
         upload_id: str,
         upload: Upload,
-        filename: str | None,
+        rendering: Rendering,
         cached: bool,
-        temperature: float,
-        fmt: str,
-        max_side: int | None,
         timings: dict[str, float],
     ) -> Result:
         start = time.perf_counter()
+        temperature, fmt = rendering.temperature, rendering.fmt
         ab = self.colorizer.decode(upload.output, temperature).cpu()  # (1, 2, h, w)
-        lightness, alpha = upload.view(max_side)
+        lightness, alpha = upload.view(rendering.max_side)
         self.cache.settle()
-        colour = join(lightness, ab)
+        color = join(lightness, ab)
         timings["decode"] = _ms(start)
         start = time.perf_counter()
         buffer = io.BytesIO()
-        write_image(finished_image(colour, alpha, fmt), buffer, fmt, fast=True)
+        write_image(finished_image(color, alpha, fmt), buffer, fmt, fast=True)
         timings["encode"] = _ms(start)
-        stem = Path(filename or "image").stem or "image"
+        stem = Path(rendering.filename or "image").stem or "image"
         return Result(
             content=buffer.getvalue(),
             media_type=_MEDIA_TYPES[fmt],
@@ -323,20 +304,6 @@ class ColorizeService:
             network_ran=not cached,
             timings=timings,
         )
-
-
-def _check_request(temperature: float, fmt: str, max_side: int | None) -> float:
-    try:
-        t = check_colorize_temperature(temperature)
-    except ValueError as e:
-        raise ApiError(422, "bad_temperature", str(e)) from None
-    if fmt not in FORMATS:
-        raise ApiError(
-            422, "bad_format", f"format must be one of {', '.join(FORMATS)}, got {fmt!r}"
-        )
-    if max_side is not None and max_side < 16:
-        raise ApiError(422, "bad_max_side", f"max_side must be at least 16, got {max_side}")
-    return t
 
 
 def _ms(start: float) -> float:
@@ -358,10 +325,10 @@ _POST_SCHEMA = {
                         "image": {"type": "string", "format": "binary"},
                         "temperature": {
                             "type": "number",
-                            "default": TEMPERATURE,
                             "exclusiveMinimum": 0,
                             "maximum": 1,
-                            "description": "Annealed-mean T: lower is more vivid, 1 the mean.",
+                            "description": "Annealed-mean T: lower is more vivid, 1 the mean. "
+                            f"The model's own T when left out (the paper's is {TEMPERATURE}).",
                         },
                         "format": {"type": "string", "enum": list(FORMATS), "default": "png"},
                         "max_side": {
@@ -406,11 +373,19 @@ class _Gate:
         self.in_flight -= 1
 
 
+def _too_large(max_image_bytes: int) -> ApiError:
+    return ApiError(
+        413,
+        "too_large",
+        f"the upload exceeds {max_image_bytes / 2**20:g} MB; "
+        "downscale it, or start the server with a larger --max-upload-mb",
+    )
+
+
 async def _read_form(request, max_image_bytes: int) -> dict[str, tuple[str | None, bytes]]:
     """A multipart form read in memory (never spooled to disk), refused once it exceeds the
     limit: ``{field: (filename or None, bytes)}``."""
-    from python_multipart.exceptions import MultipartParseError
-    from python_multipart.multipart import MultipartParser, parse_options_header
+    from python_multipart.multipart import parse_options_header
 
     content_type, params = parse_options_header(request.headers.get("content-type", ""))
     if content_type != b"multipart/form-data" or not params.get(b"boundary"):
@@ -420,48 +395,11 @@ async def _read_form(request, max_image_bytes: int) -> dict[str, tuple[str | Non
             "send a multipart/form-data form with the image in a field named 'image', "
             "e.g. curl -F image=@photo.jpg http://HOST/api/colorize",
         )
-    too_large = ApiError(
-        413,
-        "too_large",
-        f"the upload exceeds {max_image_bytes / 2**20:g} MB; "
-        "downscale it, or start the server with a larger --max-upload-mb",
-    )
     limit = max_image_bytes + _FORM_OVERHEAD
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
-        raise too_large
-
-    parts: list[dict] = []
-    header = {"field": bytearray(), "value": bytearray()}
-
-    def on_part_begin() -> None:
-        parts.append({"headers": {}, "data": bytearray()})
-
-    def on_header_end() -> None:
-        name = bytes(header["field"]).decode("latin-1").lower()
-        parts[-1]["headers"][name] = bytes(header["value"])
-        header["field"].clear()
-        header["value"].clear()
-
-    callbacks = {
-        "on_part_begin": on_part_begin,
-        "on_part_data": lambda data, start, end: parts[-1]["data"].extend(data[start:end]),
-        "on_header_field": lambda data, start, end: header["field"].extend(data[start:end]),
-        "on_header_value": lambda data, start, end: header["value"].extend(data[start:end]),
-        "on_header_end": on_header_end,
-    }
-    parser = MultipartParser(params[b"boundary"], callbacks)
-    received = 0
-    try:
-        async for chunk in request.stream():
-            received += len(chunk)
-            if received > limit:
-                raise too_large
-            parser.write(chunk)
-        parser.finalize()
-    except MultipartParseError as e:
-        raise ApiError(400, "bad_form", f"malformed multipart body ({e})") from None
-
+        raise _too_large(max_image_bytes)
+    parts = await _multipart_parts(request, params[b"boundary"], limit, max_image_bytes)
     form: dict[str, tuple[str | None, bytes]] = {}
     for part in parts:
         _, disposition = parse_options_header(part["headers"].get("content-disposition", b""))
@@ -471,6 +409,47 @@ async def _read_form(request, max_image_bytes: int) -> dict[str, tuple[str | Non
             None if filename is None else filename.decode("utf-8", "replace"),
             bytes(part["data"]),
         )
+    _check_form(form, max_image_bytes)
+    return form
+
+
+async def _multipart_parts(request, boundary: bytes, limit: int, max_image_bytes: int) -> list:
+    """The parts of a multipart body, ``{"headers": {name: value}, "data": bytes}`` each, read
+    with python-multipart's streaming parser; a body past ``limit`` bytes is refused."""
+    from python_multipart.exceptions import MultipartParseError
+    from python_multipart.multipart import MultipartParser
+
+    parts: list[dict] = []
+    header = {"field": bytearray(), "value": bytearray()}
+
+    def on_header_end() -> None:
+        name = bytes(header["field"]).decode("latin-1").lower()
+        parts[-1]["headers"][name] = bytes(header["value"])
+        header["field"].clear()
+        header["value"].clear()
+
+    callbacks = {
+        "on_part_begin": lambda: parts.append({"headers": {}, "data": bytearray()}),
+        "on_part_data": lambda data, start, end: parts[-1]["data"].extend(data[start:end]),
+        "on_header_field": lambda data, start, end: header["field"].extend(data[start:end]),
+        "on_header_value": lambda data, start, end: header["value"].extend(data[start:end]),
+        "on_header_end": on_header_end,
+    }
+    parser = MultipartParser(boundary, callbacks)
+    received = 0
+    try:
+        async for chunk in request.stream():
+            received += len(chunk)
+            if received > limit:
+                raise _too_large(max_image_bytes)
+            parser.write(chunk)
+        parser.finalize()
+    except MultipartParseError as e:
+        raise ApiError(400, "bad_form", f"malformed multipart body ({e})") from None
+    return parts
+
+
+def _check_form(form: dict[str, tuple[str | None, bytes]], max_image_bytes: int) -> None:
     unknown = sorted(set(form) - set(_FORM_FIELDS))
     if unknown:
         raise ApiError(
@@ -483,8 +462,7 @@ async def _read_form(request, max_image_bytes: int) -> dict[str, tuple[str | Non
             422, "missing_image", "the form has no file, or an empty one, in a field named 'image'"
         )
     if len(form["image"][1]) > max_image_bytes:
-        raise too_large
-    return form
+        raise _too_large(max_image_bytes)
 
 
 def _number(form: dict, name: str, kind, default):
@@ -522,17 +500,14 @@ def static_dir() -> Path:
 
 def create_app(config: ServeConfig | None = None, service: ColorizeService | None = None):
     """The FastAPI app; loads the model unless a ready ``service`` is given."""
-    from fastapi import FastAPI, Query, Request
-    from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import FileResponse, JSONResponse
+    from fastapi import FastAPI
+    from fastapi.responses import FileResponse
     from fastapi.staticfiles import StaticFiles
-    from starlette.exceptions import HTTPException
 
     from zhangcolor import __version__
 
     config = config or (service.config if service else ServeConfig())
     service = service or ColorizeService.load(config)
-
     app = FastAPI(
         title="zhangcolor",
         version=__version__,
@@ -544,7 +519,27 @@ def create_app(config: ServeConfig | None = None, service: ColorizeService | Non
         "cached network output without running the network again.",
     )
     app.state.service = service
-    gate = _Gate(config.max_concurrent + config.max_queue)
+    _add_error_handlers(app)
+    _add_api(app, service, config)
+
+    @app.get("/", include_in_schema=False)
+    async def page():
+        return FileResponse(static_dir() / "index.html", headers={"Cache-Control": "no-cache"})
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs():
+        """The API described from /openapi.json by a page of ours: no CDN, works offline."""
+        return FileResponse(static_dir() / "api.html", headers={"Cache-Control": "no-cache"})
+
+    app.mount("/static", StaticFiles(directory=static_dir()), name="static")
+    return app
+
+
+def _add_error_handlers(app) -> None:
+    """Every refusal as JSON ``{"error": code, "detail": message}``."""
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse
+    from starlette.exceptions import HTTPException
 
     @app.exception_handler(ApiError)
     async def api_error(request, error: ApiError):
@@ -563,48 +558,68 @@ def create_app(config: ServeConfig | None = None, service: ColorizeService | Non
         code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
         return JSONResponse({"error": code, "detail": str(error.detail)}, error.status_code)
 
-    @app.get("/healthz", summary="Liveness, the model, and counters")
-    async def healthz() -> dict:
-        colorizer = service.colorizer
-        return {
-            "status": "ok",
-            "version": __version__,
-            "model": config.model,
-            "head": colorizer.head,
-            "backend": config.backend,
-            "device": str(colorizer.device),
-            "precision": str(colorizer.autocast or torch.float32).removeprefix("torch."),
-            "network_runs": service.network_runs,
-            "cache": service.cache.stats(),
-            "limits": {
-                "max_upload_mb": config.max_upload_mb,
-                "max_pixels": config.max_pixels,
-                "max_concurrent": config.max_concurrent,
-            },
-        }
+
+def _health(service: ColorizeService, config: ServeConfig) -> dict:
+    """What /healthz answers: the model, where it runs, counters, the cache and the limits."""
+    from zhangcolor import __version__
+
+    colorizer = service.colorizer
+    return {
+        "status": "ok",
+        "version": __version__,
+        "model": config.model,
+        "head": colorizer.kind.value,
+        "temperature": colorizer.temperature,
+        "backend": config.backend,
+        "device": str(colorizer.device),
+        "precision": str(colorizer.autocast or torch.float32).removeprefix("torch."),
+        "network_runs": service.network_runs,
+        "cache": service.cache.stats(),
+        "limits": {
+            "max_upload_mb": config.max_upload_mb,
+            "max_pixels": config.max_pixels,
+            "max_concurrent": config.max_concurrent,
+        },
+    }
+
+
+def _add_api(app, service: ColorizeService, config: ServeConfig) -> None:
+    """/healthz, POST /api/colorize and GET /api/colorize/{upload_id}."""
+    from fastapi import Query, Request
+
+    gate = _Gate(config.max_concurrent + config.max_queue)
 
     async def work(call):
-        """Run ``call`` on one of the service's work threads (queued until one is free)."""
-        return await asyncio.get_running_loop().run_in_executor(service.executor, call)
+        """Run ``call`` on one of the service's work threads (queued until one is free), with
+        the request counted in flight meanwhile."""
+        gate.enter()
+        try:
+            return await asyncio.get_running_loop().run_in_executor(service.executor, call)
+        finally:
+            gate.leave()
+
+    @app.get("/healthz", summary="Liveness, the model, and counters")
+    async def healthz() -> dict:
+        return _health(service, config)
 
     @app.post("/api/colorize", summary="Colorize an image", openapi_extra=_POST_SCHEMA)
     async def colorize(request: Request):
-        gate.enter()
+        gate.enter()  # reading the upload counts too
         try:
             form = await _read_form(request, int(config.max_upload_mb * 2**20))
-            filename, data = form["image"]
-            text_format = form.get("format", (None, b"png"))[1].decode("utf-8", "replace")
-            result = await work(
-                lambda: service.colorize(
-                    data,
-                    filename=filename or "image",
-                    temperature=_number(form, "temperature", float, TEMPERATURE),
-                    fmt=text_format.strip().lower(),
-                    max_side=_number(form, "max_side", int, None),
-                ),
-            )
         finally:
             gate.leave()
+        filename, data = form["image"]
+        text_format = form.get("format", (None, b"png"))[1].decode("utf-8", "replace")
+        result = await work(
+            lambda: service.colorize(
+                data,
+                filename=filename or "image",
+                temperature=_number(form, "temperature", float, None),
+                fmt=text_format.strip().lower(),
+                max_side=_number(form, "max_side", int, None),
+            ),
+        )
         return _response(result)
 
     @app.get(
@@ -614,39 +629,25 @@ def create_app(config: ServeConfig | None = None, service: ColorizeService | Non
     )
     async def recolor(
         upload_id: str,
-        temperature: float = Query(TEMPERATURE, description="Annealed-mean T, in (0, 1]."),
+        temperature: float | None = Query(
+            None, description="Annealed-mean T, in (0, 1]; the model's own when left out."
+        ),
         format: str = Query("png", description="png or jpg."),
         max_side: int | None = Query(None, description="Longer side of a preview, ≥ 16."),
         name: str | None = Query(
             None, description="The photo's file name, for the download's Content-Disposition."
         ),
     ):
-        gate.enter()
-        try:
-            result = await work(
-                lambda: service.recolor(
-                    upload_id,
-                    filename=name,
-                    temperature=temperature,
-                    fmt=format.lower(),
-                    max_side=max_side,
-                ),
-            )
-        finally:
-            gate.leave()
+        result = await work(
+            lambda: service.recolor(
+                upload_id,
+                filename=name,
+                temperature=temperature,
+                fmt=format.lower(),
+                max_side=max_side,
+            ),
+        )
         return _response(result)
-
-    @app.get("/", include_in_schema=False)
-    async def page():
-        return FileResponse(static_dir() / "index.html", headers={"Cache-Control": "no-cache"})
-
-    @app.get("/docs", include_in_schema=False)
-    async def docs():
-        """The API described from /openapi.json by a page of ours: no CDN, works offline."""
-        return FileResponse(static_dir() / "api.html", headers={"Cache-Control": "no-cache"})
-
-    app.mount("/static", StaticFiles(directory=static_dir()), name="static")
-    return app
 
 
 def nodelay_http(*args, **kwargs):

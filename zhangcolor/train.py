@@ -1,4 +1,4 @@
-"""Training (``zhangcolor train``): ``load_data``, ``train_one_epoch``, ``evaluate``, ``run``.
+"""Training (``zhangcolor train``): ``load_data``, ``train_one_epoch``, ``validate``, ``run``.
 
 A run folder holds ``config.yaml`` (the resolved config), ``metrics.jsonl``, ``plots/loss.png``,
 ``samples/epoch_NNN.png`` and ``checkpoints/``:
@@ -18,106 +18,43 @@ import json
 import math
 import os
 import signal
+import threading
 import time
-from collections.abc import Callable
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from safetensors.torch import load_file, save_file
+from rich.console import Console
+from safetensors.torch import load_file
 from torch import Tensor, nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
 from zhangcolor import __version__
-from zhangcolor.bins import load_bins
+from zhangcolor.bins import load_bins, nearest_bins
+from zhangcolor.checkpoint import (
+    checkpoint_step,
+    load_training_state,
+    save_model,
+    save_training_state,
+)
 from zhangcolor.color import lab_to_rgb
 from zhangcolor.config import config_dict
-from zhangcolor.data import EpochSampler, PhotoDataset, collate, lab_batch, split_files
-from zhangcolor.decode import decode_output
-from zhangcolor.device import PRECISIONS, precision_context, resolve_precision
+from zhangcolor.constants import STRIDE
+from zhangcolor.data import EpochSampler, PhotoDataset, collate, lab_batch
+from zhangcolor.device import precision_context, resolve_precision
 from zhangcolor.encode import soft_encode_sparse
 from zhangcolor.files import atomic_write
-from zhangcolor.loss import REGRESSION_LOSSES, rebalanced_cross_entropy, regression_loss
+from zhangcolor.loss import rebalanced_cross_entropy, regression_loss
 from zhangcolor.metrics import auc
-from zhangcolor.models import ColorizationNet, ModelConfig, build_model
+from zhangcolor.models import ColorizationNet, Head, build_model, unwrap
+from zhangcolor.options import TrainConfig
+from zhangcolor.split import split_files
 
-SCHEDULES = ("cosine", "constant")
-#: Output stride of every backbone: targets are compared at 1/4 of the crop.
-STRIDE = 4
-
-
-@dataclass
-class TrainConfig:
-    """Everything a run needs (defaults in configs/*.yaml; CLI flags override)."""
-
-    data: str | None = None  # folder of colour photos, searched recursively
-    out: str = "runs/run"  # run folder
-    bins: str | None = None  # bins.npz from build-bins; None: the shipped default prior
-    model: ModelConfig = field(default_factory=ModelConfig)
-    loss: str = "auto"  # auto: cross-entropy for classification, l2 for regression; l1, huber
-    huber_delta: float = 10.0  # Huber threshold, ab units
-    rebalance: bool = True  # weight pixels by w (the paper's "full"); False: its "class"
-    crop: int = 176  # training crop side, px (the paper's 176)
-    load_size: int = 256  # images are decoded at this short side before cropping
-    epochs: int = 10
-    max_steps: int | None = None  # stop after this many optimizer steps in all
-    batch_size: int = 16  # global batch, split across processes
-    micro_batches: int = 1  # split each process's batch, accumulating gradients (saves memory)
-    lr: float = 3e-4
-    schedule: str = "cosine"  # cosine decay to 0 over the run, or constant
-    weight_decay: float = 1e-3  # the paper's
-    betas: tuple[float, float] = (0.9, 0.99)  # the paper's Adam betas
-    precision: str = "auto"  # auto: bf16 where the hardware has it; fp32; bf16
-    channels_last: bool = True
-    workers: int = 2  # DataLoader worker processes
-    seed: int = 0
-    val_fraction: float = 0.1
-    val_images: int = 8  # fixed validation images for AuC and the sample grid
-    freeze_epochs: int = 0  # pretrained encoders: epochs with the encoder frozen first
-    finetune_lr_factor: float = 0.1  # then the encoder trains at lr × this
-    patience: int | None = None  # stop after this many epochs without a better val loss
-    save_every: int = 100  # steps between checkpoints (and at every epoch end)
-    log_every: int = 10  # steps between metrics lines
-    temperature: float = 0.38  # annealed-mean T of the sample grids and val AuC
-
-    def __post_init__(self) -> None:
-        self.betas = tuple(self.betas)  # YAML gives a list
-        if self.precision not in PRECISIONS:
-            raise ValueError(
-                f"unknown precision {self.precision!r}; valid: {', '.join(PRECISIONS)}"
-            )
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"unknown schedule {self.schedule!r}; valid: {', '.join(SCHEDULES)}")
-        valid_losses = ("auto", "ce", *REGRESSION_LOSSES)
-        if self.loss not in valid_losses:
-            raise ValueError(f"unknown loss {self.loss!r}; valid: {', '.join(valid_losses)}")
-        if self.model.head == "classification" and self.loss not in ("auto", "ce"):
-            raise ValueError(f"the classification head trains with cross-entropy, not {self.loss}")
-        if self.model.head == "regression" and self.loss == "ce":
-            raise ValueError("the regression head trains with l1, l2 or huber, not ce")
-        if self.crop % STRIDE or self.crop < 16:
-            raise ValueError(
-                f"crop must be a multiple of {STRIDE} and at least 16, got {self.crop}"
-            )
-        for name in (
-            "epochs",
-            "batch_size",
-            "micro_batches",
-            "save_every",
-            "log_every",
-            "val_images",
-        ):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-
-    @property
-    def loss_kind(self) -> str:
-        if self.loss != "auto":
-            return self.loss
-        return "ce" if self.model.head == "classification" else "l2"
+__all__ = ["TrainConfig", "TrainingError", "run"]
 
 
 class TrainingError(Exception):
@@ -147,13 +84,17 @@ def setup_distributed() -> tuple[int, int, torch.device]:
 
 
 def load_data(config: TrainConfig) -> tuple[PhotoDataset, PhotoDataset, list[Path]]:
-    """Training and validation datasets, and the fixed validation images."""
+    """Training and validation datasets, and the fixed validation images of the sample grid.
+
+    The split is keyed on the files' paths alone (not on the run's seed), so that
+    ``evaluate --split val`` scores exactly the photos every run held out.
+    """
     if config.data is None:
-        raise TrainingError("no training data: pass --data FOLDER (a folder of colour photos)")
+        raise TrainingError("no training data: pass --data FOLDER (a folder of color photos)")
     root = Path(config.data)
     if not root.is_dir():
         raise TrainingError(f"--data {root} is not a folder")
-    train, val = split_files(root, config.val_fraction, config.seed)
+    train, val = split_files(root, config.val_fraction)
     if not train:
         raise TrainingError(f"no images under {root} for training (looked recursively)")
     if not val:  # a tiny folder: validate on training images rather than not at all
@@ -165,7 +106,7 @@ def load_data(config: TrainConfig) -> tuple[PhotoDataset, PhotoDataset, list[Pat
 
 def make_loader(
     dataset: PhotoDataset, sampler, config: TrainConfig, device: torch.device, batch: int
-):
+) -> DataLoader:
     return DataLoader(
         dataset,
         batch_size=batch,
@@ -194,277 +135,107 @@ def compute_loss(
 ) -> Tensor:
     """The head's loss between the network output and the true ab of the crop."""
     small_ab, small_mask = targets_at_output(ab, mask)
-    if config.model.head == "classification":
+    if config.model.head is Head.CLASSIFICATION:
         index, weight = soft_encode_sparse(small_ab, bins["centers"])
         class_weights = bins["weights"] if config.rebalance else None
         return rebalanced_cross_entropy(output, index, weight, class_weights, small_mask)
     return regression_loss(output, small_ab, config.loss_kind, config.huber_delta, small_mask)
 
 
-def predict_ab(
-    model: nn.Module, lightness: Tensor, bins: dict[str, Tensor], temperature: float
-) -> Tensor:
-    """ab ``(B, 2, h, w)`` at the output's size: the annealed mean, or the regression output."""
-    head = (model.module if hasattr(model, "module") else model).head_kind
-    return decode_output(model(lightness).float(), head, bins["centers"], temperature)
-
-
-# ----------------------------------------------------------------------------- checkpoints
-
-
-def checkpoint_metadata(config: TrainConfig, bins: dict[str, Tensor], step: int) -> dict[str, str]:
-    """What a .safetensors checkpoint carries besides weights: all strings, as safetensors wants."""
-    return {
-        "format": "zhangcolor-checkpoint-1",
-        "step": str(step),
-        "zhangcolor_version": __version__,
-        "config": json.dumps(config_dict(config)),
-        "centers": json.dumps(bins["centers"].tolist()),
-        "weights": json.dumps(bins["weights"].tolist()),
-    }
-
-
-def save_model(
-    path: Path, model: nn.Module, config: TrainConfig, bins: dict[str, Tensor], step: int
-) -> None:
-    """The model's weights as .safetensors, with what colorizing needs in the metadata."""
-    module = model.module if hasattr(model, "module") else model
-    state = {
-        k: v.detach().to("cpu", copy=True).contiguous() for k, v in module.state_dict().items()
-    }
-    metadata = checkpoint_metadata(config, bins, step)
-    atomic_write(path, lambda tmp: save_file(state, str(tmp), metadata=metadata))
-
-
-def _checkpoint_step(path: Path) -> int | None:
-    """The step a weights file was saved at; None when it is missing or unreadable."""
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            return int((f.metadata() or {}).get("step", -1))
-    except Exception:
-        return None
-
-
-def load_checkpoint(path: str | Path) -> tuple[ColorizationNet, TrainConfig, dict[str, Tensor]]:
-    """A model, its training config and bins, from a ``.safetensors`` checkpoint."""
-    from safetensors import safe_open
-
-    from zhangcolor.config import build_config
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-        state = load_file(str(path))
-    except Exception as e:  # safetensors raises its own error types for corrupt files
-        raise ValueError(f"{path} is not a readable .safetensors checkpoint ({e})") from None
-    if meta.get("format") != "zhangcolor-checkpoint-1":
-        raise ValueError(f"{path} is not a zhangcolor checkpoint (no zhangcolor metadata)")
-    config = build_config(TrainConfig, json.loads(meta["config"]), f" in {path}")
-    config.model.pretrained = False  # the weights come from the checkpoint
-    bins = {
-        "centers": torch.tensor(json.loads(meta["centers"]), dtype=torch.float32),
-        "weights": torch.tensor(json.loads(meta["weights"]), dtype=torch.float32),
-    }
-    model = build_model(config.model)
-    model.load_state_dict(state)
-    return model, config, bins
-
-
-def package_model(
-    source: str | Path, target: str | Path, *, half: bool = False, notes: dict | None = None
-) -> dict:
-    """Copy a checkpoint for shipping, optionally with its float weights in fp16, and write a
-    provenance JSON beside it. Returns the provenance."""
-    import datetime as dt
-    import hashlib
-
-    from safetensors import safe_open
-
-    source, target = Path(source), Path(target)
-    load_checkpoint(source)  # refuse anything that is not a loadable zhangcolor checkpoint
-    with safe_open(str(source), framework="pt") as f:
-        metadata = f.metadata()
-    state = load_file(str(source))
-    if half:
-        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
-    target.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(target, lambda tmp: save_file(state, str(tmp), metadata=metadata))
-    provenance = {
-        "source": str(source),
-        "sha256": hashlib.sha256(target.read_bytes()).hexdigest(),
-        "dtype": "float16" if half else "float32",
-        "step": int(metadata.get("step", -1)),
-        "config": json.loads(metadata["config"]),
-        "zhangcolor_version": __version__,
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        **(notes or {}),
-    }
-    target.with_suffix(".json").write_text(json.dumps(provenance, indent=2) + "\n")
-    return provenance
-
-
-# ----------------------------------------------------------------------------- the loop
+# ----------------------------------------------------------------------------- the run
 
 
 @dataclass
-class Progress:
+class RunState:
     """Where a run is; saved with every checkpoint."""
 
     step: int = 0
     epoch: int = 0
     epoch_samples: int = 0  # this rank's samples already used in the current epoch
-    best_val: float = math.inf
-    bad_epochs: int = 0
-    skipped: int = 0
+    best_val: float = math.inf  # the best validation loss so far
+    bad_epochs: int = 0  # epochs since it last improved
+    skipped: int = 0  # unusable files met
 
 
-def train_one_epoch(
-    model: nn.Module,
-    loader: DataLoader,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    config: TrainConfig,
-    bins: dict[str, Tensor],
-    state: Progress,
-    device: torch.device,
-    autocast: torch.dtype | None,
-    *,
-    total_steps: int,
-    world: int,
-    on_step: Callable[[dict], None],
-    should_stop: Callable[[], bool],
-    save: Callable[[], None],
-) -> str:
-    """Train until the epoch ends; returns "epoch", "max_steps" or "interrupted"."""
-    model.train()
-    for module in model.modules():  # a frozen encoder keeps its BatchNorm statistics too
-        if any(True for _ in module.parameters()) and not any(
-            p.requires_grad for p in module.parameters()
-        ):
-            module.eval()
-    seen, started = 0, time.perf_counter()
-    for batch in loader:
-        state.skipped += len(batch["skipped"])
-        state.epoch_samples += len(batch["skipped"])
-        if batch["rgba"] is None:
-            continue
-        rgba = batch["rgba"].to(device, non_blocking=True)
-        state.epoch_samples += rgba.shape[0]
-        optimizer.zero_grad(set_to_none=True)
-        total = 0.0
-        # Interleaved like the ranks' shards, so micro-batches group samples as processes do.
-        chunks = [rgba[i :: config.micro_batches] for i in range(config.micro_batches)]
-        chunks = [c for c in chunks if c.shape[0]]
-        for i, chunk in enumerate(chunks):
-            # DDP averages gradients once, on the last micro-batch's backward.
-            last = i == len(chunks) - 1
-            sync = model.no_sync() if hasattr(model, "no_sync") and not last else nullcontext()
-            lightness, ab, mask = lab_batch(chunk)
-            if config.channels_last:
-                lightness = lightness.contiguous(memory_format=torch.channels_last)
-            with precision_context(device, autocast):
-                output = model(lightness)
-            loss = compute_loss(output.float(), ab, mask, config, bins) / config.micro_batches
-            if not torch.isfinite(loss):
-                raise TrainingError(
-                    f"the loss became {loss.item()} at step {state.step + 1}; the last good "
-                    "checkpoint is kept. Try a lower --lr, or --precision fp32"
-                )
-            with sync:
-                loss.backward()
-            total += loss.item()
-        optimizer.step()
-        scheduler.step()
-        state.step += 1
-        seen += rgba.shape[0] * world
-        if state.step % config.log_every == 0 or state.step == 1:
-            on_step(
-                {
-                    "step": state.step,
-                    "epoch": state.epoch,
-                    "loss": total,
-                    "lr": scheduler.get_last_lr()[0],
-                    "img_per_s": seen / max(time.perf_counter() - started, 1e-9),
-                }
-            )
-        if state.step >= total_steps:
-            return "max_steps"
-        if should_stop():
-            return "interrupted"
-        if state.step % config.save_every == 0:
-            save()
-    return "epoch"
+@dataclass(frozen=True)
+class RunPaths:
+    """The files of a run folder."""
+
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.jsonl"
+
+    @property
+    def plot(self) -> Path:
+        return self.root / "plots" / "loss.png"
+
+    def checkpoint(self, name: str) -> Path:
+        """``last``, ``prev`` (the last but one), ``next`` (being written) or ``best`` weights."""
+        return self.root / "checkpoints" / f"{name}.safetensors"
+
+    @property
+    def state(self) -> Path:
+        return self.root / "checkpoints" / "last.state.pt"
 
 
-@torch.no_grad()
-def evaluate(
-    model: nn.Module,
-    loader: DataLoader,
-    config: TrainConfig,
-    bins: dict[str, Tensor],
-    device: torch.device,
-    autocast: torch.dtype | None,
-) -> dict[str, float]:
-    """Mean validation loss and raw AuC (at T = config.temperature) over the validation set."""
-    model.eval()
-    losses, aucs = [], []
-    for batch in loader:
-        if batch["rgba"] is None:
-            continue
-        lightness, ab, mask = lab_batch(batch["rgba"].to(device))
-        with precision_context(device, autocast):
-            output = model(lightness)
-        losses.append(compute_loss(output.float(), ab, mask, config, bins).item())
-        small_ab, small_mask = targets_at_output(ab, mask)
-        pred = decode_output(output.float(), config.model.head, bins["centers"], config.temperature)
-        aucs.append(auc(pred, small_ab, small_mask))
-    model.train()
-    if not losses:
-        return {"val_loss": math.nan, "val_auc": math.nan}
-    return {"val_loss": sum(losses) / len(losses), "val_auc": sum(aucs) / len(aucs)}
+@dataclass
+class Run:
+    """Everything one training run works with, built by :func:`prepare`."""
 
+    config: TrainConfig
+    model: ColorizationNet
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    bins: dict[str, Tensor]  # centers, weights and prior_smoothed, on the device, float32
+    device: torch.device
+    autocast: torch.dtype | None
+    rank: int
+    world: int
+    total_steps: int
+    paths: RunPaths
+    state: RunState = field(default_factory=RunState)
+    ddp: nn.Module | None = None  # the DistributedDataParallel wrapper under torchrun
+    trainable: tuple[bool, ...] = ()  # which parameters train now (the DDP wrapper's)
+    stop: threading.Event = field(default_factory=threading.Event)  # set by Ctrl-C
 
-@torch.no_grad()
-def sample_grid(
-    model: nn.Module, images: Tensor, bins: dict[str, Tensor], temperature: float
-) -> Tensor:
-    """Rows of gray | truth | prediction for uint8 RGBA ``images (B, 4, H, W)``: ``(3, H', W')``."""
-    from torchvision.utils import make_grid
+    @property
+    def writer(self) -> bool:
+        """Only rank 0 writes files."""
+        return self.rank == 0
 
-    model.eval()
-    lightness, ab, _ = lab_batch(images)
-    pred = predict_ab(model, lightness, bins, temperature)
-    pred = F.interpolate(pred, size=lightness.shape[-2:], mode="bilinear", align_corners=False)
-    gray = lab_to_rgb(torch.cat([lightness, torch.zeros_like(ab)], 1))
-    truth = lab_to_rgb(torch.cat([lightness, ab], 1))
-    colour = lab_to_rgb(torch.cat([lightness, pred], 1))
-    model.train()
-    rows = torch.stack([gray, truth, colour], 1).flatten(0, 1)  # (3B, 3, H, W)
-    return make_grid(rows.cpu(), nrow=3, padding=2, pad_value=1.0)
+    @property
+    def net(self) -> nn.Module:
+        """What the training step calls: the DDP wrapper, or the model itself."""
+        return self.ddp if self.ddp is not None else self.model
 
+    def log(self, record: dict) -> None:
+        if self.writer:
+            with self.paths.metrics.open("a") as f:
+                f.write(json.dumps(record) + "\n")
 
-def plot_losses(metrics_path: Path, out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    lines = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
-    steps = [m for m in lines if "loss" in m]
-    vals = [m for m in lines if "val_loss" in m]
-    fig, ax = plt.subplots(figsize=(7, 4), constrained_layout=True)
-    ax.plot([m["step"] for m in steps], [m["loss"] for m in steps], lw=1, label="train (step)")
-    if vals:
-        ax.plot([m["step"] for m in vals], [m["val_loss"] for m in vals], "o-", label="val (epoch)")
-    ax.set(xlabel="step", ylabel="loss", title="training loss")
-    ax.legend()
-    atomic_write(out, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
-    plt.close(fig)
+    def save(self) -> None:
+        """Weights and trainer state at this step. The previous weights stay as prev until both
+        new files are in place, so a kill at any moment leaves a matching pair to resume from."""
+        if not self.writer:
+            return
+        payload = {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "progress": vars(self.state).copy(),
+            "rng": torch.get_rng_state(),
+        }
+        last, prev, new = (self.paths.checkpoint(n) for n in ("last", "prev", "next"))
+        save_model(new, self.model, self.config, self.bins, self.state.step)
+        if last.exists():
+            os.replace(last, prev)
+        os.replace(new, last)
+        save_training_state(self.paths.state, payload)
 
 
 def _encoder(model: ColorizationNet, config: TrainConfig) -> nn.Module | None:
@@ -472,10 +243,6 @@ def _encoder(model: ColorizationNet, config: TrainConfig) -> nn.Module | None:
     if config.model.backbone != "unet" or not config.model.pretrained:
         return None
     return model.backbone.encoder
-
-
-def _trainable(model: nn.Module) -> tuple[bool, ...]:
-    return tuple(p.requires_grad for p in model.parameters())
 
 
 def _optimizer(model: ColorizationNet, config: TrainConfig) -> torch.optim.Optimizer:
@@ -498,273 +265,364 @@ def _schedule(optimizer: torch.optim.Optimizer, config: TrainConfig, total: int)
     )
 
 
-def run(config: TrainConfig, *, resume: bool = False, show_progress: bool = True) -> str:
-    """Train as ``config`` says; returns how the run ended: "done", "max_steps",
-    "early_stop" or "interrupted". Raises :class:`TrainingError` when it cannot go on."""
-    from rich.console import Console
+def _run_bins(config: TrainConfig, device: torch.device) -> dict[str, Tensor]:
+    """The bins a run trains with, float32 on its device."""
+    loaded = load_bins(config.bins)
+    names = ("centers", "weights", "prior_smoothed")
+    return {k: loaded[k].to(device=device, dtype=torch.float32) for k in names}
 
+
+def prepare(config: TrainConfig, train_size: int) -> Run:
+    """The model, optimizer and schedule of a new run on this process's device."""
     rank, world, device = setup_distributed()
-    writer = rank == 0
-    console = Console(stderr=True)
-    out = Path(config.out)
-    paths = {
-        "config": out / "config.yaml",
-        "metrics": out / "metrics.jsonl",
-        "last": out / "checkpoints" / "last.safetensors",
-        "state": out / "checkpoints" / "last.state.pt",
-        "prev": out / "checkpoints" / "prev.safetensors",
-    }
     if config.batch_size % world:
         raise TrainingError(f"--batch-size {config.batch_size} must divide among {world} processes")
     torch.manual_seed(config.seed)
-    autocast = resolve_precision(config.precision, device)
-
-    raw_bins = load_bins(config.bins)
-    bins = {k: raw_bins[k].to(device=device, dtype=torch.float32) for k in ("centers", "weights")}
-    train_set, val_set, fixed_val = load_data(config)
     model = build_model(config.model).to(device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = _optimizer(model, config)
-    per_rank = config.batch_size // world
-    steps_per_epoch = math.ceil(math.ceil(len(train_set) / world) / per_rank)
-    total_steps = config.epochs * steps_per_epoch
-    if config.max_steps is not None:
-        total_steps = min(total_steps, config.max_steps)
-    scheduler = _schedule(optimizer, config, total_steps)
-    state = Progress()
-
-    if resume:
-        if not paths["state"].is_file():
-            raise TrainingError(f"nothing to resume in {out}: {paths['state']} is missing")
-        saved = torch.load(paths["state"], map_location="cpu", weights_only=True)
-        step = saved["progress"]["step"]
-        weights = next(
-            (p for p in (paths["last"], paths["prev"]) if _checkpoint_step(p) == step), None
-        )
-        if weights is None:
-            raise TrainingError(f"no weights in {out / 'checkpoints'} match the saved step {step}")
-        model.load_state_dict(load_file(str(weights)))
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        state = Progress(**saved["progress"])
-        torch.set_rng_state(saved["rng"])
-        if writer and paths["metrics"].exists():  # drop what was logged after the checkpoint
-            kept = [
-                line
-                for line in paths["metrics"].read_text().splitlines()
-                if line.strip() and json.loads(line).get("step", 0) <= state.step
-            ]
-            paths["metrics"].write_text("".join(line + "\n" for line in kept))
-    if writer:
-        for sub in ("checkpoints", "plots", "samples"):
-            (out / sub).mkdir(parents=True, exist_ok=True)
-        import yaml
-
-        resolved = config_dict(config)
-        resolved["betas"] = list(config.betas)
-        atomic_write(
-            paths["config"], lambda tmp: tmp.write_text(yaml.safe_dump(resolved, sort_keys=False))
-        )
-
     if dist.is_initialized() and device.type == "cuda":
         # Batch statistics over the global batch (GPU-only in torch).
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    ddp, trainable = model, None
-
-    def log(record: dict) -> None:
-        if writer:
-            with paths["metrics"].open("a") as f:
-                f.write(json.dumps(record) + "\n")
-
-    def save() -> None:
-        """Weights and trainer state at this step. The previous weights stay as prev until both
-        new files are in place, so a kill at any moment leaves a matching pair to resume from."""
-        if not writer:
-            return
-        payload = {
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "progress": vars(state).copy(),
-            "rng": torch.get_rng_state(),
-        }
-        new_weights = paths["last"].with_name("next.safetensors")
-        save_model(new_weights, model, config, bins, state.step)
-        if paths["last"].exists():
-            os.replace(paths["last"], paths["prev"])
-        os.replace(new_weights, paths["last"])
-        atomic_write(paths["state"], lambda tmp: torch.save(payload, tmp))
-
-    interrupted = {"flag": False}
-    previous = signal.getsignal(signal.SIGINT)
-
-    def on_sigint(signum, frame) -> None:
-        interrupted["flag"] = True
-        if writer:
-            console.print("[yellow]interrupted: saving a checkpoint after this step …")
-
-    signal.signal(signal.SIGINT, on_sigint)
-    log(
-        {
-            "event": "resume" if resume else "start",
-            "step": state.step,
-            "device": str(device),
-            "precision": str(autocast or torch.float32).removeprefix("torch."),
-            "world": world,
-            "backend": dist.get_backend() if dist.is_initialized() else None,
-            "zhangcolor_version": __version__,
-        }
+    per_rank = config.batch_size // world
+    steps_per_epoch = math.ceil(math.ceil(train_size / world) / per_rank)
+    total_steps = config.epochs * steps_per_epoch
+    if config.max_steps is not None:
+        total_steps = min(total_steps, config.max_steps)
+    optimizer = _optimizer(model, config)
+    return Run(
+        config=config,
+        model=model,
+        optimizer=optimizer,
+        scheduler=_schedule(optimizer, config, total_steps),
+        bins=_run_bins(config, device),
+        device=device,
+        autocast=resolve_precision(config.precision, device),
+        rank=rank,
+        world=world,
+        total_steps=total_steps,
+        paths=RunPaths(Path(config.out)),
     )
-    fixed_batch = collate([val_set[val_set.paths.index(p)] for p in fixed_val])
-    val_loader = make_loader(val_set, None, config, device, per_rank)
-    bar = _progress(console, enabled=writer and show_progress)
-    ending = "done"
-    try:
-        with bar:
-            task = bar.add_task(
-                f"epoch {state.epoch + 1}/{config.epochs}",
-                total=total_steps,
-                completed=state.step,
-                loss=math.nan,
-                rate=0.0,
+
+
+def restore(run: Run) -> None:
+    """Load the run folder's last matching weights and trainer state into ``run`` (resume)."""
+    paths = run.paths
+    if not paths.state.is_file():
+        raise TrainingError(f"nothing to resume in {paths.root}: {paths.state} is missing")
+    saved = load_training_state(paths.state)
+    step = saved["progress"]["step"]
+    candidates = (paths.checkpoint("last"), paths.checkpoint("prev"))
+    weights = next((p for p in candidates if checkpoint_step(p) == step), None)
+    if weights is None:
+        raise TrainingError(f"no weights in {paths.state.parent} match the saved step {step}")
+    run.model.load_state_dict(load_file(str(weights)))
+    run.optimizer.load_state_dict(saved["optimizer"])
+    run.scheduler.load_state_dict(saved["scheduler"])
+    run.state = RunState(**saved["progress"])
+    torch.set_rng_state(saved["rng"])
+    if run.writer and paths.metrics.exists():  # drop what was logged after the checkpoint
+        kept = [
+            line
+            for line in paths.metrics.read_text().splitlines()
+            if line.strip() and json.loads(line).get("step", 0) <= run.state.step
+        ]
+        paths.metrics.write_text("".join(line + "\n" for line in kept))
+
+
+def start_folder(run: Run) -> None:
+    """Rank 0 makes the run folder and writes the resolved config into it."""
+    if not run.writer:
+        return
+    import yaml
+
+    for sub in ("checkpoints", "plots", "samples"):
+        (run.paths.root / sub).mkdir(parents=True, exist_ok=True)
+    resolved = yaml.safe_dump(config_dict(run.config), sort_keys=False)
+    atomic_write(run.paths.config, lambda tmp: tmp.write_text(resolved))
+
+
+def set_stage(run: Run) -> None:
+    """Freeze or unfreeze the pretrained encoder for this epoch (two-stage training), and under
+    torchrun wrap the model for DistributedDataParallel again when what trains has changed:
+    DDP waits for a gradient of every parameter that required one when it was built."""
+    encoder = _encoder(run.model, run.config)
+    if encoder is not None:
+        encoder.requires_grad_(run.state.epoch >= run.config.freeze_epochs)
+    trainable = tuple(p.requires_grad for p in run.model.parameters())
+    if dist.is_initialized() and trainable != run.trainable:
+        ids = [run.device.index] if run.device.type == "cuda" else None
+        run.ddp = nn.parallel.DistributedDataParallel(run.model, device_ids=ids)
+    run.trainable = trainable
+
+
+# ----------------------------------------------------------------------------- steps and epochs
+
+
+def train_step(run: Run, rgba: Tensor) -> float:
+    """One optimizer step on a uint8 RGBA batch ``(B, 4, H, W)``; returns its loss."""
+    config, net = run.config, run.net
+    run.optimizer.zero_grad(set_to_none=True)
+    total = 0.0
+    # Interleaved like the ranks' shards, so micro-batches group samples as processes do.
+    chunks = [rgba[i :: config.micro_batches] for i in range(config.micro_batches)]
+    chunks = [c for c in chunks if c.shape[0]]
+    for i, chunk in enumerate(chunks):
+        # DDP averages gradients once, on the last micro-batch's backward.
+        last = i == len(chunks) - 1
+        sync = net.no_sync() if hasattr(net, "no_sync") and not last else nullcontext()
+        lightness, ab, mask = lab_batch(chunk)
+        if config.channels_last:
+            lightness = lightness.contiguous(memory_format=torch.channels_last)
+        with precision_context(run.device, run.autocast):
+            output = net(lightness)
+        loss = compute_loss(output, ab, mask, config, run.bins) / config.micro_batches
+        if not torch.isfinite(loss):
+            raise TrainingError(
+                f"the loss became {loss.item()} at step {run.state.step + 1}; the last good "
+                "checkpoint is kept. Try a lower --lr, or --precision fp32"
             )
-
-            def on_step(record: dict) -> None:
-                log(record)
-                bar.update(
-                    task, completed=record["step"], loss=record["loss"], rate=record["img_per_s"]
-                )
-
-            while state.epoch < config.epochs and state.step < total_steps:
-                encoder = _encoder(model, config)
-                if encoder is not None:
-                    encoder.requires_grad_(state.epoch >= config.freeze_epochs)
-                if dist.is_initialized() and trainable != _trainable(model):
-                    # DDP waits for a gradient of every parameter that required one when it
-                    # was built, so a stage that (un)freezes the encoder needs a new wrapper.
-                    trainable = _trainable(model)
-                    ddp = nn.parallel.DistributedDataParallel(
-                        model, device_ids=[device.index] if device.type == "cuda" else None
-                    )
-                bar.update(task, description=f"epoch {state.epoch + 1}/{config.epochs}")
-                sampler = EpochSampler(
-                    len(train_set),
-                    seed=config.seed,
-                    epoch=state.epoch,
-                    rank=rank,
-                    world=world,
-                    skip=state.epoch_samples,
-                )
-                loader = make_loader(train_set, sampler, config, device, per_rank)
-                reason = train_one_epoch(
-                    ddp,
-                    loader,
-                    optimizer,
-                    scheduler,
-                    config,
-                    bins,
-                    state,
-                    device,
-                    autocast,
-                    total_steps=total_steps,
-                    world=world,
-                    on_step=on_step,
-                    should_stop=lambda: interrupted["flag"],
-                    save=save,
-                )
-                bar.update(task, completed=state.step)
-                if reason == "interrupted":
-                    save()
-                    ending = "interrupted"
-                    break
-                if reason == "epoch" or state.epoch_samples >= len(sampler) + sampler.skip:
-                    state.epoch += 1
-                    state.epoch_samples = 0
-                metrics = evaluate(model, val_loader, config, bins, device, autocast)
-                log(
-                    {
-                        "step": state.step,
-                        "epoch": state.epoch,
-                        **metrics,
-                        "skipped_files": state.skipped,
-                    }
-                )
-                improved = metrics["val_loss"] < state.best_val
-                if improved:
-                    state.best_val, state.bad_epochs = metrics["val_loss"], 0
-                else:
-                    state.bad_epochs += 1
-                save()
-                if writer:
-                    write_epoch_artifacts(
-                        out,
-                        model,
-                        fixed_batch["rgba"],
-                        bins,
-                        config,
-                        state,
-                        metrics,
-                        improved,
-                        console,
-                    )
-                if reason == "max_steps" and state.epoch < config.epochs:
-                    ending = "max_steps"
-                    break
-                if config.patience is not None and state.bad_epochs >= config.patience:
-                    ending = "early_stop"
-                    break
-    finally:
-        signal.signal(signal.SIGINT, previous)
-        if dist.is_initialized():
-            dist.destroy_process_group()
-    return ending
+        with sync:
+            loss.backward()
+        total += loss.item()
+    run.optimizer.step()
+    run.scheduler.step()
+    run.state.step += 1
+    return total
 
 
-def write_epoch_artifacts(
-    out: Path,
-    model: nn.Module,
-    fixed: Tensor | None,
-    bins: dict[str, Tensor],
-    config: TrainConfig,
-    state: Progress,
-    metrics: dict[str, float],
-    improved: bool,
-    console,
-) -> None:
-    """Rank 0's epoch end: the best checkpoint, the loss plot, the sample grid and a line."""
+def _keep_frozen_statistics(model: nn.Module) -> None:
+    """A frozen encoder keeps its BatchNorm statistics too: modules whose parameters all stay
+    fixed run in eval mode."""
+    for module in model.modules():
+        params = list(module.parameters())
+        if params and not any(p.requires_grad for p in params):
+            module.eval()
+
+
+def train_one_epoch(run: Run, loader: DataLoader, on_step: Callable[[dict], None]) -> str:
+    """Train until the epoch ends; returns "epoch", "max_steps" or "interrupted"."""
+    run.model.train()
+    _keep_frozen_statistics(run.model)
+    config, state = run.config, run.state
+    seen, started = 0, time.perf_counter()
+    for batch in loader:
+        state.skipped += len(batch["skipped"])
+        state.epoch_samples += len(batch["skipped"])
+        if batch["rgba"] is None:
+            continue
+        rgba = batch["rgba"].to(run.device, non_blocking=True)
+        state.epoch_samples += rgba.shape[0]
+        loss = train_step(run, rgba)
+        seen += rgba.shape[0] * run.world
+        if state.step % config.log_every == 0 or state.step == 1:
+            rate = seen / max(time.perf_counter() - started, 1e-9)
+            lr = run.scheduler.get_last_lr()[0]
+            on_step(
+                {
+                    "step": state.step,
+                    "epoch": state.epoch,
+                    "loss": loss,
+                    "lr": lr,
+                    "img_per_s": rate,
+                }
+            )
+        if state.step >= run.total_steps:
+            return "max_steps"
+        if run.stop.is_set():
+            return "interrupted"
+        if state.step % config.save_every == 0:
+            run.save()
+    return "epoch"
+
+
+@torch.no_grad()
+def validate(run: Run, loader: DataLoader) -> dict[str, float]:
+    """Mean validation loss, raw AuC and class-rebalanced AuC (at T = config.temperature) over
+    the validation set; a pixel's rebalancing weight is 1 / p̃ of its true color's bin."""
+    model, config, bins = run.model, run.config, run.bins
+    model.eval()
+    losses, aucs, rebalanced = [], [], []
+    for batch in loader:
+        if batch["rgba"] is None:
+            continue
+        lightness, ab, mask = lab_batch(batch["rgba"].to(run.device))
+        with precision_context(run.device, run.autocast):
+            output = model(lightness)
+        losses.append(compute_loss(output, ab, mask, config, bins).item())
+        small_ab, small_mask = targets_at_output(ab, mask)
+        pred = model.kind.decode(output.float(), bins["centers"], config.temperature)
+        aucs.append(auc(pred, small_ab, small_mask))
+        _, index = nearest_bins(small_ab, bins["centers"], 1)
+        inverse_prior = 1.0 / bins["prior_smoothed"][index[:, 0]].clamp_min(1e-12)
+        rebalanced.append(auc(pred, small_ab, small_mask, inverse_prior))
+    model.train()
+    if not losses:
+        return {"val_loss": math.nan, "val_auc": math.nan, "val_auc_rebalanced": math.nan}
+    return {
+        "val_loss": sum(losses) / len(losses),
+        "val_auc": sum(aucs) / len(aucs),
+        "val_auc_rebalanced": sum(rebalanced) / len(rebalanced),
+    }
+
+
+@torch.no_grad()
+def sample_grid(
+    model: nn.Module, images: Tensor, bins: dict[str, Tensor], temperature: float
+) -> Tensor:
+    """Rows of gray | truth | prediction for uint8 RGBA ``images (B, 4, H, W)``: ``(3, H', W')``."""
+    from torchvision.utils import make_grid
+
+    model = unwrap(model)
+    model.eval()
+    lightness, ab, _ = lab_batch(images)
+    pred = model.kind.decode(model(lightness).float(), bins["centers"], temperature)
+    pred = F.interpolate(pred, size=lightness.shape[-2:], mode="bilinear", align_corners=False)
+    gray = lab_to_rgb(torch.cat([lightness, torch.zeros_like(ab)], 1))
+    truth = lab_to_rgb(torch.cat([lightness, ab], 1))
+    color = lab_to_rgb(torch.cat([lightness, pred], 1))
+    model.train()
+    rows = torch.stack([gray, truth, color], 1).flatten(0, 1)  # (3B, 3, H, W)
+    return make_grid(rows.cpu(), nrow=3, padding=2, pad_value=1.0)
+
+
+def plot_losses(metrics_path: Path, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lines = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
+    steps = [m for m in lines if "loss" in m]
+    vals = [m for m in lines if "val_loss" in m]
+    fig, ax = plt.subplots(figsize=(7, 4), constrained_layout=True)
+    ax.plot([m["step"] for m in steps], [m["loss"] for m in steps], lw=1, label="train (step)")
+    if vals:
+        ax.plot([m["step"] for m in vals], [m["val_loss"] for m in vals], "o-", label="val (epoch)")
+    ax.set(xlabel="step", ylabel="loss", title="training loss")
+    ax.legend()
+    atomic_write(out, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+    plt.close(fig)
+
+
+def end_epoch(run: Run, metrics: dict[str, float], fixed: Tensor | None, console: Console) -> None:
+    """Log the validation, keep the best weights, checkpoint, and (rank 0) draw the loss plot
+    and the sample grid."""
+    state = run.state
+    run.log({"step": state.step, "epoch": state.epoch, **metrics, "skipped_files": state.skipped})
+    improved = metrics["val_loss"] < state.best_val
+    if improved:
+        state.best_val, state.bad_epochs = metrics["val_loss"], 0
+    else:
+        state.bad_epochs += 1
+    run.save()
+    if not run.writer:
+        return
     from torchvision.utils import save_image
 
     if improved:
-        save_model(out / "checkpoints" / "best.safetensors", model, config, bins, state.step)
-    plot_losses(out / "metrics.jsonl", out / "plots" / "loss.png")
+        save_model(run.paths.checkpoint("best"), run.model, run.config, run.bins, state.step)
+    plot_losses(run.paths.metrics, run.paths.plot)
     if fixed is not None:
-        device = next(model.parameters()).device
-        grid = sample_grid(model, fixed.to(device), bins, config.temperature)
-        name = out / "samples" / f"epoch_{state.epoch:03d}.png"
+        grid = sample_grid(run.model, fixed.to(run.device), run.bins, run.config.temperature)
+        name = run.paths.root / "samples" / f"epoch_{state.epoch:03d}.png"
         atomic_write(name, lambda tmp: save_image(grid, tmp, format="png"))
     console.print(
         f"epoch {state.epoch}: val loss {metrics['val_loss']:.4f}, "
-        f"val AuC {metrics['val_auc']:.1f}" + (" (best)" if improved else "")
+        f"val AuC {metrics['val_auc']:.1f}, rebalanced {metrics['val_auc_rebalanced']:.1f}"
+        + (" (best)" if improved else "")
     )
 
 
-def _progress(console, *, enabled: bool):
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        TextColumn,
-        TimeRemainingColumn,
-    )
-    from rich.progress import (
-        Progress as RichProgress,
-    )
+@contextmanager
+def stop_on_sigint(run: Run, console: Console) -> Iterator[None]:
+    """Ctrl-C asks the run to stop after the step in hand (and save), rather than kill it."""
 
-    return RichProgress(
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("steps  loss {task.fields[loss]:.4f}  {task.fields[rate]:.1f} img/s  eta"),
-        TimeRemainingColumn(),
-        console=console,
-        disable=not enabled,
-    )
+    def on_sigint(signum, frame) -> None:
+        run.stop.set()
+        if run.writer:
+            console.print("[yellow]interrupted: saving a checkpoint after this step …")
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _start_record(run: Run, resumed: bool) -> dict:
+    return {
+        "event": "resume" if resumed else "start",
+        "step": run.state.step,
+        "device": str(run.device),
+        "precision": str(run.autocast or torch.float32).removeprefix("torch."),
+        "world": run.world,
+        "backend": dist.get_backend() if dist.is_initialized() else None,
+        "zhangcolor_version": __version__,
+    }
+
+
+def run(config: TrainConfig, *, resume: bool = False, show_progress: bool = True) -> str:
+    """Train as ``config`` says; returns how the run ended: "done", "max_steps",
+    "early_stop" or "interrupted". Raises :class:`TrainingError` when it cannot go on."""
+    from zhangcolor.progress import progress_bar
+
+    train_set, val_set, fixed_val = load_data(config)
+    current = prepare(config, len(train_set))
+    try:
+        if resume:
+            restore(current)
+        start_folder(current)
+        console = Console(stderr=True)
+        current.log(_start_record(current, resume))
+        per_rank = config.batch_size // current.world
+        fixed = collate([val_set[val_set.paths.index(p)] for p in fixed_val])["rgba"]
+        val_loader = make_loader(val_set, None, config, current.device, per_rank)
+        bar = progress_bar(
+            console,
+            "step",
+            extra="loss {task.fields[loss]:.4f}  {task.fields[rate]:.1f} img/s",
+            enabled=current.writer and show_progress,
+        )
+        with stop_on_sigint(current, console), bar:
+            return _epochs(current, train_set, val_loader, fixed, bar, console)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _epochs(run: Run, train_set, val_loader, fixed, bar, console: Console) -> str:
+    """The epoch loop of :func:`run`; returns how it ended."""
+    config, state = run.config, run.state
+    task = bar.add_task("", total=run.total_steps, completed=state.step, loss=math.nan, rate=0.0)
+
+    def on_step(record: dict) -> None:
+        run.log(record)
+        bar.update(task, completed=record["step"], loss=record["loss"], rate=record["img_per_s"])
+
+    per_rank = config.batch_size // run.world
+    while state.epoch < config.epochs and state.step < run.total_steps:
+        set_stage(run)
+        bar.update(task, description=f"epoch {state.epoch + 1}/{config.epochs}")
+        sampler = EpochSampler(
+            len(train_set),
+            seed=config.seed,
+            epoch=state.epoch,
+            rank=run.rank,
+            world=run.world,
+            skip=state.epoch_samples,
+        )
+        loader = make_loader(train_set, sampler, config, run.device, per_rank)
+        reason = train_one_epoch(run, loader, on_step)
+        bar.update(task, completed=state.step)
+        if reason == "interrupted":
+            run.save()
+            return "interrupted"
+        if reason == "epoch" or state.epoch_samples >= len(sampler) + sampler.skip:
+            state.epoch, state.epoch_samples = state.epoch + 1, 0
+        end_epoch(run, validate(run, val_loader), fixed, console)
+        if reason == "max_steps" and state.epoch < config.epochs:
+            return "max_steps"
+        if config.patience is not None and state.bad_epochs >= config.patience:
+            return "early_stop"
+    return "done"

@@ -15,7 +15,9 @@ import torchvision
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from zhangcolor.constants import L_MAX
 from zhangcolor.models.efficientnet_lite import VARIANTS, EfficientNetLite
+from zhangcolor.options import ENCODERS
 
 #: Input normalisation (mean, std) each encoder's ImageNet weights were trained with; the Lite
 #: models take [-1, 1].
@@ -100,7 +102,7 @@ class Up(nn.Module):
         return self.conv(torch.cat([x, skip], dim=1))
 
 
-ENCODERS = tuple(_NORMALISATION)
+assert set(_NORMALISATION) == set(ENCODERS), "every encoder needs its normalisation"
 
 
 class UNet(nn.Module):
@@ -128,6 +130,6 @@ class UNet(nn.Module):
         self.register_buffer("std", std, persistent=False)
 
     def forward(self, lightness: Tensor) -> Tensor:
-        gray = (lightness / 100.0).expand(-1, 3, -1, -1)  # (B, 3, H, W)
+        gray = (lightness / L_MAX).expand(-1, 3, -1, -1)  # (B, 3, H, W) in [0, 1]
         f4, f8, f16, f32 = self.encoder((gray - self.mean) / self.std)
         return self.up4(self.up8(self.up16(f32, f16), f8), f4)

@@ -1,0 +1,75 @@
+"""Every config dataclass checks its fields where they enter, naming the field and its range."""
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from zhangcolor.cli import main
+from zhangcolor.options import (
+    ColorizeConfig,
+    Head,
+    ModelConfig,
+    PriorConfig,
+    ServeConfig,
+    TrainConfig,
+)
+
+BAD = [
+    (TrainConfig, "temperature", 0.0, "(0, 1]"),
+    (TrainConfig, "temperature", 1.5, "(0, 1]"),
+    (TrainConfig, "lr", -1, "> 0"),
+    (TrainConfig, "val_fraction", 1.5, "[0, 1)"),
+    (TrainConfig, "workers", -3, "integer ≥ 0"),
+    (TrainConfig, "weight_decay", -1, "≥ 0"),
+    (TrainConfig, "betas", (0.9, 1.2), "two numbers in [0, 1)"),
+    (TrainConfig, "crop", 30, "multiple of 4"),
+    (TrainConfig, "schedule", "linear", "valid: cosine, constant"),
+    (TrainConfig, "patience", 0, "integer ≥ 1, or null"),
+    (TrainConfig, "huber_delta", 0, "> 0"),
+    (ModelConfig, "width", 0, "> 0"),
+    (ModelConfig, "encoder", "vit", "valid: resnet18"),
+    (ModelConfig, "pretrained", "", "weights file"),
+    (PriorConfig, "lam", 1.5, "[0, 1]"),
+    (PriorConfig, "size", 4, "integer ≥ 8"),
+    (ServeConfig, "port", 70000, "[0, 65535]"),
+    (ServeConfig, "device", "tpu", "valid: auto, cpu, cuda"),
+    (ColorizeConfig, "size", 250, "multiple of 4"),
+    (ColorizeConfig, "temperature", 0, "(0, 1], or null"),
+    (ColorizeConfig, "format", "gif", "valid: png, jpg"),
+]
+
+
+@pytest.mark.parametrize(("cls", "name", "value", "words"), BAD, ids=lambda x: str(x))
+def test_a_bad_value_is_refused_naming_the_field_and_its_range(cls, name, value, words):
+    with pytest.raises(ValueError) as caught:
+        cls(**{name: value})
+    message = str(caught.value)
+    assert f"{name}={value!r}" in message and words in message
+
+
+def test_the_defaults_are_valid_and_the_head_is_an_enum_that_reads_as_its_name():
+    for cls in (TrainConfig, ModelConfig, PriorConfig, ServeConfig, ColorizeConfig):
+        cls()
+    config = TrainConfig(model={"backbone": "unet", "head": "regression"})
+    assert config.model.head is Head.REGRESSION and config.loss_kind == "l2"
+    from zhangcolor.config import config_dict
+
+    assert "head: classification" in yaml.safe_dump(config_dict(ModelConfig()))
+    with pytest.raises(ValueError, match="valid: classification, regression"):
+        ModelConfig(head="gan")
+
+
+def test_a_yaml_temperature_of_zero_stops_train_before_any_epoch(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"data": str(tmp_path), "temperature": 0}))
+    result = CliRunner(env={"COLUMNS": "400"}).invoke(main, ["train", "--config", str(bad)])
+    assert result.exit_code == 2 and "temperature=0" in result.output
+    assert not (tmp_path / "runs").exists()
+
+
+def test_cli_help_shows_the_defaults_of_the_config_dataclasses():
+    runner = CliRunner(env={"COLUMNS": "200"})
+    text = runner.invoke(main, ["train", "--help"]).output
+    assert "0.0003" in text  # TrainConfig.lr
+    text = runner.invoke(main, ["build-bins", "--help"]).output
+    assert "0.5" in text and "5.0" in text  # PriorConfig.lam and sigma
