@@ -54,3 +54,21 @@ def test_regression_losses_by_hand(kind, expected):
 def test_unknown_regression_loss_lists_the_valid_ones():
     with pytest.raises(ValueError, match="l1, l2, huber"):
         regression_loss(torch.zeros(1, 2, 1, 1), torch.zeros(1, 2, 1, 1), "l3")
+
+
+def test_the_feature_losses_vanish_at_the_truth_and_rank_the_gray_image_worst():
+    from zhangcolor.loss import contrastive_loss, perceptual_loss
+
+    torch.manual_seed(0)
+    encoder = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU())
+    features = lambda x: [encoder(x), encoder(x)[:, :, ::2, ::2]]  # noqa: E731  (two "taps")
+    truth = torch.rand(2, 3, 16, 16)
+    gray = truth.mean(1, keepdim=True).expand_as(truth)
+    near = (truth + 0.05 * torch.randn_like(truth)).clamp(0, 1).requires_grad_()
+    assert perceptual_loss(truth, truth, features) == 0
+    assert contrastive_loss(truth, truth, gray, features) == 0
+    assert perceptual_loss(near, truth, features) < perceptual_loss(gray, truth, features)
+    ratio_near = contrastive_loss(near, truth, gray, features)
+    assert ratio_near < 1.0 < contrastive_loss(gray + 0.01, truth, gray, features)
+    ratio_near.backward()
+    assert near.grad is not None and torch.isfinite(near.grad).all()

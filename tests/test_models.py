@@ -38,7 +38,8 @@ def shipped_state(variant: str) -> dict[str, torch.Tensor]:
 @pytest.mark.parametrize("head", HEADS)
 def test_every_backbone_and_head_gives_the_heads_output_at_a_quarter_size(variant, head):
     """Features at 1/4 of the input, then the head as the paper states it: a 1×1 convolution to
-    313 logits, or (regression) to ab / 110, scaled back to ab units."""
+    313 logits, or (regression) to ab / 110, scaled back to ab units (or, the RGB baseline, to
+    R, G and B)."""
     model = build_model(ModelConfig(head=head, **variant)).eval()
     lightness = torch.rand(2, 1, 64, 96) * 100
     with torch.no_grad():
@@ -46,7 +47,7 @@ def test_every_backbone_and_head_gives_the_heads_output_at_a_quarter_size(varian
         features = model.backbone(lightness)
     assert features.shape[-2:] == (16, 24) and out.shape == (2, Head(head).channels, 16, 24)
     expected = F.conv2d(features, model.head.weight, model.head.bias)
-    expected = expected if head == "classification" else expected * 110
+    expected = expected * 110 if head == "regression" else expected  # ab / 110 for regression
     torch.testing.assert_close(out, expected)
     assert torch.isfinite(out).all()
 

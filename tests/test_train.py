@@ -248,10 +248,13 @@ def test_ddp_with_two_gloo_processes_matches_one_process_with_the_same_global_ba
     """torchrun -m zhangcolor train with 2 gloo processes against 1 process with the same global
     batch. On CPU, BatchNorm normalises each process's half-batch (SyncBatchNorm is GPU-only), so
     the single process splits its batch into the same 2 micro-batches; the averaged gradients,
-    and so the weights, then agree up to float summation order. Only rank 0 writes."""
+    and so the weights, then agree up to float summation order. Only rank 0 writes. The single
+    process runs with one thread, as each DDP process does: with more, its convolutions sum in
+    another order."""
     (tmp_path / "one").mkdir()
     single = tiny_config(tmp_path / "one", max_steps=3, epochs=5, micro_batches=2)
-    assert invoke("train", "--config", single).exit_code == 0
+    alone = _run_cli(["train", "--config", single])
+    assert alone.wait(timeout=300) == 0, alone.stdout.read()
     config = yaml.safe_load(single.read_text())
     config.update(out=str(tmp_path / "ddp"), micro_batches=1)
     ddp_yaml = tmp_path / "ddp.yaml"
@@ -369,3 +372,146 @@ def test_corrupt_files_met_in_training_are_skipped_and_counted(tmp_path):
     assert result.exit_code == 0, result.output
     lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [m["skipped_files"] for m in lines if "val_loss" in m][-1] >= 1
+
+
+def test_ema_follows_the_weights_and_the_best_checkpoint_keeps_it(tmp_path, monkeypatch):
+    from zhangcolor.train import update_ema
+
+    model, ema = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    before = ema.weight.detach().clone()
+    update_ema(ema, model, decay=0.99, step=1000)  # past the warm-up: d = 0.99
+    torch.testing.assert_close(ema.weight, 0.99 * before + 0.01 * model.weight.detach())
+    update_ema(ema, model, decay=0.99, step=0)  # warm-up: d = 1/10, mostly the model
+    assert (ema.weight - model.weight).abs().max() < (before - model.weight).abs().max()
+
+    import zhangcolor.train as train
+
+    scores = iter([1.0, 2.0])  # improving: the best is the last epoch's
+    monkeypatch.setattr(
+        train,
+        "validate",
+        lambda *a, **k: {"val_loss": 0.0, "val_auc": 0.0, "val_auc_rebalanced": next(scores)},
+    )
+    config = tiny_config(tmp_path, epochs=2, ema_decay=0.9, select_on="val_auc_rebalanced")
+    assert invoke("train", "--config", config).exit_code == 0
+    checkpoints = tmp_path / "run" / "checkpoints"
+    best = load_file(str(checkpoints / "best.safetensors"))
+    last = load_file(str(checkpoints / "last.safetensors"))
+    ema_state = torch.load(checkpoints / "last.state.pt", weights_only=True)["ema"]
+    weight = next(k for k in last if k.endswith("head.weight"))
+    assert not torch.equal(ema_state[weight], last[weight])  # the EMA is not the weights ...
+    assert torch.equal(best[weight], ema_state[weight])  # ... and the best checkpoint keeps it
+
+
+def test_the_best_checkpoint_and_early_stopping_follow_select_on(tmp_path, monkeypatch):
+    import zhangcolor.train as train
+
+    scores = iter([(3.0, 40.0), (2.0, 55.0), (1.0, 50.0), (0.5, 45.0), (0.4, 44.0)])
+
+    def fake(*args, **kwargs):
+        loss, rebalanced = next(scores)
+        return {"val_loss": loss, "val_auc": 80.0, "val_auc_rebalanced": rebalanced}
+
+    monkeypatch.setattr(train, "validate", fake)
+    config = tiny_config(tmp_path, epochs=5, patience=2, select_on="val_auc_rebalanced")
+    result = invoke("train", "--config", config)
+    assert result.exit_code == 0 and "val_auc_rebalanced stopped improving" in result.output
+    lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    epochs = [m for m in lines if "val_loss" in m]
+    assert [m["epoch"] for m in epochs] == [1, 2, 3, 4]  # best at 2, then 2 without a better one
+    best = load_file(str(tmp_path / "run" / "checkpoints" / "best.safetensors"))
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "run" / "checkpoints" / "best.safetensors"), "pt") as f:
+        assert int(f.metadata()["step"]) == epochs[1]["step"]  # epoch 2's, not the lowest loss's
+    assert best
+
+
+def test_three_stages_freeze_the_encoder_then_lower_the_lr_then_train_everything(
+    tmp_path, monkeypatch
+):
+    """Decoder at lr, decoder at lr × stage_lr_factor, then everything, each stage ending when
+    the validation stops improving (patience 1 here: a stage lasts until one worse epoch)."""
+    import zhangcolor.train as train
+
+    losses = iter([5.0, 6.0, 4.0, 4.5, 3.0, 3.5, 2.0, 2.5])
+    monkeypatch.setattr(
+        train,
+        "validate",
+        lambda *a, **k: {"val_loss": next(losses), "val_auc": 1.0, "val_auc_rebalanced": 1.0},
+    )
+    seen = []
+    real = train.train_one_epoch
+
+    def record(run, loader, on_step):
+        encoder = run.model.backbone.encoder
+        seen.append(
+            (
+                run.state.stage,
+                any(p.requires_grad for p in encoder.parameters()),
+                all(p.requires_grad for p in run.model.backbone.up4.parameters()),
+                [round(g["lr"], 8) for g in run.optimizer.param_groups],
+            )
+        )
+        return real(run, loader, on_step)
+
+    monkeypatch.setattr(train, "train_one_epoch", record)
+    model = {"backbone": "unet", "encoder": "efficientnet-lite0", "pretrained": True}
+    config = tiny_config(
+        tmp_path, epochs=8, stages=3, patience=1, schedule="constant", lr=1e-3, model=model
+    )
+    result = invoke("train", "--config", config)
+    assert result.exit_code == 0, result.output
+    assert [s[:3] for s in seen] == [
+        (1, False, True),
+        (1, False, True),
+        (2, False, True),
+        (2, False, True),
+        (3, True, True),
+        (3, True, True),
+    ]
+    assert seen[0][3][0] == 1e-3 and seen[2][3][0] == 1e-4  # the decoder's lr, lowered
+    assert seen[4][3] == [1e-4, 1e-4]  # stage 3: the encoder at lr × finetune_lr_factor
+    assert "stopped early" in result.output
+
+
+def test_tensorboard_event_files_hold_the_losses_the_aucs_and_the_sample_grids(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    result = invoke("train", "--config", tiny_config(tmp_path, epochs=2), "--tensorboard")
+    assert result.exit_code == 0, result.output
+    events = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
+    events.Reload()
+    scalars = set(events.Tags()["scalars"])
+    assert {"train/loss", "train/lr", "train/img_per_s"} <= scalars
+    assert {"val/loss", "val/auc", "val/auc_rebalanced"} <= scalars
+    assert [e.step for e in events.Scalars("val/auc_rebalanced")] == [
+        json.loads(x)["step"]
+        for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+        if "val_loss" in x
+    ]
+    assert len(events.Images("samples")) == 2
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["--head", "regression", "--loss", "l2+perceptual"],
+        ["--head", "regression", "--loss", "l2+contrastive"],
+        ["--color-space", "rgb"],
+    ],
+    ids=["perceptual", "contrastive", "rgb"],
+)
+def test_the_feature_losses_and_the_rgb_baseline_train_and_colorize(tmp_path, extra):
+    from zhangcolor.colorize import Colorizer
+
+    result = invoke("train", "--config", tiny_config(tmp_path, epochs=2), *extra)
+    assert result.exit_code == 0, result.output
+    path = tmp_path / "run" / "checkpoints" / "last.safetensors"
+    _, config, _ = load_checkpoint(path)
+    assert config.loss_kind == (extra[-1] if "--loss" in extra else "l2")
+    colorizer = Colorizer.load(path, size=32)
+    out = colorizer.colorize(np.full((20, 30), 128, np.uint8))
+    assert out.size == (30, 20) and not colorizer.uses_temperature
+    lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert all(np.isfinite(m["val_loss"]) for m in lines if "val_loss" in m)

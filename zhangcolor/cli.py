@@ -19,12 +19,15 @@ from zhangcolor.constants import TEMPERATURE, TEMPERATURES
 from zhangcolor.options import (
     BACKBONES,
     BACKENDS,
+    CACHE_MODES,
+    COLOR_SPACES,
     DEVICES,
     ENCODERS,
     FORMATS,
     HEADS,
     LOSSES,
     PRECISIONS,
+    SELECT_ON,
     ColorizeConfig,
     ModelConfig,
     PriorConfig,
@@ -247,13 +250,45 @@ def _print_prior_summary(result, data_dir: Path) -> None:
 )
 @field_option(TrainConfig, "workers", "--workers", type=int, help="DataLoader worker processes.")
 @field_option(TrainConfig, "seed", "--seed", type=int, help="Seed of the weights and the crops.")
+@field_option(
+    TrainConfig,
+    "select_on",
+    "--select-on",
+    type=click.Choice(SELECT_ON),
+    help="Validation metric of the best checkpoint and of early stopping.",
+)
+@field_option(TrainConfig, "patience", "--patience", type=int, help="Epochs without a better one.")
+@field_option(TrainConfig, "ema_decay", "--ema-decay", type=float, help="EMA of the weights.")
+@field_option(
+    TrainConfig,
+    "stages",
+    "--stages",
+    type=click.Choice(["2", "3"]),
+    help="2: freeze_epochs then fine-tune; 3: decoder, decoder at a lower lr, all.",
+)
+@field_option(
+    TrainConfig, "light_jitter", "--light-jitter", type=float, help="Color-neutral L augmentation."
+)
+@field_option(
+    TrainConfig, "cache", "--cache", type=click.Choice(CACHE_MODES), help="Decoded-photo cache."
+)
+@click.option(
+    "--color-space",
+    type=click.Choice(COLOR_SPACES),
+    help="rgb: the RGB-space regression baseline (--head rgb-regression). [default: lab]",
+)
+@click.option(
+    "--tensorboard", is_flag=True, default=None, help="Write TensorBoard logs into RUN/tensorboard."
+)
 @click.option(
     "--resume",
     "resume_dir",
     type=click.Path(exists=True, file_okay=False, path_type=Path),
     help="Continue the run in this folder exactly where its last checkpoint left it.",
 )
-def train(config_path, resume_dir, no_rebalance, head, backbone, encoder, width, **flags) -> None:
+def train(
+    config_path, resume_dir, no_rebalance, color_space, head, backbone, encoder, width, **flags
+) -> None:
     """Train a colorization network on a folder of color photos.
 
     YAML gives the defaults (`--config`), flags override them, and the resolved config is saved
@@ -263,6 +298,12 @@ def train(config_path, resume_dir, no_rebalance, head, backbone, encoder, width,
     """
     from zhangcolor.train import TrainingError, run
 
+    if color_space == "rgb":
+        if head not in (None, "regression", "rgb-regression"):
+            raise click.BadParameter("the RGB space is for regression", param_hint="--head")
+        head = "rgb-regression"
+    if flags.get("stages") is not None:
+        flags["stages"] = int(flags["stages"])
     model = {"head": head, "backbone": backbone, "encoder": encoder, "width": width}
     model = {k: v for k, v in model.items() if v is not None}
     if no_rebalance:
@@ -280,7 +321,7 @@ def train(config_path, resume_dir, no_rebalance, head, backbone, encoder, width,
     messages = {
         "done": "finished all epochs",
         "max_steps": "reached --max-steps",
-        "early_stop": "stopped early: the validation loss stopped improving",
+        "early_stop": f"stopped early: {config.select_on} stopped improving",
         "interrupted": f"interrupted; resume with: zhangcolor train --resume {config.out}",
     }
     out.print(f"{messages[ending]}. Run folder: {config.out}")

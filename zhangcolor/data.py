@@ -1,13 +1,13 @@
 """Folders of photos as training data.
 
-- A deterministic 90/10 train/val split keyed on each file's path, so adding files never moves
-  the old ones between train and val.
-- Training crops: random resized crop, horizontal flip, and rotation up to 15° with p = 0.3, on
-  8-bit RGBA; alpha goes through the same transforms, so transparent pixels (and the corners a
-  rotation brings in) carry no weight.
-- Every sample's augmentation is seeded from (run seed, epoch, index), so a resumed run sees the
-  very same crops.
-- Lab conversion happens per batch on the training device (``lab_batch``), not per sample.
+- Photos are read from the decoded cache (:mod:`zhangcolor.photo_cache`) when there is one,
+  else decoded per sample; either way as 8-bit RGBA at the load size (short side).
+- Each sample comes with its augmentation's parameters, drawn from a generator seeded by (run
+  seed, epoch, index), so a resumed run sees the very same crops; the pixels are cropped,
+  flipped and rotated per batch on the training device (:mod:`zhangcolor.augment`). Alpha goes
+  through the same transforms, so transparent pixels carry no weight.
+- A batch is its photos padded to a common size (transparent beyond each photo).
+- Lab conversion happens per batch on the device (``lab_batch``), not per sample.
 - Unusable files (corrupt, grayscale) are skipped and reported in the batch, never fatal.
 """
 
@@ -20,71 +20,77 @@ import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset, Sampler
-from torchvision.transforms import v2
 
+from zhangcolor.augment import PARAMS, centre_params, random_crop_params
 from zhangcolor.color import rgb_to_lab
-from zhangcolor.images import ImageError, load_image
-from zhangcolor.prior import is_gray
+from zhangcolor.photo_cache import PhotoCache, decode
 
-
-def train_transform(crop: int) -> v2.Transform:
-    """The paper-style augmentation on a ``(4, H, W)`` uint8 RGBA tensor."""
-    return v2.Compose(
-        [
-            v2.RandomResizedCrop(crop, scale=(0.25, 1.0), antialias=True),
-            v2.RandomHorizontalFlip(),
-            v2.RandomApply([v2.RandomRotation(15)], p=0.3),
-        ]
-    )
-
-
-def val_transform(crop: int) -> v2.Transform:
-    """Resize the short side to ``crop`` and take the centre."""
-    return v2.Compose([v2.Resize(crop, antialias=True), v2.CenterCrop(crop)])
+#: A pixel counts when its alpha is this close to opaque (after resampling, in [0, 1]).
+_OPAQUE = 254.5 / 255
 
 
 class PhotoDataset(Dataset):
-    """Color photos as ``(4, crop, crop)`` uint8 RGBA tensors.
+    """Color photos as ``(H, W, 4)`` uint8 RGBA arrays at the load size, with augmentation
+    parameters (random crops for training, the centre for validation).
 
     Indexed by ``(index, sample_seed)`` pairs from :class:`EpochSampler` (or a plain index).
-    Returns ``{"rgba": tensor}``, or ``{"skip": (file, reason)}`` for a file that cannot be used.
+    Returns ``{"rgba": array, "params": (PARAMS,)}``, or ``{"skip": (file, reason)}`` for a
+    file that cannot be used.
     """
 
-    def __init__(self, paths: Sequence[Path], *, crop: int, train: bool, load_size: int = 256):
+    def __init__(
+        self,
+        paths: Sequence[Path],
+        *,
+        train: bool,
+        load_size: int,
+        scale: tuple[float, float] = (0.25, 1.0),
+        cache: PhotoCache | None = None,
+    ) -> None:
         self.paths = list(paths)
-        self.crop = crop
-        self.load_size = max(load_size, crop)
-        self.transform = train_transform(crop) if train else val_transform(crop)
+        self.train, self.load_size, self.scale, self.cache = train, load_size, scale, cache
 
     def __len__(self) -> int:
         return len(self.paths)
 
+    def image(self, index: int) -> np.ndarray | str:
+        """The photo as RGBA, or why it cannot be used."""
+        if self.cache is None:
+            return decode(self.paths[index], self.load_size)
+        image = self.cache.image(index)
+        return self.cache.reasons[index] if image is None else image
+
     def __getitem__(self, key: int | tuple[int, int]) -> dict:
         index, seed = key if isinstance(key, tuple) else (key, key)
-        path = self.paths[index]
-        try:
-            image = load_image(path, short_side=self.load_size)
-        except ImageError as e:
-            return {"skip": (str(path), str(e))}
-        if is_gray(image):
-            return {"skip": (str(path), "grayscale")}
-        rgb = torch.from_numpy(image.pixels).permute(2, 0, 1)  # (3, H, W) uint8
-        if image.alpha is None:
-            alpha = torch.full_like(rgb[:1], 255)
+        image = self.image(index)
+        if isinstance(image, str):
+            return {"skip": (str(self.paths[index]), image)}
+        height, width = image.shape[:2]
+        if self.train:
+            generator = torch.Generator().manual_seed(seed)
+            params = random_crop_params(generator, height, width, self.scale)
         else:
-            alpha = torch.from_numpy(np.round(image.alpha * 255).astype(np.uint8))[None]
-        rgba = torch.cat([rgb, alpha])  # (4, H, W)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            return {"rgba": self.transform(rgba)}
+            params = centre_params(height, width)
+        return {"rgba": image, "params": params}
 
 
 def collate(items: list[dict]) -> dict:
-    """Stack the usable samples; list the skipped ones."""
+    """Pad the usable samples into one ``(B, 4, H, W)`` uint8 batch (transparent beyond each
+    photo; channels last in memory) with their ``(B, PARAMS)`` parameters; list the skipped."""
     images = [item["rgba"] for item in items if "rgba" in item]
+    skipped = [item["skip"] for item in items if "skip" in item]
+    if not images:
+        return {"rgba": None, "params": torch.zeros(0, PARAMS), "skipped": skipped}
+    height = max(i.shape[0] for i in images)
+    width = max(i.shape[1] for i in images)
+    batch = np.zeros((len(images), height, width, 4), dtype=np.uint8)
+    for out, image in zip(batch, images, strict=True):
+        out[: image.shape[0], : image.shape[1]] = image
+    params = torch.stack([item["params"] for item in items if "rgba" in item])
     return {
-        "rgba": torch.stack(images) if images else None,
-        "skipped": [item["skip"] for item in items if "skip" in item],
+        "rgba": torch.from_numpy(batch).permute(0, 3, 1, 2),
+        "params": params,
+        "skipped": skipped,
     }
 
 
@@ -93,13 +99,17 @@ class EpochSampler(Sampler):
 
     ``skip`` drops this rank's first samples of the epoch, so a resumed run goes on where it
     stopped. Every rank gets the same number of samples (the permutation wraps around).
+    :meth:`set_epoch` moves it on, so one DataLoader (and its workers) serves every epoch.
     """
 
     def __init__(
-        self, n: int, *, seed: int, epoch: int, rank: int = 0, world: int = 1, skip: int = 0
+        self, n: int, *, seed: int, epoch: int = 0, rank: int = 0, world: int = 1, skip: int = 0
     ) -> None:
         self.n, self.seed, self.epoch = n, seed, epoch
         self.rank, self.world, self.skip = rank, world, skip
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        self.epoch, self.skip = epoch, skip
 
     def _shard(self) -> list[int]:
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
@@ -117,14 +127,20 @@ class EpochSampler(Sampler):
 
 
 def lab_batch(rgba: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Split a uint8 RGBA batch into Lab parts, on its device.
+    """Split an RGBA batch into Lab parts, on its device.
 
     Args:
-        rgba: ``(B, 4, H, W)`` uint8.
+        rgba: ``(B, 4, H, W)`` uint8, or float in [0, 1] (resampled by the augmentation).
 
     Returns:
         ``lightness (B, 1, H, W)`` in [0, 100], ``ab (B, 2, H, W)``, and ``mask (B, H, W)``
-        True where alpha is 255.
+        True where the pixel is opaque.
     """
-    lab = rgb_to_lab(rgba[:, :3].float() / 255.0)
-    return lab[:, :1], lab[:, 1:], rgba[:, 3] == 255
+    if rgba.dtype == torch.uint8:
+        return (*_lab(rgba[:, :3].float() / 255.0), rgba[:, 3] == 255)
+    return (*_lab(rgba[:, :3].clamp(0, 1)), rgba[:, 3] >= _OPAQUE)
+
+
+def _lab(rgb: Tensor) -> tuple[Tensor, Tensor]:
+    lab = rgb_to_lab(rgb)
+    return lab[:, :1], lab[:, 1:]

@@ -3,14 +3,17 @@
 - ``rebalanced_cross_entropy``: the paper's multinomial cross-entropy (eq. 2) against the
   soft-encoded target, each pixel weighted by w of its true color's nearest bin (eq. 3).
 - ``regression_loss``: L1, L2 or Huber on ab, the baseline of the paper's comparison.
+- ``perceptual_loss`` and ``contrastive_loss``: terms on features of a frozen ImageNet encoder,
+  added to L2 for the regression head (seed 002's idea): the prediction's features near the
+  truth's, and nearer to them than to the gray image's.
 
-Both average over valid pixels (alpha = 255), so transparent pixels carry no weight.
+All average over valid pixels (alpha = 255), so transparent pixels carry no weight.
 """
 
 from __future__ import annotations
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torch.nn import functional as F
 
 from zhangcolor.decode import compute_dtype
@@ -76,3 +79,37 @@ def regression_loss(
         return per.mean()
     mask = mask.to(per.dtype)
     return (per * mask).sum() / mask.sum().clamp_min(1.0)
+
+
+def _features(encoder: nn.Module, rgb: Tensor) -> list[Tensor]:
+    """The encoder's feature maps of sRGB ``(B, 3, H, W)`` in [0, 1] (ImageNet Lite: [-1, 1])."""
+    return encoder(rgb * 2.0 - 1.0)
+
+
+def perceptual_loss(pred_rgb: Tensor, true_rgb: Tensor, encoder: nn.Module) -> Tensor:
+    """Mean squared distance between the encoder's features of the prediction and of the truth,
+    summed over its feature maps.
+
+    Args:
+        pred_rgb, true_rgb: ``(B, 3, H, W)`` sRGB in [0, 1]; put the truth into the prediction
+            where pixels do not count.
+        encoder: frozen, returning a list of feature maps.
+    """
+    truth = [f.detach() for f in _features(encoder, true_rgb)]
+    return sum(F.mse_loss(p, t) for p, t in zip(_features(encoder, pred_rgb), truth, strict=True))
+
+
+def contrastive_loss(
+    pred_rgb: Tensor, true_rgb: Tensor, gray_rgb: Tensor, encoder: nn.Module
+) -> Tensor:
+    """Σ over feature maps of ‖f(pred) − f(truth)‖₁ / ‖f(pred) − f(gray)‖₁: small when the
+    prediction is near the truth *and* far from the gray image (the truth as the positive,
+    the gray input as the negative)."""
+    pred = _features(encoder, pred_rgb)
+    truth = [f.detach() for f in _features(encoder, true_rgb)]
+    gray = [f.detach() for f in _features(encoder, gray_rgb)]
+    terms = [
+        (p - t).abs().mean() / ((p - g).abs().mean() + 1e-6)
+        for p, t, g in zip(pred, truth, gray, strict=True)
+    ]
+    return sum(terms)

@@ -48,9 +48,17 @@ ENCODERS = (
     "efficientnet-lite2",
 )
 REGRESSION_LOSSES = ("l1", "l2", "huber")
+#: L2 plus a term on features of the frozen ImageNet encoder (regression heads): perceptual, the
+#: feature distance to the truth; contrastive, that distance over the one to the gray image.
+FEATURE_LOSSES = ("l2+perceptual", "l2+contrastive")
 #: auto: cross-entropy for classification, l2 for regression.
-LOSSES = ("auto", "ce", *REGRESSION_LOSSES)
+LOSSES = ("auto", "ce", *REGRESSION_LOSSES, *FEATURE_LOSSES)
 SCHEDULES = ("cosine", "constant")
+#: The validation metric that picks the best checkpoint and stops early (losses fall, AuCs rise).
+SELECT_ON = ("val_loss", "val_auc", "val_auc_rebalanced")
+#: The decoded-photo cache: auto (when it fits in cache_max_gb), on, off.
+CACHE_MODES = ("auto", "on", "off")
+COLOR_SPACES = ("lab", "rgb")
 PRECISIONS = ("auto", "fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
 BACKENDS = ("torch", "onnx")
@@ -62,11 +70,14 @@ class Head(str, Enum):
 
     CLASSIFICATION = "classification"
     REGRESSION = "regression"
+    #: The RGB-space baseline: regression of sRGB from L (seed 004's experiment); its ab is
+    #: that of the predicted RGB.
+    RGB_REGRESSION = "rgb-regression"
 
     @property
     def channels(self) -> int:
-        """Output channels: Q logits, or a and b."""
-        return Q if self is Head.CLASSIFICATION else 2
+        """Output channels: Q logits, a and b, or R, G and B."""
+        return {Head.CLASSIFICATION: Q, Head.REGRESSION: 2, Head.RGB_REGRESSION: 3}[self]
 
     @property
     def uses_temperature(self) -> bool:
@@ -79,6 +90,10 @@ class Head(str, Enum):
             from zhangcolor.decode import annealed_mean  # torch: only when decoding
 
             return annealed_mean(output, centers, temperature)
+        if self is Head.RGB_REGRESSION:
+            from zhangcolor.color import rgb_to_lab
+
+            return rgb_to_lab(output.float().clamp(0, 1))[:, 1:]
         return output
 
     @classmethod
@@ -162,15 +177,28 @@ class TrainConfig:
     val_images: int = 8  # fixed validation images for the sample grid
     freeze_epochs: int = 0  # pretrained encoders: epochs with the encoder frozen first
     finetune_lr_factor: float = 0.1  # then the encoder trains at lr × this
-    patience: int | None = None  # stop after this many epochs without a better val loss
+    patience: int | None = None  # stop after this many epochs without a better `select_on`
     save_every: int = 100  # steps between checkpoints (and at every epoch end)
     log_every: int = 10  # steps between metrics lines
     temperature: float = TEMPERATURE  # annealed-mean T of the sample grids and val AuC
+    crop_scale: tuple[float, float] = (0.25, 1.0)  # area share of the photo a random crop takes
+    light_jitter: float = 0.0  # strength of the color-neutral augmentation of L; 0: off
+    cache: str = "auto"  # decoded-photo cache: auto (if it fits in cache_max_gb), on, off
+    cache_max_gb: float = 32.0  # the largest decoded-photo cache auto builds
+    ema_decay: float | None = None  # EMA of the weights (e.g. 0.999), validated and kept as best
+    select_on: str = "val_loss"  # the metric of the best checkpoint and of early stopping
+    # 2: the encoder frozen for freeze_epochs, then fine-tuned; 3: the decoder, the decoder at
+    # lr × stage_lr_factor, then the whole network, each stage early-stopped (patience).
+    stages: int = 2
+    stage_lr_factor: float = 0.1  # stages 3: the decoder's lr factor after the first stage
+    feature_weight: float = 0.1  # weight of the perceptual or contrastive term of the loss
+    tensorboard: bool = False  # write TensorBoard event files into RUN/tensorboard
 
     def __post_init__(self) -> None:
         if isinstance(self.model, dict):
             self.model = ModelConfig(**self.model)
-        self.betas = tuple(self.betas)  # YAML gives a list
+        self.betas = tuple(self.betas)  # YAML gives lists
+        self.crop_scale = tuple(self.crop_scale)
         check_fields(
             self,
             {
@@ -205,12 +233,35 @@ class TrainConfig:
                 "save_every": integer(1),
                 "log_every": integer(1),
                 "temperature": within(0, 1, low_open=True),
+                "crop_scale": (
+                    lambda v: len(v) == 2 and 0 < v[0] <= v[1] <= 1,
+                    "must be two numbers 0 < low ≤ high ≤ 1",
+                ),
+                "light_jitter": within(0, 1),
+                "cache": one_of(CACHE_MODES),
+                "cache_max_gb": at_least(0),
+                "ema_decay": optional(within(0, 1, high_open=True)),
+                "select_on": one_of(SELECT_ON),
+                "stages": (lambda v: v in (2, 3), "must be 2 or 3"),
+                "stage_lr_factor": positive(),
+                "feature_weight": at_least(0),
             },
         )
-        if self.model.head is Head.CLASSIFICATION and self.loss not in ("auto", "ce"):
-            raise ValueError(f"the classification head trains with cross-entropy, not {self.loss}")
-        if self.model.head is Head.REGRESSION and self.loss == "ce":
+        self._check_combinations()
+
+    def _check_combinations(self) -> None:
+        head, loss = self.model.head, self.loss
+        if head is Head.CLASSIFICATION and loss not in ("auto", "ce"):
+            raise ValueError(f"the classification head trains with cross-entropy, not {loss}")
+        if head is not Head.CLASSIFICATION and loss == "ce":
             raise ValueError("the regression head trains with l1, l2 or huber, not ce")
+        if head is Head.RGB_REGRESSION and loss not in ("auto", "l2"):
+            raise ValueError(f"the RGB baseline trains with l2 on RGB, not {loss}")
+        if self.stages == 3 and (self.patience is None or not self.model.pretrained):
+            raise ValueError(
+                "stages: 3 early-stops each stage: it needs patience, and a pretrained U-Net "
+                "encoder to freeze first"
+            )
 
     @property
     def loss_kind(self) -> str:

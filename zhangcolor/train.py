@@ -1,12 +1,13 @@
 """Training (``zhangcolor train``): ``load_data``, ``train_one_epoch``, ``validate``, ``run``.
 
 A run folder holds ``config.yaml`` (the resolved config), ``metrics.jsonl``, ``plots/loss.png``,
-``samples/epoch_NNN.png`` and ``checkpoints/``:
+``samples/epoch_NNN.png``, ``checkpoints/`` and, with ``tensorboard: true``, ``tensorboard/``:
 
 - ``best.safetensors`` and ``last.safetensors``: the model weights, with the resolved config and
   the bins and class weights it was trained with in the safetensors metadata, so a checkpoint
-  is all that colorizing needs;
-- ``last.state.pt``: optimizer, scheduler, RNG and progress, loadable with ``weights_only=True``.
+  is all that colorizing needs (``best`` is the EMA's weights when there is an EMA);
+- ``last.state.pt``: optimizer, scheduler, EMA, RNG and progress, loadable with
+  ``weights_only=True``.
 
 ``--resume RUN_DIR`` continues exactly: same data order and crops, same steps. Under
 ``torchrun`` the run is data-parallel (gloo on CPU, nccl on GPU) and only rank 0 writes.
@@ -14,6 +15,7 @@ A run folder holds ``config.yaml`` (the resolved config), ``metrics.jsonl``, ``p
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -34,6 +36,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
 from zhangcolor import __version__
+from zhangcolor.augment import crop_flip_rotate, jitter_lightness
 from zhangcolor.bins import load_bins, nearest_bins
 from zhangcolor.checkpoint import (
     checkpoint_step,
@@ -48,10 +51,16 @@ from zhangcolor.data import EpochSampler, PhotoDataset, collate, lab_batch
 from zhangcolor.device import precision_context, resolve_precision
 from zhangcolor.encode import soft_encode_sparse
 from zhangcolor.files import atomic_write
-from zhangcolor.loss import rebalanced_cross_entropy, regression_loss
+from zhangcolor.loss import (
+    contrastive_loss,
+    perceptual_loss,
+    rebalanced_cross_entropy,
+    regression_loss,
+)
 from zhangcolor.metrics import auc
-from zhangcolor.models import ColorizationNet, Head, build_model, unwrap
+from zhangcolor.models import ColorizationNet, Head, build_model, feature_encoder, unwrap
 from zhangcolor.options import TrainConfig
+from zhangcolor.photo_cache import PhotoCache, estimate_bytes, open_cache
 from zhangcolor.split import split_files
 
 __all__ = ["TrainConfig", "TrainingError", "run"]
@@ -80,15 +89,28 @@ def setup_distributed() -> tuple[int, int, torch.device]:
     return rank, world, torch.device("cpu")
 
 
+def _barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+
+
 # ----------------------------------------------------------------------------- data
 
 
-def load_data(config: TrainConfig) -> tuple[PhotoDataset, PhotoDataset, list[Path]]:
-    """Training and validation datasets, and the fixed validation images of the sample grid.
+@dataclass
+class TrainingData:
+    """The training and validation photos, and how many of the latter the sample grid shows."""
 
-    The split is keyed on the files' paths alone (not on the run's seed), so that
-    ``evaluate --split val`` scores exactly the photos every run held out.
-    """
+    train: PhotoDataset
+    val: PhotoDataset
+    fixed: int
+
+
+def load_data(config: TrainConfig, rank: int = 0, console: Console | None = None) -> TrainingData:
+    """The datasets of a run. The split is keyed on the files' paths alone (not on the run's
+    seed), so that ``evaluate --split val`` scores exactly the photos every run held out.
+    With the cache on, rank 0 decodes every photo once first (``console``: with a progress
+    bar) and the other ranks wait for it."""
     if config.data is None:
         raise TrainingError("no training data: pass --data FOLDER (a folder of color photos)")
     root = Path(config.data)
@@ -99,14 +121,45 @@ def load_data(config: TrainConfig) -> tuple[PhotoDataset, PhotoDataset, list[Pat
         raise TrainingError(f"no images under {root} for training (looked recursively)")
     if not val:  # a tiny folder: validate on training images rather than not at all
         val = train[: config.val_images]
-    train_set = PhotoDataset(train, crop=config.crop, train=True, load_size=config.load_size)
-    val_set = PhotoDataset(val, crop=config.crop, train=False, load_size=config.load_size)
-    return train_set, val_set, val[: config.val_images]
+    load_size = max(config.load_size, config.crop)
+    caches = _photo_caches(config, [train, val], load_size, rank, console)
+    return TrainingData(
+        train=PhotoDataset(
+            train, train=True, load_size=load_size, scale=config.crop_scale, cache=caches[0]
+        ),
+        val=PhotoDataset(val, train=False, load_size=load_size, cache=caches[1]),
+        fixed=min(config.val_images, len(val)),
+    )
+
+
+def _photo_caches(
+    config: TrainConfig, lists: list[list[Path]], load_size: int, rank: int, console
+) -> list[PhotoCache | None]:
+    """The decoded-photo caches of the lists, built by rank 0; None each when the cache is off,
+    or (auto) when it would exceed ``cache_max_gb``."""
+    count = sum(len(paths) for paths in lists)
+    size = estimate_bytes(count, load_size)
+    if config.cache == "off" or (config.cache == "auto" and size > config.cache_max_gb * 2**30):
+        return [None] * len(lists)
+    if rank == 0:
+        from zhangcolor.progress import progress_bar
+
+        bar = progress_bar(console or Console(quiet=True), enabled=console is not None)
+        workers = max(2, config.workers)
+        with bar:
+            task = bar.add_task(f"caching photos at {load_size} px", total=count)
+            for paths in lists:
+                advance = lambda _: bar.advance(task)  # noqa: E731
+                open_cache(paths, load_size, workers=workers, on_image=advance)
+    _barrier()
+    return [open_cache(paths, load_size) for paths in lists]
 
 
 def make_loader(
     dataset: PhotoDataset, sampler, config: TrainConfig, device: torch.device, batch: int
 ) -> DataLoader:
+    """One loader for the whole run: its sampler moves on with ``set_epoch``, so the worker
+    processes persist across epochs."""
     return DataLoader(
         dataset,
         batch_size=batch,
@@ -115,8 +168,15 @@ def make_loader(
         collate_fn=collate,
         pin_memory=device.type == "cuda",
         drop_last=False,
-        persistent_workers=False,
+        persistent_workers=config.workers > 0,
     )
+
+
+def device_batch(batch: dict, crop: int, device: torch.device) -> Tensor:
+    """A loader batch as ``(B, 4, crop, crop)`` float RGBA on ``device``: each photo cropped,
+    flipped and rotated as its parameters say (:mod:`zhangcolor.augment`)."""
+    rgba = batch["rgba"].to(device, non_blocking=True)
+    return crop_flip_rotate(rgba, batch["params"], crop)
 
 
 # ----------------------------------------------------------------------------- loss
@@ -131,15 +191,49 @@ def targets_at_output(ab: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def compute_loss(
-    output: Tensor, ab: Tensor, mask: Tensor, config: TrainConfig, bins: dict[str, Tensor]
+    output: Tensor,
+    ab: Tensor,
+    mask: Tensor,
+    config: TrainConfig,
+    bins: dict[str, Tensor],
+    lightness: Tensor | None = None,
+    features: nn.Module | None = None,
 ) -> Tensor:
-    """The head's loss between the network output and the true ab of the crop."""
+    """The head's loss between the network output and the crop's truth (ab ``(B, 2, H, W)``,
+    mask ``(B, H, W)``; the RGB baseline and the feature terms also need its L and
+    ``features``, the frozen encoder)."""
     small_ab, small_mask = targets_at_output(ab, mask)
-    if config.model.head is Head.CLASSIFICATION:
+    head = config.model.head
+    if head is Head.CLASSIFICATION:
         index, weight = soft_encode_sparse(small_ab, bins["centers"])
         class_weights = bins["weights"] if config.rebalance else None
         return rebalanced_cross_entropy(output, index, weight, class_weights, small_mask)
-    return regression_loss(output, small_ab, config.loss_kind, config.huber_delta, small_mask)
+    if head is Head.RGB_REGRESSION:
+        true_rgb = F.avg_pool2d(lab_to_rgb(torch.cat([lightness, ab], 1)), STRIDE)
+        return regression_loss(output, true_rgb, "l2", mask=small_mask)
+    kind = config.loss_kind.split("+")[0]
+    loss = regression_loss(output, small_ab, kind, config.huber_delta, small_mask)
+    if "+" in config.loss_kind:
+        loss = loss + config.feature_weight * _feature_term(
+            output, lightness, ab, mask, features, config
+        )
+    return loss
+
+
+def _feature_term(
+    pred_ab: Tensor, lightness: Tensor, ab: Tensor, mask: Tensor, encoder: nn.Module, config
+) -> Tensor:
+    """The perceptual or contrastive term, on sRGB at the crop's full size: the predicted ab
+    upsampled and joined with the true L (as colorize does); pixels that do not count take
+    the truth's value in the prediction."""
+    up = F.interpolate(pred_ab.float(), size=ab.shape[-2:], mode="bilinear", align_corners=False)
+    pred = lab_to_rgb(torch.cat([lightness, up], 1))
+    truth = lab_to_rgb(torch.cat([lightness, ab], 1))
+    pred = torch.where(mask[:, None], pred, truth)
+    if config.loss_kind == "l2+perceptual":
+        return perceptual_loss(pred, truth, encoder)
+    gray = lab_to_rgb(torch.cat([lightness, torch.zeros_like(ab)], 1))
+    return contrastive_loss(pred, truth, gray, encoder)
 
 
 # ----------------------------------------------------------------------------- the run
@@ -152,9 +246,10 @@ class RunState:
     step: int = 0
     epoch: int = 0
     epoch_samples: int = 0  # this rank's samples already used in the current epoch
-    best_val: float = math.inf  # the best validation loss so far
+    best_val: float = math.inf  # the best `select_on` value so far (negated for AuCs)
     bad_epochs: int = 0  # epochs since it last improved
     skipped: int = 0  # unusable files met
+    stage: int = 1  # the stage of three-stage training
 
 
 @dataclass(frozen=True)
@@ -200,9 +295,12 @@ class Run:
     total_steps: int
     paths: RunPaths
     state: RunState = field(default_factory=RunState)
+    ema: nn.Module | None = None  # the exponential moving average of the weights
+    features: nn.Module | None = None  # the frozen encoder of the feature losses
     ddp: nn.Module | None = None  # the DistributedDataParallel wrapper under torchrun
     trainable: tuple[bool, ...] = ()  # which parameters train now (the DDP wrapper's)
     stop: threading.Event = field(default_factory=threading.Event)  # set by Ctrl-C
+    tensorboard: object | None = None  # a SummaryWriter, with `tensorboard: true`
 
     @property
     def writer(self) -> bool:
@@ -214,10 +312,22 @@ class Run:
         """What the training step calls: the DDP wrapper, or the model itself."""
         return self.ddp if self.ddp is not None else self.model
 
+    @property
+    def judged(self) -> nn.Module:
+        """What validation scores and the best checkpoint keeps: the EMA, if any."""
+        return self.ema if self.ema is not None else self.model
+
     def log(self, record: dict) -> None:
-        if self.writer:
-            with self.paths.metrics.open("a") as f:
-                f.write(json.dumps(record) + "\n")
+        if not self.writer:
+            return
+        with self.paths.metrics.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.tensorboard is not None:
+            group = "val" if any(k.startswith("val_") for k in record) else "train"
+            for key, value in record.items():
+                if key not in ("step", "epoch") and isinstance(value, int | float):
+                    name = key.removeprefix("val_")
+                    self.tensorboard.add_scalar(f"{group}/{name}", value, record["step"])
 
     def save(self) -> None:
         """Weights and trainer state at this step. The previous weights stay as prev until both
@@ -230,6 +340,8 @@ class Run:
             "progress": vars(self.state).copy(),
             "rng": torch.get_rng_state(),
         }
+        if self.ema is not None:
+            payload["ema"] = {k: v.cpu() for k, v in self.ema.state_dict().items()}
         last, prev, new = (self.paths.checkpoint(n) for n in ("last", "prev", "next"))
         save_model(new, self.model, self.config, self.bins, self.state.step)
         if last.exists():
@@ -239,13 +351,14 @@ class Run:
 
 
 def _encoder(model: ColorizationNet, config: TrainConfig) -> nn.Module | None:
-    """The pretrained encoder of a U-Net, which the two-stage schedule freezes first."""
+    """The pretrained encoder of a U-Net, which the staged schedules freeze first."""
     if config.model.backbone != "unet" or not config.model.pretrained:
         return None
-    return model.backbone.encoder
+    return unwrap(model).backbone.encoder
 
 
 def _optimizer(model: ColorizationNet, config: TrainConfig) -> torch.optim.Optimizer:
+    """Adam over two groups: the rest (decoder and head), then the pretrained encoder."""
     encoder = _encoder(model, config)
     encoder_ids = {id(p) for p in encoder.parameters()} if encoder is not None else set()
     rest = [p for p in model.parameters() if id(p) not in encoder_ids]
@@ -272,9 +385,12 @@ def _run_bins(config: TrainConfig, device: torch.device) -> dict[str, Tensor]:
     return {k: loaded[k].to(device=device, dtype=torch.float32) for k in names}
 
 
-def prepare(config: TrainConfig, train_size: int) -> Run:
+def _maximises(config: TrainConfig) -> bool:
+    return config.select_on != "val_loss"
+
+
+def prepare(config: TrainConfig, train_size: int, rank: int, world: int, device) -> Run:
     """The model, optimizer and schedule of a new run on this process's device."""
-    rank, world, device = setup_distributed()
     if config.batch_size % world:
         raise TrainingError(f"--batch-size {config.batch_size} must divide among {world} processes")
     torch.manual_seed(config.seed)
@@ -302,6 +418,9 @@ def prepare(config: TrainConfig, train_size: int) -> Run:
         world=world,
         total_steps=total_steps,
         paths=RunPaths(Path(config.out)),
+        state=RunState(best_val=-math.inf if _maximises(config) else math.inf),
+        ema=copy.deepcopy(model).eval().requires_grad_(False) if config.ema_decay else None,
+        features=feature_encoder(device) if "+" in config.loss_kind else None,
     )
 
 
@@ -319,6 +438,8 @@ def restore(run: Run) -> None:
     run.model.load_state_dict(load_file(str(weights)))
     run.optimizer.load_state_dict(saved["optimizer"])
     run.scheduler.load_state_dict(saved["scheduler"])
+    if run.ema is not None and "ema" in saved:
+        run.ema.load_state_dict(saved["ema"])
     run.state = RunState(**saved["progress"])
     torch.set_rng_state(saved["rng"])
     if run.writer and paths.metrics.exists():  # drop what was logged after the checkpoint
@@ -331,7 +452,7 @@ def restore(run: Run) -> None:
 
 
 def start_folder(run: Run) -> None:
-    """Rank 0 makes the run folder and writes the resolved config into it."""
+    """Rank 0 makes the run folder, writes the resolved config and opens TensorBoard's log."""
     if not run.writer:
         return
     import yaml
@@ -340,15 +461,43 @@ def start_folder(run: Run) -> None:
         (run.paths.root / sub).mkdir(parents=True, exist_ok=True)
     resolved = yaml.safe_dump(config_dict(run.config), sort_keys=False)
     atomic_write(run.paths.config, lambda tmp: tmp.write_text(resolved))
+    if run.config.tensorboard:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise TrainingError(
+                "tensorboard: true needs the tensorboard package: "
+                "pip install 'zhangcolor[tensorboard]'"
+            ) from None
+        run.tensorboard = SummaryWriter(str(run.paths.root / "tensorboard"))
 
 
 def set_stage(run: Run) -> None:
-    """Freeze or unfreeze the pretrained encoder for this epoch (two-stage training), and under
-    torchrun wrap the model for DistributedDataParallel again when what trains has changed:
-    DDP waits for a gradient of every parameter that required one when it was built."""
-    encoder = _encoder(run.model, run.config)
+    """Freeze or unfreeze the pretrained encoder and set each group's learning rate for this
+    epoch's stage, and under torchrun wrap the model for DistributedDataParallel again when
+    what trains has changed: DDP waits for a gradient of every parameter that required one
+    when it was built.
+
+    Two stages: the encoder frozen for ``freeze_epochs``, then fine-tuned at
+    lr × ``finetune_lr_factor``. Three: the decoder at lr, then at lr × ``stage_lr_factor``,
+    then the whole network (the encoder at lr × ``finetune_lr_factor``).
+    """
+    config, state = run.config, run.state
+    encoder = _encoder(run.model, config)
+    if config.stages == 3:
+        frozen = state.stage < 3
+        decoder_lr = config.lr * (config.stage_lr_factor if state.stage >= 2 else 1.0)
+        bases = [decoder_lr, config.lr * config.finetune_lr_factor][
+            : len(run.optimizer.param_groups)
+        ]
+        run.scheduler.base_lrs = bases
+        factor = run.scheduler.lr_lambdas[0](run.scheduler.last_epoch)
+        for group, base in zip(run.optimizer.param_groups, bases, strict=True):
+            group["lr"] = base * factor
+    else:
+        frozen = state.epoch < config.freeze_epochs
     if encoder is not None:
-        encoder.requires_grad_(run.state.epoch >= run.config.freeze_epochs)
+        encoder.requires_grad_(not frozen)
     trainable = tuple(p.requires_grad for p in run.model.parameters())
     if dist.is_initialized() and trainable != run.trainable:
         ids = [run.device.index] if run.device.type == "cuda" else None
@@ -360,10 +509,14 @@ def set_stage(run: Run) -> None:
 
 
 def train_step(run: Run, rgba: Tensor) -> float:
-    """One optimizer step on a uint8 RGBA batch ``(B, 4, H, W)``; returns its loss."""
+    """One optimizer step on an RGBA batch ``(B, 4, crop, crop)`` (uint8, or float in [0, 1]
+    from the augmentation); returns its loss."""
     config, net = run.config, run.net
     run.optimizer.zero_grad(set_to_none=True)
     total = 0.0
+    # Color-neutral jitter of the input L, seeded by the step (and rank): exact on resume.
+    generator = torch.Generator(run.device)
+    generator.manual_seed((config.seed * 1_000_003 + run.state.step) * 64 + run.rank)
     # Interleaved like the ranks' shards, so micro-batches group samples as processes do.
     chunks = [rgba[i :: config.micro_batches] for i in range(config.micro_batches)]
     chunks = [c for c in chunks if c.shape[0]]
@@ -372,11 +525,13 @@ def train_step(run: Run, rgba: Tensor) -> float:
         last = i == len(chunks) - 1
         sync = net.no_sync() if hasattr(net, "no_sync") and not last else nullcontext()
         lightness, ab, mask = lab_batch(chunk)
+        seen = jitter_lightness(lightness, generator, config.light_jitter)
         if config.channels_last:
-            lightness = lightness.contiguous(memory_format=torch.channels_last)
+            seen = seen.contiguous(memory_format=torch.channels_last)
         with precision_context(run.device, run.autocast):
-            output = net(lightness)
-        loss = compute_loss(output, ab, mask, config, run.bins) / config.micro_batches
+            output = net(seen)
+        loss = compute_loss(output, ab, mask, config, run.bins, lightness, run.features)
+        loss = loss / config.micro_batches
         if not torch.isfinite(loss):
             raise TrainingError(
                 f"the loss became {loss.item()} at step {run.state.step + 1}; the last good "
@@ -388,7 +543,20 @@ def train_step(run: Run, rgba: Tensor) -> float:
     run.optimizer.step()
     run.scheduler.step()
     run.state.step += 1
+    if run.ema is not None:
+        update_ema(run.ema, run.model, run.config.ema_decay, run.state.step)
     return total
+
+
+@torch.no_grad()
+def update_ema(ema: nn.Module, model: nn.Module, decay: float, step: int) -> None:
+    """ema ← ema + (1 − d)(model − ema), with d warming up as (1 + step) / (10 + step) so the
+    first steps' random weights fade fast; buffers (BatchNorm statistics) are copied."""
+    d = min(decay, (1 + step) / (10 + step))
+    for e, m in zip(ema.parameters(), unwrap(model).parameters(), strict=True):
+        e.lerp_(m.detach(), 1.0 - d)
+    for e, m in zip(ema.buffers(), unwrap(model).buffers(), strict=True):
+        e.copy_(m)
 
 
 def _keep_frozen_statistics(model: nn.Module) -> None:
@@ -411,22 +579,15 @@ def train_one_epoch(run: Run, loader: DataLoader, on_step: Callable[[dict], None
         state.epoch_samples += len(batch["skipped"])
         if batch["rgba"] is None:
             continue
-        rgba = batch["rgba"].to(run.device, non_blocking=True)
+        rgba = device_batch(batch, config.crop, run.device)
         state.epoch_samples += rgba.shape[0]
         loss = train_step(run, rgba)
         seen += rgba.shape[0] * run.world
         if state.step % config.log_every == 0 or state.step == 1:
             rate = seen / max(time.perf_counter() - started, 1e-9)
             lr = run.scheduler.get_last_lr()[0]
-            on_step(
-                {
-                    "step": state.step,
-                    "epoch": state.epoch,
-                    "loss": loss,
-                    "lr": lr,
-                    "img_per_s": rate,
-                }
-            )
+            record = {"step": state.step, "epoch": state.epoch, "loss": loss, "lr": lr}
+            on_step({**record, "img_per_s": rate})
         if state.step >= run.total_steps:
             return "max_steps"
         if run.stop.is_set():
@@ -438,25 +599,27 @@ def train_one_epoch(run: Run, loader: DataLoader, on_step: Callable[[dict], None
 
 @torch.no_grad()
 def validate(run: Run, loader: DataLoader) -> dict[str, float]:
-    """Mean validation loss, raw AuC and class-rebalanced AuC (at T = config.temperature) over
-    the validation set; a pixel's rebalancing weight is 1 / p̃ of its true color's bin."""
-    model, config, bins = run.model, run.config, run.bins
+    """Mean validation loss, raw AuC and class-rebalanced AuC (at T = config.temperature) of
+    the judged weights (the EMA, if any) over the validation set; a pixel's rebalancing weight
+    is 1 / p̃ of its true color's bin."""
+    model, config, bins = run.judged, run.config, run.bins
     model.eval()
     losses, aucs, rebalanced = [], [], []
     for batch in loader:
         if batch["rgba"] is None:
             continue
-        lightness, ab, mask = lab_batch(batch["rgba"].to(run.device))
+        lightness, ab, mask = lab_batch(device_batch(batch, config.crop, run.device))
         with precision_context(run.device, run.autocast):
             output = model(lightness)
-        losses.append(compute_loss(output, ab, mask, config, bins).item())
+        loss = compute_loss(output, ab, mask, config, bins, lightness, run.features)
+        losses.append(loss.item())
         small_ab, small_mask = targets_at_output(ab, mask)
-        pred = model.kind.decode(output.float(), bins["centers"], config.temperature)
+        pred = unwrap(model).kind.decode(output.float(), bins["centers"], config.temperature)
         aucs.append(auc(pred, small_ab, small_mask))
         _, index = nearest_bins(small_ab, bins["centers"], 1)
         inverse_prior = 1.0 / bins["prior_smoothed"][index[:, 0]].clamp_min(1e-12)
         rebalanced.append(auc(pred, small_ab, small_mask, inverse_prior))
-    model.train()
+    run.model.train()
     if not losses:
         return {"val_loss": math.nan, "val_auc": math.nan, "val_auc_rebalanced": math.nan}
     return {
@@ -470,10 +633,11 @@ def validate(run: Run, loader: DataLoader) -> dict[str, float]:
 def sample_grid(
     model: nn.Module, images: Tensor, bins: dict[str, Tensor], temperature: float
 ) -> Tensor:
-    """Rows of gray | truth | prediction for uint8 RGBA ``images (B, 4, H, W)``: ``(3, H', W')``."""
+    """Rows of gray | truth | prediction for RGBA ``images (B, 4, H, W)``: ``(3, H', W')``."""
     from torchvision.utils import make_grid
 
     model = unwrap(model)
+    training = model.training
     model.eval()
     lightness, ab, _ = lab_batch(images)
     pred = model.kind.decode(model(lightness).float(), bins["centers"], temperature)
@@ -481,7 +645,7 @@ def sample_grid(
     gray = lab_to_rgb(torch.cat([lightness, torch.zeros_like(ab)], 1))
     truth = lab_to_rgb(torch.cat([lightness, ab], 1))
     color = lab_to_rgb(torch.cat([lightness, pred], 1))
-    model.train()
+    model.train(training)
     rows = torch.stack([gray, truth, color], 1).flatten(0, 1)  # (3B, 3, H, W)
     return make_grid(rows.cpu(), nrow=3, padding=2, pad_value=1.0)
 
@@ -505,30 +669,58 @@ def plot_losses(metrics_path: Path, out: Path) -> None:
     plt.close(fig)
 
 
-def end_epoch(run: Run, metrics: dict[str, float], fixed: Tensor | None, console: Console) -> None:
-    """Log the validation, keep the best weights, checkpoint, and (rank 0) draw the loss plot
-    and the sample grid."""
-    state = run.state
-    run.log({"step": state.step, "epoch": state.epoch, **metrics, "skipped_files": state.skipped})
-    improved = metrics["val_loss"] < state.best_val
+def _judge(run: Run, metrics: dict[str, float]) -> bool:
+    """Whether this epoch's ``select_on`` beats the best so far; counts the epochs it does not."""
+    value = metrics[run.config.select_on]
+    value = -value if _maximises(run.config) else value
+    best = -run.state.best_val if _maximises(run.config) else run.state.best_val
+    improved = value < best
     if improved:
-        state.best_val, state.bad_epochs = metrics["val_loss"], 0
+        run.state.best_val = -value if _maximises(run.config) else value
+        run.state.bad_epochs = 0
     else:
-        state.bad_epochs += 1
+        run.state.bad_epochs += 1
+    return improved
+
+
+def end_epoch(run: Run, metrics: dict[str, float], fixed: Tensor | None, console: Console) -> bool:
+    """Log the validation, keep the best weights, checkpoint, and (rank 0) draw the loss plot
+    and the sample grid. Returns whether the run should stop early."""
+    state, config = run.state, run.config
+    run.log({"step": state.step, "epoch": state.epoch, **metrics, "skipped_files": state.skipped})
+    improved = _judge(run, metrics)
+    if run.writer and improved:
+        save_model(run.paths.checkpoint("best"), run.judged, config, run.bins, state.step)
+    patience_out = config.patience is not None and state.bad_epochs >= config.patience
+    next_stage = config.stages == 3 and patience_out and state.stage < 3
+    if next_stage:  # early-stopped stage: on from its best weights
+        _barrier()
+        best = load_file(str(run.paths.checkpoint("best")), device=str(run.device))
+        for module in (run.model, run.ema):
+            if module is not None:
+                module.load_state_dict(best)
+        state.stage, state.bad_epochs = state.stage + 1, 0
     run.save()
-    if not run.writer:
-        return
+    if run.writer:
+        _draw_epoch(run, metrics, fixed, improved, console)
+    return patience_out and not next_stage
+
+
+def _draw_epoch(run: Run, metrics: dict, fixed: Tensor | None, improved: bool, console) -> None:
     from torchvision.utils import save_image
 
-    if improved:
-        save_model(run.paths.checkpoint("best"), run.model, run.config, run.bins, state.step)
+    state = run.state
     plot_losses(run.paths.metrics, run.paths.plot)
     if fixed is not None:
-        grid = sample_grid(run.model, fixed.to(run.device), run.bins, run.config.temperature)
+        grid = sample_grid(run.judged, fixed, run.bins, run.config.temperature)
         name = run.paths.root / "samples" / f"epoch_{state.epoch:03d}.png"
         atomic_write(name, lambda tmp: save_image(grid, tmp, format="png"))
+        if run.tensorboard is not None:
+            run.tensorboard.add_image("samples", grid, state.step)
+            run.tensorboard.flush()
+    stage = f" (stage {state.stage})" if run.config.stages == 3 else ""
     console.print(
-        f"epoch {state.epoch}: val loss {metrics['val_loss']:.4f}, "
+        f"epoch {state.epoch}{stage}: val loss {metrics['val_loss']:.4f}, "
         f"val AuC {metrics['val_auc']:.1f}, rebalanced {metrics['val_auc_rebalanced']:.1f}"
         + (" (best)" if improved else "")
     )
@@ -565,64 +757,60 @@ def _start_record(run: Run, resumed: bool) -> dict:
 def run(config: TrainConfig, *, resume: bool = False, show_progress: bool = True) -> str:
     """Train as ``config`` says; returns how the run ended: "done", "max_steps",
     "early_stop" or "interrupted". Raises :class:`TrainingError` when it cannot go on."""
-    from zhangcolor.progress import progress_bar
-
-    train_set, val_set, fixed_val = load_data(config)
-    current = prepare(config, len(train_set))
+    rank, world, device = setup_distributed()
     try:
+        console = Console(stderr=True)
+        data = load_data(config, rank, console if show_progress and rank == 0 else None)
+        current = prepare(config, len(data.train), rank, world, device)
         if resume:
             restore(current)
         start_folder(current)
-        console = Console(stderr=True)
         current.log(_start_record(current, resume))
-        per_rank = config.batch_size // current.world
-        fixed = collate([val_set[val_set.paths.index(p)] for p in fixed_val])["rgba"]
-        val_loader = make_loader(val_set, None, config, current.device, per_rank)
-        bar = progress_bar(
-            console,
-            "step",
-            extra="loss {task.fields[loss]:.4f}  {task.fields[rate]:.1f} img/s",
-            enabled=current.writer and show_progress,
-        )
-        with stop_on_sigint(current, console), bar:
-            return _epochs(current, train_set, val_loader, fixed, bar, console)
+        with stop_on_sigint(current, console):
+            return _epochs(current, data, console, show_progress)
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
 
 
-def _epochs(run: Run, train_set, val_loader, fixed, bar, console: Console) -> str:
+def _epochs(run: Run, data: TrainingData, console: Console, show_progress: bool) -> str:
     """The epoch loop of :func:`run`; returns how it ended."""
-    config, state = run.config, run.state
-    task = bar.add_task("", total=run.total_steps, completed=state.step, loss=math.nan, rate=0.0)
+    from zhangcolor.progress import progress_bar
 
-    def on_step(record: dict) -> None:
-        run.log(record)
-        bar.update(task, completed=record["step"], loss=record["loss"], rate=record["img_per_s"])
-
+    config, state, device = run.config, run.state, run.device
     per_rank = config.batch_size // run.world
-    while state.epoch < config.epochs and state.step < run.total_steps:
-        set_stage(run)
-        bar.update(task, description=f"epoch {state.epoch + 1}/{config.epochs}")
-        sampler = EpochSampler(
-            len(train_set),
-            seed=config.seed,
-            epoch=state.epoch,
-            rank=run.rank,
-            world=run.world,
-            skip=state.epoch_samples,
+    sampler = EpochSampler(len(data.train), seed=config.seed, rank=run.rank, world=run.world)
+    loader = make_loader(data.train, sampler, config, device, per_rank)
+    val_loader = make_loader(data.val, None, config, device, per_rank)
+    fixed = collate([data.val[i] for i in range(data.fixed)])
+    fixed = device_batch(fixed, config.crop, device) if fixed["rgba"] is not None else None
+    extra = "loss {task.fields[loss]:.4f}  {task.fields[rate]:.1f} img/s"
+    bar = progress_bar(console, "step", extra=extra, enabled=run.writer and show_progress)
+    with bar:
+        task = bar.add_task(
+            "", total=run.total_steps, completed=state.step, loss=math.nan, rate=0.0
         )
-        loader = make_loader(train_set, sampler, config, run.device, per_rank)
-        reason = train_one_epoch(run, loader, on_step)
-        bar.update(task, completed=state.step)
-        if reason == "interrupted":
-            run.save()
-            return "interrupted"
-        if reason == "epoch" or state.epoch_samples >= len(sampler) + sampler.skip:
-            state.epoch, state.epoch_samples = state.epoch + 1, 0
-        end_epoch(run, validate(run, val_loader), fixed, console)
-        if reason == "max_steps" and state.epoch < config.epochs:
-            return "max_steps"
-        if config.patience is not None and state.bad_epochs >= config.patience:
-            return "early_stop"
+
+        def on_step(record: dict) -> None:
+            run.log(record)
+            bar.update(
+                task, completed=record["step"], loss=record["loss"], rate=record["img_per_s"]
+            )
+
+        while state.epoch < config.epochs and state.step < run.total_steps:
+            set_stage(run)
+            bar.update(task, description=f"epoch {state.epoch + 1}/{config.epochs}")
+            sampler.set_epoch(state.epoch, skip=state.epoch_samples)
+            reason = train_one_epoch(run, loader, on_step)
+            bar.update(task, completed=state.step)
+            if reason == "interrupted":
+                run.save()
+                return "interrupted"
+            if reason == "epoch" or state.epoch_samples >= len(sampler) + sampler.skip:
+                state.epoch, state.epoch_samples = state.epoch + 1, 0
+            stop = end_epoch(run, validate(run, val_loader), fixed, console)
+            if reason == "max_steps" and state.epoch < config.epochs:
+                return "max_steps"
+            if stop:
+                return "early_stop"
     return "done"

@@ -43,6 +43,17 @@ def build_model(config: ModelConfig) -> ColorizationNet:
     return ColorizationNet(backbone=backbone, head=config.head)
 
 
+def feature_encoder(device: torch.device | str = "cpu") -> nn.Module:
+    """The frozen ImageNet EfficientNet-Lite0 (offline weights), in eval mode: sRGB in
+    [-1, 1] ``(B, 3, H, W)`` -> feature maps at strides 4, 8, 16 and 32, for the perceptual
+    and contrastive losses."""
+    from zhangcolor.models.efficientnet_lite import EfficientNetLite
+
+    encoder = EfficientNetLite(variant="efficientnet-lite0")
+    encoder.load_imagenet(True)
+    return encoder.to(device).eval().requires_grad_(False)
+
+
 def unwrap(model: nn.Module) -> nn.Module:
     """The network inside a DistributedDataParallel (or any ``.module``) wrapper."""
     return getattr(model, "module", model)

@@ -2,7 +2,8 @@
 
 - ``classification`` (the paper's): logits over the Q = 313 bins, decoded by the annealed mean at
   a temperature T (paper, section 2.3);
-- ``regression`` (the paper's baseline): ab itself; T does not apply.
+- ``regression`` (the paper's baseline): ab itself; T does not apply;
+- ``rgb-regression`` (an RGB-space baseline): sRGB, whose ab is taken.
 """
 
 from __future__ import annotations
@@ -35,5 +36,21 @@ class RegressionHead(nn.Conv2d):
         return super().forward(features) * AB_NORM
 
 
+class RgbRegressionHead(nn.Conv2d):
+    """Features ``(B, C, h, w)`` -> sRGB ``(B, 3, h, w)`` (about [0, 1]): the RGB-space
+    baseline's 1×1 convolution."""
+
+    kind = Head.RGB_REGRESSION
+
+    def __init__(self, channels: int) -> None:
+        super().__init__(channels, 3, 1)
+        nn.init.constant_(self.bias, 0.5)  # start at mid-gray
+
+
 def build_head(kind: Head, channels: int) -> nn.Conv2d:
-    return ClassificationHead(channels) if kind is Head.CLASSIFICATION else RegressionHead(channels)
+    heads = {
+        Head.CLASSIFICATION: ClassificationHead,
+        Head.REGRESSION: RegressionHead,
+        Head.RGB_REGRESSION: RgbRegressionHead,
+    }
+    return heads[kind](channels)
