@@ -81,3 +81,18 @@ def test_lightness_jitter_is_seeded_bounded_and_off_at_zero():
     b = jitter_lightness(lightness, torch.Generator().manual_seed(1), 0.5)
     assert torch.equal(a, b) and not torch.equal(a, lightness)
     assert a.min() >= 0 and a.max() <= 100
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_cutting_the_needed_region_first_changes_no_pixel(seed):
+    """What the dataset sends on is only the part of the photo a sample's transform reads."""
+    from zhangcolor.augment import needed_region, shifted
+
+    image = photo(60, 90, seed)
+    p = random_crop_params(torch.Generator().manual_seed(seed), 60, 90, (0.1, 1.0))
+    p[5] = (seed - 6) / 20  # rotate most of them, both ways
+    top, left, bottom, right = needed_region(p, 60, 90)
+    cut = image[:, top:bottom, left:right]
+    whole = crop_flip_rotate(image[None], p[None], 24)
+    part = crop_flip_rotate(cut[None], shifted(p, top, left)[None], 24)
+    torch.testing.assert_close(part, whole, atol=1e-5, rtol=0)  # float rounding only

@@ -67,6 +67,26 @@ def centre_box(height: int, width: int) -> tuple[int, int, int, int]:
     return ((width - side) // 2, (height - side) // 2, side, side)
 
 
+def needed_region(params: Tensor, height: int, width: int) -> tuple[int, int, int, int]:
+    """The part of a ``height × width`` photo that a sample's crop, flip and rotation read:
+    ``(top, left, bottom, right)``, the crop box grown to hold its rotation (and a pixel for
+    the bilinear kernel), within the photo. Cutting it out first makes batches small."""
+    x0, y0, w, h, _, angle = params.tolist()
+    grow = abs(math.cos(angle)) + abs(math.sin(angle))
+    cx, cy = x0 + w / 2, y0 + h / 2
+    half_w, half_h = w / 2 * grow + 1, h / 2 * grow + 1
+    top, left = max(0, math.floor(cy - half_h)), max(0, math.floor(cx - half_w))
+    return top, left, min(height, math.ceil(cy + half_h)), min(width, math.ceil(cx + half_w))
+
+
+def shifted(params: Tensor, top: int, left: int) -> Tensor:
+    """``params`` for the photo cut at ``(top, left)``."""
+    moved = params.clone()
+    moved[0] -= left
+    moved[1] -= top
+    return moved
+
+
 def _uniform(generator: torch.Generator, low: float, high: float) -> float:
     return low + (high - low) * float(torch.rand((), generator=generator, dtype=torch.float64))
 

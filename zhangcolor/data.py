@@ -21,7 +21,13 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset, Sampler
 
-from zhangcolor.augment import PARAMS, centre_params, random_crop_params
+from zhangcolor.augment import (
+    PARAMS,
+    centre_params,
+    needed_region,
+    random_crop_params,
+    shifted,
+)
 from zhangcolor.color import rgb_to_lab
 from zhangcolor.photo_cache import PhotoCache, decode
 
@@ -71,7 +77,9 @@ class PhotoDataset(Dataset):
             params = random_crop_params(generator, height, width, self.scale)
         else:
             params = centre_params(height, width)
-        return {"rgba": image, "params": params}
+        # Only the part the crop reads travels on (a view here; collate copies it once).
+        top, left, bottom, right = needed_region(params, height, width)
+        return {"rgba": image[top:bottom, left:right], "params": shifted(params, top, left)}
 
 
 def collate(items: list[dict]) -> dict:
