@@ -182,3 +182,18 @@ def test_artifacts_get_the_usual_file_mode(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~umask
+
+
+def test_split_train_leaves_out_the_validation_photos(tmp_path):
+    from zhangcolor.split import split_files
+
+    for i in range(30):
+        noise(tmp_path / "data" / f"{i:02d}.png", seed=i)
+    train, val = split_files(tmp_path / "data")
+    assert val  # the seeded split holds some out
+    assert (
+        run("build-bins", tmp_path / "data", "-o", tmp_path / "o", "--split", "train").exit_code
+        == 0
+    )
+    meta = json.loads((tmp_path / "o" / "bins.json").read_text())
+    assert meta["images_found"] == len(train) and meta["parameters"]["split"] == "train"

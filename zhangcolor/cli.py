@@ -153,6 +153,13 @@ def main() -> None:
 )
 @field_option(PriorConfig, "workers", "--workers", type=int, help="Threads that decode and count.")
 @field_option(PriorConfig, "seed", "--seed", type=int, help="Seed of the --max-images draw.")
+@field_option(
+    PriorConfig,
+    "split",
+    "--split",
+    type=click.Choice(["all", "train"]),
+    help="train: leave out the validation split that `train` holds out.",
+)
 def build_bins(data_dir: Path, out_dir: Path, config_path: Path | None, **flags) -> None:
     """Estimate the ab prior and class-rebalancing weights of a folder of color photos.
 

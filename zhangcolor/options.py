@@ -280,6 +280,7 @@ class PriorConfig:
     max_images: int | None = None  # use at most this many images, drawn with `seed` (None: all)
     workers: int = 2  # threads that decode and count images in parallel
     seed: int = 0  # seed of the max_images draw
+    split: str = "all"  # all the images, or train: leave out train's validation split
 
     def __post_init__(self) -> None:
         check_fields(
@@ -291,6 +292,7 @@ class PriorConfig:
                 "max_images": optional(integer(1)),
                 "workers": integer(1),
                 "seed": integer(0),
+                "split": one_of(("all", "train")),
             },
         )
 

@@ -98,6 +98,14 @@ def estimate_bytes(count: int, load_size: int) -> int:
     return count * load_size * (load_size * 4 // 3) * 4
 
 
+def cache_folder(paths: Sequence[Path], load_size: int) -> Path:
+    return cache_dir() / "photos" / cache_key(paths, load_size)
+
+
+def is_built(paths: Sequence[Path], load_size: int) -> bool:
+    return (cache_folder(paths, load_size) / _INDEX).is_file()
+
+
 def open_cache(
     paths: Sequence[Path],
     load_size: int,
@@ -106,7 +114,7 @@ def open_cache(
     on_image: Callable[[Path], None] | None = None,
 ) -> PhotoCache:
     """The cache of ``paths`` at ``load_size``: opened if built before, else built now."""
-    folder = cache_dir() / "photos" / cache_key(paths, load_size)
+    folder = cache_folder(paths, load_size)
     if not (folder / _INDEX).is_file():
         build(paths, load_size, folder, workers=workers, on_image=on_image)
     return PhotoCache(folder)

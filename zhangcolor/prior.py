@@ -33,6 +33,7 @@ from zhangcolor.files import atomic_write, cache_dir
 from zhangcolor.images import ImageError, LoadedImage, find_images, load_image
 from zhangcolor.options import PriorConfig
 from zhangcolor.rebalance import class_weights, prior_from_counts, smooth_prior
+from zhangcolor.split import split_files
 
 
 class PriorError(Exception):
@@ -135,8 +136,9 @@ def count_image(path: Path, size: int) -> tuple[np.ndarray, int] | None:
 
 
 def select_images(data_dir: Path, config: PriorConfig) -> list[Path]:
-    """The image files to count: all of them, or a seeded draw of ``max_images``."""
-    paths = find_images(data_dir)
+    """The image files to count: all of them (or, ``split: train``, those ``train`` trains on,
+    leaving out its validation split), or a seeded draw of ``max_images``."""
+    paths = find_images(data_dir) if config.split == "all" else split_files(data_dir)[0]
     if config.max_images is not None and len(paths) > config.max_images:
         paths = sorted(random.Random(config.seed).sample(paths, config.max_images))
     return paths

@@ -60,7 +60,7 @@ from zhangcolor.loss import (
 from zhangcolor.metrics import auc
 from zhangcolor.models import ColorizationNet, Head, build_model, feature_encoder, unwrap
 from zhangcolor.options import TrainConfig
-from zhangcolor.photo_cache import PhotoCache, estimate_bytes, open_cache
+from zhangcolor.photo_cache import PhotoCache, estimate_bytes, is_built, open_cache
 from zhangcolor.split import split_files
 
 __all__ = ["TrainConfig", "TrainingError", "run"]
@@ -141,7 +141,7 @@ def _photo_caches(
     size = estimate_bytes(count, load_size)
     if config.cache == "off" or (config.cache == "auto" and size > config.cache_max_gb * 2**30):
         return [None] * len(lists)
-    if rank == 0:
+    if rank == 0 and not all(is_built(paths, load_size) for paths in lists):
         from zhangcolor.progress import progress_bar
 
         bar = progress_bar(console or Console(quiet=True), enabled=console is not None)
