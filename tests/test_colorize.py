@@ -4,6 +4,7 @@ corpus, and evaluate's metrics."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -328,3 +329,44 @@ def test_the_shipped_default_model_colorizes_offline():
     assert out.size == gray.size
     assert np.abs(lightness(out) - lightness(gray)).mean() <= 1.0
     assert colorfulness(torch.from_numpy(np.asarray(out) / 255.0).permute(2, 0, 1)) > 1.0
+
+
+def test_the_calibrated_temperature_matches_colorfulness_within_half_a_point_of_auc():
+    from zhangcolor.calibrate import choose_temperature
+
+    rows = [
+        {"temperature": 0.2, "auc_rebalanced": 60.0, "colorfulness_ratio": 1.6},
+        {"temperature": 0.38, "auc_rebalanced": 60.0, "colorfulness_ratio": 1.3},
+        {"temperature": 0.5, "auc_rebalanced": 59.6, "colorfulness_ratio": 1.1},
+        {"temperature": 0.7, "auc_rebalanced": 59.2, "colorfulness_ratio": 1.0},  # > 0.5 lost
+        {"temperature": 1.0, "auc_rebalanced": 58.0, "colorfulness_ratio": 0.7},
+    ]
+    assert choose_temperature(rows)["temperature"] == 0.5
+    rows[3]["auc_rebalanced"] = 59.8
+    assert choose_temperature(rows)["temperature"] == 0.7
+
+
+def test_calibrate_then_package_makes_the_models_own_t_the_default(checkpoint, tmp_path):
+    photos = tmp_path / "photos"
+    for i in range(3):
+        noise(photos / f"{i}.png", size=(40, 40), seed=i)
+    result = invoke("calibrate", photos, "--model", checkpoint, "--split", "all", "--size", 32)
+    assert result.exit_code == 0, result.output
+    found = re.search(r"Calibrated T = ([\d.]+)", result.output)
+    assert found and "← chosen" in result.output
+    t = float(found.group(1))
+    packaged = tmp_path / "calibrated.safetensors"
+    assert invoke("package-model", checkpoint, "-o", packaged, "--temperature", t).exit_code == 0
+    colorizer = Colorizer.load(packaged, size=32)
+    assert colorizer.temperature == t
+    image = Image.open(photos / "0.png").convert("RGB")  # its L is what counts, as in the CLI
+    by_default = np.asarray(colorizer.colorize(image))
+    assert np.array_equal(by_default, np.asarray(colorizer.colorize(image, temperature=t)))
+    if t != 0.38:
+        assert not np.array_equal(by_default, np.asarray(colorizer.colorize(image, 0.38)))
+    out = tmp_path / "o"
+    assert (
+        invoke("colorize", photos / "0.png", "-o", out, "--model", packaged, "--size", 32).exit_code
+        == 0
+    )
+    assert np.array_equal(np.asarray(Image.open(out / "0.png")), by_default)  # the CLI too

@@ -525,6 +525,69 @@ def _print_report(report: dict, split: str) -> None:
     out.print(table)
 
 
+@main.command("calibrate")
+@click.argument("data", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--model", required=True, help="A .safetensors checkpoint (classification head).")
+@click.option(
+    "--split",
+    type=click.Choice(["all", "val"]),
+    default="val",
+    show_default=True,
+    help="val: the validation split that `train` holds out of DATA.",
+)
+@inference_options
+@click.option("--max-images", type=click.IntRange(min=1), help="Use the first N images only.")
+def calibrate_command(data, model, split, max_images, **flags) -> None:
+    """Find the model's temperature: the T whose colorfulness comes closest to the truth's,
+    losing at most half a point of rebalanced AuC against the paper's 0.38.
+
+    Store it with `zhangcolor package-model CKPT --temperature T`; colorize and serve then use
+    it by default.
+    """
+    from zhangcolor.calibrate import MAX_AUC_LOSS, calibrate
+    from zhangcolor.evaluate import evaluation_images
+    from zhangcolor.progress import progress_bar
+
+    config = build(ColorizeConfig, model=model, **flags)
+    paths = evaluation_images(data, split, max_images)
+    with progress_bar(console) as progress:
+        task = progress.add_task("calibrating", total=len(paths))
+        try:
+            result = calibrate(
+                data,
+                config.model,
+                split=split,
+                paths=paths,
+                on_image=lambda _: progress.advance(task),
+                size=config.size,
+                device=config.device,
+                precision=config.precision,
+            )
+        except (ValueError, FileNotFoundError) as e:
+            raise click.ClickException(str(e)) from None
+    table = Table(title=f"calibrate: {result['images']} images ({split})")
+    for column in ("T", "rebal. AuC", "AuC", "colorful / truth"):
+        table.add_column(column, justify="right")
+    shown = {r["temperature"] for r in (result["chosen"], result["reference"])}
+    for r in result["rows"]:
+        if r["temperature"] in shown or round(r["temperature"] * 50) % 5 == 0:
+            mark = " ← chosen" if r is result["chosen"] else ""
+            table.add_row(
+                f"{r['temperature']:g}{mark}",
+                f"{r['auc_rebalanced']:.1f}",
+                f"{r['auc']:.1f}",
+                f"{r['colorfulness_ratio']:.2f}",
+            )
+    out.print(table)
+    gray = result["gray"]
+    out.print(
+        f"Gray: rebalanced AuC {gray['auc_rebalanced']:.1f}, AuC {gray['auc']:.1f}. Calibrated "
+        f"T = {result['temperature']:g} (at most {MAX_AUC_LOSS} point below T = {TEMPERATURE}). "
+        f"Store it: zhangcolor package-model {model} --temperature {result['temperature']:g} "
+        "-o MODEL.safetensors"
+    )
+
+
 # ----------------------------------------------------------------------------- models as files
 
 

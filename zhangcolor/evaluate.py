@@ -54,6 +54,7 @@ class Accumulator:
     ssim: list = field(default_factory=list)
     color_pred: list = field(default_factory=list)
     color_true: list = field(default_factory=list)
+    quick: bool = False  # leave out PSNR and SSIM (the slow ones)
 
     def add(
         self, pred_ab: Tensor, lightness: Tensor, true_ab: Tensor, pixel_weight: Tensor
@@ -67,10 +68,11 @@ class Accumulator:
         self.weight += float(pixel_weight.sum())
         pred = lab_to_rgb(torch.cat([lightness, pred_ab])[None])[0]
         true = lab_to_rgb(torch.cat([lightness, true_ab])[None])[0]
-        p, t = pred.permute(1, 2, 0).double().numpy(), true.permute(1, 2, 0).double().numpy()
-        with np.errstate(divide="ignore"):  # a perfect prediction has an infinite PSNR
-            self.psnr.append(peak_signal_noise_ratio(t, p, data_range=1.0))
-        self.ssim.append(structural_similarity(t, p, channel_axis=2, data_range=1.0))
+        if not self.quick:
+            p, t = pred.permute(1, 2, 0).double().numpy(), true.permute(1, 2, 0).double().numpy()
+            with np.errstate(divide="ignore"):  # a perfect prediction has an infinite PSNR
+                self.psnr.append(peak_signal_noise_ratio(t, p, data_range=1.0))
+            self.ssim.append(structural_similarity(t, p, channel_axis=2, data_range=1.0))
         self.color_pred.append(colorfulness(pred))
         self.color_true.append(colorfulness(true))
 
@@ -79,8 +81,8 @@ class Accumulator:
         return {
             "auc": auc_from_sums(torch.from_numpy(self.within), self.pixels),
             "auc_rebalanced": auc_from_sums(torch.from_numpy(self.within_rebalanced), self.weight),
-            "psnr": float(np.mean(self.psnr)),
-            "ssim": float(np.mean(self.ssim)),
+            "psnr": float(np.mean(self.psnr)) if self.psnr else float("nan"),
+            "ssim": float(np.mean(self.ssim)) if self.ssim else float("nan"),
             "colorfulness": pred,
             "colorfulness_truth": true,
             "colorfulness_ratio": pred / true if true else float("nan"),
@@ -111,14 +113,15 @@ def evaluate(
     split: str = "all",
     paths: list[Path] | None = None,
     on_image=None,
+    quick: bool = False,
     **load,
 ) -> dict:
     """Evaluate ``models`` (``"default"`` or checkpoint paths) on the color photos under ``data``
     (all, or the validation split), or on ``paths`` chosen with :func:`evaluation_images`.
 
     ``load`` goes to :meth:`Colorizer.load` (``size``, ``device``, ``precision``); photos are
-    scored at the working size. Returns the report: rows per (model, temperature) and the Gray
-    baseline, and the files used.
+    scored at the working size. ``quick`` leaves out PSNR and SSIM. Returns the report: rows per
+    (model, temperature) and the Gray baseline, and the files used.
     """
     root = Path(data)
     size = load.setdefault("size", WORKING_SIZE)
@@ -132,8 +135,8 @@ def evaluate(
     colorizers = {m: Colorizer.load(m, **load) for m in models}
     # Temperatures apply to classification heads only; a regression model gets one row.
     sweeps = {m: temperatures if c.uses_temperature else (None,) for m, c in colorizers.items()}
-    rows: dict[tuple[str, float | None], Accumulator] = {(GRAY, None): Accumulator()}
-    rows.update({(m, t): Accumulator() for m, ts in sweeps.items() for t in ts})
+    rows: dict[tuple[str, float | None], Accumulator] = {(GRAY, None): Accumulator(quick=quick)}
+    rows.update({(m, t): Accumulator(quick=quick) for m, ts in sweeps.items() for t in ts})
     used, skipped = [], []
     for path in paths:
         truth = _truth_at(path, size)
