@@ -3,6 +3,7 @@ corpus, and evaluate's metrics."""
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 from pathlib import Path
@@ -20,7 +21,16 @@ from zhangcolor.bins import load_bins
 from zhangcolor.checkpoint import save_model
 from zhangcolor.cli import main
 from zhangcolor.colorize import Colorizer
-from zhangcolor.evaluate import Accumulator, colorfulness, evaluate, write_report
+from zhangcolor.evaluate import (
+    GRAY,
+    Accumulator,
+    colorfulness,
+    evaluate,
+    row_key,
+    write_report,
+    write_tables,
+)
+from zhangcolor.metrics import AUC_MAX_THRESHOLD
 from zhangcolor.models import ModelConfig, build_model
 from zhangcolor.options import TrainConfig
 
@@ -290,12 +300,44 @@ def test_evaluate_end_to_end_reports_gray_and_each_model(checkpoint, tmp_path):
     assert report["images"] == 3 and report["skipped"][0]["reason"] == "grayscale"
     models = [(r["model"], r["temperature"]) for r in report["rows"]]
     assert models == [("Gray (ab = 0)", None), (str(checkpoint), 1.0), (str(checkpoint), 0.38)]
-    for name in ["report.md", "auc_curves.png", "temperature_sweep.png"]:
+    for name in ["report.md", "auc_curves.png", "temperature_sweep.png", "metrics.json"]:
         assert (out / name).is_file()
     assert "Gray" in result.output and "AuC" in result.output
     direct = evaluate(photos, [str(checkpoint)], temperatures=(0.38,), size=32)
     write_report(direct, tmp_path / "again")
     assert direct["rows"][1]["auc"] == pytest.approx(report["rows"][2]["auc"])
+
+
+def test_write_tables_gives_flat_metrics_and_the_curves_as_columns(tmp_path):
+    curve = [float(t) for t in range(AUC_MAX_THRESHOLD + 1)]
+    row = {"auc": 80.0, "auc_rebalanced": 60.0, "psnr": 20.0, "ssim": 0.8, "colorfulness": 30.0}
+    row |= {"colorfulness_truth": 40.0, "colorfulness_ratio": 0.75}
+    rows = [
+        {"model": GRAY, "label": GRAY, "temperature": None, **row, "curve": curve},
+        {"model": "runs/a/checkpoints/best.safetensors", "label": "a/best", "temperature": 1.0},
+        {"model": "runs/a/checkpoints/best.safetensors", "label": "a/best", "temperature": 0.38},
+        {"model": "reg.safetensors", "label": "reg", "temperature": None},
+    ]
+    for i, r in enumerate(rows[1:], 1):
+        r |= {**row, "auc": 80.0 + i, "curve": [c + i for c in curve]}
+    write_tables({"images": 5, "rows": rows}, tmp_path)
+
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    keys = ["gray", "a/best T=1", "a/best T=0.38", "reg"]
+    assert list(metrics) == ["images", "colorfulness_truth", *keys]
+    assert [row_key(r) for r in rows] == keys
+    assert metrics["a/best T=0.38"]["auc"] == 82.0 and metrics["colorfulness_truth"] == 40.0
+    assert all(isinstance(v, float) for k in keys for v in metrics[k].values())
+    with (tmp_path / "auc_curves.csv").open() as f:
+        table = list(csv.DictReader(f))
+    assert len(table) == AUC_MAX_THRESHOLD + 1 and table[7]["threshold"] == "7"
+    assert [float(table[7][k]) for k in keys] == [7.0, 8.0, 9.0, 10.0]
+    with (tmp_path / "temperature_sweep.csv").open() as f:
+        sweep = list(csv.DictReader(f))
+    assert [(s["model"], float(s["temperature"]), float(s["auc"])) for s in sweep] == [
+        ("a/best", 1.0, 81.0),
+        ("a/best", 0.38, 82.0),
+    ]
 
 
 def test_package_model_half_keeps_predictions_and_writes_provenance(checkpoint, tmp_path):

@@ -33,6 +33,51 @@ def test_yaml_configs_match_their_dataclass_defaults(name, cls):
     assert values == {f.name: f.default for f in dataclasses.fields(cls)}
 
 
+def shell_commands(lines: list[str]) -> list[str]:
+    """The commands of shell lines, split on the ``&&`` outside parentheses and quotes, with
+    runs of spaces made one and pip's --quiet dropped."""
+    commands = []
+    for line in lines:
+        depth, quote, start = 0, "", 0
+        for i, c in enumerate(line):
+            if quote:
+                quote = "" if c == quote else quote
+            elif c in "'\"":
+                quote = c
+            elif c in "()":
+                depth += 1 if c == "(" else -1
+            elif line.startswith("&&", i) and depth == 0:
+                commands.append(line[start:i])
+                start = i + 2
+        commands.append(line[start:])
+    commands = [" ".join(c.replace(" --quiet", "").split()) for c in commands]
+    return [c for c in commands if c]
+
+
+def test_the_dockerfile_installs_and_checks_what_ci_proves():
+    """The image's installs are CI's (.ci/run): `pip install .` and its offline colorize, then an
+    extra that CI's dev extra holds, then `pip check`; torch's CPU wheels are the one addition."""
+    ci_lines = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
+    ci = shell_commands([line for line in ci_lines if line and not line.startswith("#")])
+    ci = ci[ci.index("pip install .") : ci.index("pip check") + 1]
+    text = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
+    docker = shell_commands([line[4:] for line in text.splitlines() if line.startswith("RUN ")])
+    installs = [c for c in docker if c.startswith("pip install")]
+    torch_cpu = "pip install --index-url https://download.pytorch.org/whl/cpu torch torchvision"
+    assert len(installs) == 3 and installs[:2] == [torch_cpu, "pip install ."]
+    extras = re.fullmatch(r'pip install "\.\[([\w,-]+)\]"', installs[2]).group(1).split(",")
+    tomllib = pytest.importorskip("tomllib")
+    dev = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    dev = dev["optional-dependencies"]["dev"]
+    held = re.search(r"zhangcolor\[([\w,-]+)\]", " ".join(dev)).group(1).split(",")
+    assert "serve" in extras and set(extras) <= set(held), f"CI's dev extra lacks {extras}"
+    assert 'pip install ".[dev]"' in ci
+    ci = [installs[2] if c == 'pip install ".[dev]"' else c for c in ci]
+    after_torch = iter(docker[docker.index(torch_cpu) + 1 :])
+    assert all(step in after_torch for step in ci), f"the Dockerfile lacks CI's steps {ci}"
+    assert docker.index("pip check") > docker.index(installs[2])
+
+
 def test_the_dockerfile_copies_what_exists_serves_as_a_user_and_checks_healthz():
     """The image cannot be built here (no Docker engine), so read it."""
     dockerfile = (ROOT / "Dockerfile").read_text()

@@ -7,6 +7,7 @@ is the network's ab upsampled to that size, joined with the photo's own L.
 
 from __future__ import annotations
 
+import csv
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,8 @@ from zhangcolor.prior import is_gray
 from zhangcolor.split import split_files
 
 GRAY = "Gray (ab = 0)"
+#: The numbers of a row that metrics.json and temperature_sweep.csv hold.
+ROW_METRICS = ("auc", "auc_rebalanced", "psnr", "ssim", "colorfulness", "colorfulness_ratio")
 
 
 def model_label(model: str) -> str:
@@ -194,8 +197,46 @@ def _truth_at(path: Path, size: int) -> tuple[Tensor, Tensor] | str:
     return lab[:1], lab[1:]
 
 
+def row_key(row: dict) -> str:
+    """A row's name in metrics.json and the CSV files: "gray", a model's label, and for a
+    classification model its temperature too, e.g. "default/best T=0.38"."""
+    if row["model"] == GRAY:
+        return "gray"
+    t = row["temperature"]
+    return row["label"] if t is None else f"{row['label']} T={t:g}"
+
+
+def write_tables(report: dict, out: Path) -> None:
+    """The numbers of ``report`` as tools such as DVC read them, into ``out``:
+
+    - ``metrics.json``: the number of images and the truth's colourfulness, then for each row
+      (named by :func:`row_key`) its AuC, rebalanced AuC, PSNR, SSIM and colourfulness;
+    - ``auc_curves.csv``: ``threshold`` (ab L2, 0..150), then each row's % of pixels within it;
+    - ``temperature_sweep.csv``: one line per (model, T) of the classification models.
+    """
+    rows = report["rows"]
+    metrics = {"images": report["images"], "colorfulness_truth": rows[0]["colorfulness_truth"]}
+    for r in rows:
+        metrics[row_key(r)] = {k: r[k] for k in ROW_METRICS}
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+
+    with (out / "auc_curves.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["threshold", *(row_key(r) for r in rows)])
+        for threshold in range(AUC_MAX_THRESHOLD + 1):
+            writer.writerow([threshold, *(r["curve"][threshold] for r in rows)])
+
+    with (out / "temperature_sweep.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["model", "temperature", *ROW_METRICS])
+        for r in rows:
+            if r["temperature"] is not None:
+                writer.writerow([r["label"], r["temperature"], *(r[k] for k in ROW_METRICS)])
+
+
 def write_report(report: dict, out: Path) -> None:
-    """report.json, report.md and plots (AuC curves, the temperature sweep) into ``out``."""
+    """report.json, report.md, plots (AuC curves, the temperature sweep) and the tables of
+    :func:`write_tables` (metrics.json, auc_curves.csv, temperature_sweep.csv) into ``out``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -203,6 +244,7 @@ def write_report(report: dict, out: Path) -> None:
 
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_tables(report, out)
     lines = [
         f"# zhangcolor evaluate: {report['images']} images from {report['data']} "
         f"(split {report['split']}, {report['size']}²)",
