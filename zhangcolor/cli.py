@@ -504,7 +504,10 @@ def evaluate_command(data, models, temperatures, out_dir, split, max_images, **f
             raise click.ClickException(str(e)) from None
     write_report(report, out_dir)
     _print_report(report, split)
-    out.print(f"wrote {out_dir}/report.json, report.md, auc_curves.png, temperature_sweep.png")
+    out.print(
+        f"wrote {out_dir}/report.json, report.md, metrics.json, auc_curves.csv/.png and "
+        "temperature_sweep.csv/.png"
+    )
 
 
 def _print_report(report: dict, split: str) -> None:
