@@ -414,3 +414,38 @@ def test_loading_a_file_that_is_not_the_release(tmp_path, kind):
         warnings.simplefilter("ignore")  # torch's own warnings about the refused pickle
         with pytest.raises(ValueError, match=message):
             load_authors_eccv16(path)
+
+
+def test_the_cli_converts_the_release_and_colorizes_with_it_directly(release_file, tmp_path):
+    """`zhangcolor convert-weights` writes a checkpoint of ours; `colorize --model RELEASE.pth`
+    and `Colorizer.load(RELEASE.pth)` take the authors' file as it is; at T = 1 both are the
+    authors' mean."""
+    import numpy as np
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from zhangcolor.cli import main
+    from zhangcolor.colorize import Colorizer
+
+    runner = CliRunner(env={"COLUMNS": "300"})
+    target = tmp_path / "eccv16-authors.safetensors"
+    result = runner.invoke(main, ["convert-weights", str(release_file), "-o", str(target)])
+    assert result.exit_code == 0 and "classification head, 313 bins" in result.output
+    photo = tmp_path / "old.png"
+    Image.fromarray(np.linspace(0, 255, 64 * 48).reshape(48, 64).astype(np.uint8)).save(photo)
+    outputs = {}
+    for name, model in (("converted", target), ("release", release_file)):
+        out = tmp_path / name
+        args = ["colorize", str(photo), "-o", str(out), "--model", str(model), "-t", "1"]
+        result = runner.invoke(main, [*args, "--size", "64"])
+        assert result.exit_code == 0, result.output
+        outputs[name] = np.asarray(Image.open(out / "old.png"))
+    assert np.array_equal(outputs["converted"], outputs["release"])
+    direct = Colorizer.load(release_file, size=64).colorize(Image.open(photo), temperature=1)
+    assert np.array_equal(np.asarray(direct), outputs["release"])
+    bad = tmp_path / "not-theirs.pth"
+    torch.save({"weight": torch.zeros(3)}, bad)
+    result = runner.invoke(
+        main, ["convert-weights", str(bad), "-o", str(tmp_path / "x.safetensors")]
+    )
+    assert result.exit_code == 1 and "not the authors' eccv16 release" in result.output
