@@ -104,8 +104,14 @@ class OnnxNetwork:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"no ONNX model at {path}")
+        options = ort.SessionOptions()
+        # Idle onnxruntime threads spin by default, taking the cores that colorize's threads
+        # decode and write with: without spinning a folder went about 15 % faster (2 cores).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
-            self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(
+                str(path), options, providers=["CPUExecutionProvider"]
+            )
         except Exception as e:  # onnxruntime raises its own error types for bad files
             raise ValueError(f"{path} is not a readable ONNX model ({e})") from None
         meta = self.session.get_modelmeta().custom_metadata_map
