@@ -350,18 +350,31 @@ def batch_benchmark(args, console: Console) -> None:
         )
 
 
+#: The child's own peak RSS: VmHWM belongs to its address space, made new by exec, while
+#: getrusage's ru_maxrss starts from the parent's peak (Linux keeps it across fork and exec), so
+#: a parent grown by the sections above would show through.
+PEAK_RSS = (
+    "def peak_mb():\n"
+    "    try:\n"
+    "        with open('/proc/self/status') as f:\n"
+    "            return next(int(x.split()[1]) for x in f if x.startswith('VmHWM')) / 1024\n"
+    "    except OSError:\n"
+    "        import resource; return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024\n"
+)
+
+
 def peak_rss(model: str, files: list[Path], out: Path, backend: str) -> float:
     """Peak RSS in MB of a fresh process that colorizes ``files`` with colorize_files, as the
     command line does (default workers)."""
-    code = (
-        "import resource, sys; from pathlib import Path; "
+    code = PEAK_RSS + (
+        "import sys; from pathlib import Path; "
         "from zhangcolor.colorize import Colorizer; "
         "from zhangcolor.colorize_files import colorize_files, plan_jobs; "
         f"c = Colorizer.load({model!r}, backend={backend!r}); "
         "jobs, _ = plan_jobs(sys.argv[2:], Path(sys.argv[1]), 'png'); "
         "assert all(o.status == 'done' for o in colorize_files(c, jobs, workers="
         f"{default_workers()})); "
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"
+        "print(peak_mb())"
     )
     command = [sys.executable, "-c", code, str(out), *map(str, files)]
     done = subprocess.run(command, capture_output=True, text=True)
