@@ -26,7 +26,9 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -126,7 +128,9 @@ def demo_reference(colorizer: Colorizer, image: np.ndarray) -> np.ndarray:
     f /= f.sum(0, keepdims=True)
     ab = np.einsum("qhw,qc->hwc", f, colorizer.centers.cpu().numpy())
     ab = transform.resize(ab, image.shape[:2], order=1)
-    return color.lab2rgb(np.concatenate([lab[..., :1], ab], -1))
+    with warnings.catch_warnings():  # "... negative Z values that have been clipped to zero"
+        warnings.simplefilter("ignore", UserWarning)
+        return color.lab2rgb(np.concatenate([lab[..., :1], ab], -1))
 
 
 def demo_reference_files(colorizer: Colorizer, jobs: list[Job]) -> None:
@@ -146,29 +150,39 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def folder_rate(run: Callable[[list[Job]], object], inputs: Path, out: Path, repeat: int):
-    """Median img/s of ``run(jobs)`` over fresh output folders (after one warm-up run), and the
-    peak GPU memory in MB (None off CUDA)."""
-    count, base = [0], Path(tempfile.mkdtemp(dir=out))
+@dataclass
+class Row:
+    """One way of colorizing a folder's jobs, for :func:`interleaved_rates`."""
 
-    def once():
-        count[0] += 1
-        jobs, _ = plan_jobs([str(inputs)], base / f"run{count[0]}", "png")
-        result = run(jobs)
-        if result is not None:
-            assert all(o.status == "done" for o in result), [o for o in result]
-        return len(jobs)
+    name: str
+    run: Callable[[list[Job]], object]  # returns the outcomes, or None
+    files: int | None = None  # only the first this many jobs (the slow references)
 
-    n = once()
-    if torch.cuda.is_available():
-        torch.cuda.reset_peak_memory_stats()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        once()
-        times.append(time.perf_counter() - start)
-    gpu = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
-    return n / statistics.median(times), gpu
+
+def interleaved_rates(rows: list[Row], inputs: Path, out: Path, repeat: int, device) -> dict:
+    """Median img/s of each row, and its peak GPU memory in MB (None off CUDA). Every row runs
+    once to warm up, then ``repeat`` rounds of every row in turn, so that the load of this
+    shared machine, which changes by the minute, weighs on each row alike."""
+    rates: dict[str, list[float]] = {row.name: [] for row in rows}
+    peaks: dict[str, float | None] = {row.name: None for row in rows}
+    runs = 0
+    for round_ in range(repeat + 1):
+        for row in rows:
+            runs += 1
+            jobs = plan_jobs([str(inputs)], out / f"run{runs}", "png")[0][: row.files]
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats()
+            start = time.perf_counter()
+            result = row.run(jobs)
+            sync(device)
+            seconds = time.perf_counter() - start
+            if result is not None:
+                assert all(o.status == "done" for o in result), result
+            if round_:
+                rates[row.name].append(len(jobs) / seconds)
+            if device.type == "cuda":
+                peaks[row.name] = torch.cuda.max_memory_allocated() / 2**20
+    return {name: (statistics.median(r), peaks[name]) for name, r in rates.items()}
 
 
 def pipeline(colorizer: Colorizer, args, png_compress: int) -> Callable[[list[Job]], list]:
@@ -180,7 +194,19 @@ def pipeline(colorizer: Colorizer, args, png_compress: int) -> Callable[[list[Jo
     )
 
 
+def bare_forward(colorizer: Colorizer, batch: int) -> Callable[[list[Job]], None]:
+    """The network alone, on as many batches as there are jobs (random L at the working size)."""
+    light = torch.rand(batch, 1, colorizer.size, colorizer.size) * 100
+
+    def run(jobs: list[Job]) -> None:
+        for _ in range(0, len(jobs), batch):
+            colorizer.network_output(light)
+
+    return run
+
+
 def bare_rate(colorizer: Colorizer, batch: int, repeat: int = 5) -> float:
+    """img/s of the bare forward at ``batch`` (median of ``repeat``)."""
     light = torch.rand(batch, 1, colorizer.size, colorizer.size) * 100
 
     def forward():
@@ -215,48 +241,46 @@ def cold_and_warm_load(model: str, device: str) -> tuple[float, float, str]:
 
 def folder_benchmark(args, console: Console) -> None:
     torch_c = Colorizer.load(args.model, device=args.device)
-    device = torch_c.device
-    on_cpu = device.type == "cpu"
+    device, on_cpu = torch_c.device, torch_c.device.type == "cpu"
+    precision = str(torch_c.autocast or torch.float32).removeprefix("torch.")
+    demo_c = Colorizer.load(args.model, device=args.device, precision="fp32")
+    rows = []
+    if on_cpu:
+        auto = Colorizer.load(args.model, device=args.device, backend="auto")
+        rows.append(Row(f"colorize_files, backend auto ({auto.backend}), PNG level 1",
+                        pipeline(auto, args, 1)))  # fmt: skip
+    rows += [
+        Row(f"colorize_files, torch {precision}, PNG level 1", pipeline(torch_c, args, 1)),
+        Row(f"colorize_files, torch {precision}, PNG level 6", pipeline(torch_c, args, 6)),
+        Row(
+            f"(a) one-at-a-time loop, torch {precision}, PNG level 6",
+            lambda jobs: list(sequential_colorize_files(torch_c, jobs, args.batch_size)),
+            files=64,
+        ),
+        Row(
+            f"(b) bare forward, torch {precision}, batch {args.batch_size}",
+            bare_forward(torch_c, args.batch_size),
+        ),
+    ]
+    if on_cpu:
+        onnx = Colorizer.load(args.model, backend="onnx")
+        rows.append(Row(f"(b) bare forward, onnxruntime, batch {args.batch_size}",
+                        bare_forward(onnx, args.batch_size)))  # fmt: skip
+    rows.append(
+        Row(
+            "(c) Zhang-demo-style, one at a time, fp32, PNG",
+            lambda jobs: demo_reference_files(demo_c, jobs),
+            files=8,
+        )
+    )
     with tempfile.TemporaryDirectory() as tmp:
         inputs = make_folder(Path(tmp) / "in", args.files)
-        out = Path(tmp) / "out"
-        out.mkdir()
-        demo_c = Colorizer.load(args.model, device=args.device, precision="fp32")
-        rows: dict[str, tuple[float, float | None]] = {}
-        if on_cpu:
-            auto = Colorizer.load(args.model, device=args.device, backend="auto")
-            label = f"colorize_files, backend auto ({auto.backend}), PNG level 1"
-            rows[label] = folder_rate(pipeline(auto, args, 1), inputs, out, args.repeat)
-        precision = str(torch_c.autocast or torch.float32).removeprefix("torch.")
-        rows[f"colorize_files, torch {precision}, PNG level 1"] = folder_rate(
-            pipeline(torch_c, args, 1), inputs, out, args.repeat
-        )
-        rows[f"colorize_files, torch {precision}, PNG level 6"] = folder_rate(
-            pipeline(torch_c, args, 6), inputs, out, args.repeat
-        )
-        rows[f"(a) one-at-a-time loop, torch {precision}, PNG level 6"] = folder_rate(
-            lambda jobs: list(sequential_colorize_files(torch_c, jobs, args.batch_size)),
-            inputs,
-            out,
-            args.repeat,
-        )
-        rows[f"(b) bare forward, torch {precision}, batch {args.batch_size}"] = (
-            bare_rate(torch_c, args.batch_size),
-            None,
-        )
-        if on_cpu:
-            rows[f"(b) bare forward, onnxruntime, batch {args.batch_size}"] = (
-                bare_rate(Colorizer.load(args.model, backend="onnx"), args.batch_size),
-                None,
-            )
-        rows["(c) Zhang-demo-style, one at a time, fp32, PNG"] = folder_rate(
-            lambda jobs: demo_reference_files(demo_c, jobs), inputs, out, 1
-        )
-        print_folder_table(console, rows, args, device)
-        png_levels(console, sorted(out.rglob("*.png"))[:8])
+        rates = interleaved_rates(rows, inputs, Path(tmp) / "out", args.repeat, device)
+        print_folder_table(console, rates, args, device)
+        png_levels(console, sorted((Path(tmp) / "out" / "run1").glob("*.png"))[:8])
     if on_cpu:
         cold, warm, backend = cold_and_warm_load(args.model, args.device)
-        first = args.files / (cold + args.files / next(iter(rows.values()))[0])
+        first = args.files / (cold + args.files / next(iter(rates.values()))[0])
         console.print(
             f"--backend auto, first use: loading took {cold:.2f} s with an empty cache (ONNX "
             f"export included) and {warm:.2f} s once cached (backend: {backend}); a first run "
@@ -415,11 +439,15 @@ def main() -> None:
     args = parser.parse_args()
     args.files = args.files or (256 if args.device == "cuda" else 32)
     console = Console(width=140)
-    console.print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, device {args.device}")
+    console.print(
+        f"torch {torch.__version__}, {os.cpu_count()} CPUs, device {args.device}, "
+        f"load average {os.getloadavg()[0]:.1f}"
+    )
     sections = {"folder": folder_benchmark, "batch": batch_benchmark, "rss": rss_benchmark}
     for name, section in sections.items():
         if not args.only or name in args.only:
             section(args, console)
+            console.print(f"(load average after {name}: {os.getloadavg()[0]:.1f})")
 
 
 if __name__ == "__main__":

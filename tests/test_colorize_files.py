@@ -17,8 +17,9 @@ from PIL import Image
 from test_colorize import invoke, make_checkpoint
 
 import zhangcolor.colorize_files as colorize_files_module
-from zhangcolor.colorize import Colorizer, join, join_on_device
+from zhangcolor.colorize import Colorizer, join, join_on_device, resolve_backend
 from zhangcolor.colorize_files import OutputOptions, colorize_files, plan_jobs
+from zhangcolor.device import resolve_precision
 from zhangcolor.images import finished_image, load_image, write_image
 
 SIZES = [(48, 32), (40, 56), (33, 33), (64, 20), (30, 45), (50, 50), (21, 70), (44, 36)]
@@ -177,6 +178,27 @@ def test_stopping_early_leaves_no_thread_running(colorizer, tmp_path):
     assert threading.active_count() == before
 
 
+def test_workers_share_the_torch_threads_and_the_default_comes_back(
+    colorizer, tmp_path, monkeypatch
+):
+    seen, real_prepare = [], colorize_files_module._prepare
+
+    def prepare(*args):
+        seen.append(torch.get_num_threads())
+        return real_prepare(*args)
+
+    monkeypatch.setattr(colorize_files_module, "_prepare", prepare)
+    jobs, _ = plan_jobs([str(photos(tmp_path / "in", n=4))], tmp_path / "out", "png")
+    before = torch.get_num_threads()
+    list(colorize_files(colorizer, jobs, workers=before + 1))
+    assert set(seen) == {1} and torch.get_num_threads() == before
+    later = []
+    thread = threading.Thread(target=lambda: later.append(torch.get_num_threads()))
+    thread.start()
+    thread.join()
+    assert later == [before]  # threads started afterwards get the usual default
+
+
 def test_png_compress_changes_the_size_not_the_pixels_and_one_worker_works(checkpoint, tmp_path):
     photo = tmp_path / "a.png"
     photo.write_bytes(photo_bytes(0, size=(96, 64)))  # smooth, so zlib has something to do
@@ -235,5 +257,7 @@ def test_auto_backend_is_onnx_on_the_cpu_within_one_ab_level_and_exports_once(
     other = make_checkpoint(checkpoint.parent / "other.safetensors", seed=1)
     assert Colorizer.load(other, **fp32).backend == "torch"  # the export fails: torch
     assert Colorizer.load(checkpoint, size=32, backend="auto", precision="bf16").backend == "torch"
+    native_bf16 = resolve_precision("auto", torch.device("cpu")) is not None
+    assert resolve_backend(checkpoint, "cpu", "auto") == ("torch" if native_bf16 else "onnx")
     with pytest.raises(FileNotFoundError):
         Colorizer.load(checkpoint.parent / "missing.safetensors", backend="auto")

@@ -157,13 +157,21 @@ def colorize_files(
     """
     if batch_size < 1 or workers < 1:
         raise ValueError(f"batch_size and workers must be ≥ 1, got {batch_size} and {workers}")
-    pool = ThreadPoolExecutor(workers, thread_name_prefix="colorize")
     t = colorizer.resolve_temperature(temperature)  # a bad T fails before any work
+    torch_threads = torch.get_num_threads()
+    # Each worker takes one photo at a time, so its torch ops (L, the join) get a share of the
+    # cores, not a thread team as large as the machine each (16 workers × 16 threads).
+    share = max(1, torch_threads // workers)
+    pool = ThreadPoolExecutor(
+        workers, "colorize", initializer=torch.set_num_threads, initargs=(share,)
+    )
     pipeline = _Pipeline(colorizer, pool, t, output or OutputOptions(), batch_size, workers)
     try:
         yield from pipeline.run(jobs)
     finally:  # also when the caller stops early: drop what has not started
         pool.shutdown(wait=True, cancel_futures=True)
+        # A thread's set_num_threads also sets the default of threads started later.
+        torch.set_num_threads(torch_threads)
 
 
 @dataclass

@@ -54,7 +54,7 @@ LOSSES = ("auto", "ce", *REGRESSION_LOSSES)
 SCHEDULES = ("cosine", "constant")
 PRECISIONS = ("auto", "fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
-#: auto: onnx where onnxruntime is installed and the network runs on the CPU in fp32, else torch.
+#: auto: onnx where onnxruntime is installed and torch would run on the CPU in fp32, else torch.
 BACKENDS = ("auto", "torch", "onnx")
 FORMATS = ("png", "jpg")
 
@@ -305,7 +305,7 @@ class ColorizeConfig:
     device: str = "auto"  # auto, cpu or cuda
     precision: str = "auto"  # auto: bf16 where the hardware runs it natively; fp32; bf16
     size: int = WORKING_SIZE  # working size the network sees; outputs keep the input's size
-    backend: str = "auto"  # auto (onnx on the CPU where installed, else torch), torch or onnx
+    backend: str = "auto"  # auto (onnx for an fp32 CPU network where installed), torch or onnx
     batch_size: int = 4  # images per network batch
     workers: int = field(default_factory=default_workers)  # threads that decode, join and write
     format: str = "png"  # png or jpg
