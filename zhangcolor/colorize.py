@@ -34,9 +34,9 @@ from zhangcolor.options import BACKENDS, Head
 
 #: Rows of the full-resolution image converted at a time, to bound memory on huge photos.
 _ROWS_PER_CHUNK = 128
-#: Rows joined at a time on a GPU: a photo of up to about 4 MP in one go, wider bands than the
-#: CPU's because each one costs kernel launches, narrow enough that a 24 MP photo's full-size
-#: Lab (about 2 GB of temporaries at once) is never built.
+#: Rows joined at a time on a GPU: a photo of up to 1024 rows (1 MP and more) in one go, as each
+#: band costs kernel launches, yet a 24 MP photo's full-size Lab (about 2 GB of temporaries) is
+#: never built at once.
 _DEVICE_ROWS_PER_BAND = 1024
 
 
