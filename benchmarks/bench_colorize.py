@@ -403,14 +403,14 @@ PEAK_RSS = (
 )
 
 
-def peak_rss(model: str, files: list[Path], out: Path, backend: str) -> float:
+def peak_rss(model: str, files: list[Path], out: Path, backend: str, device: str) -> float:
     """Peak RSS in MB of a fresh process that colorizes ``files`` with colorize_files, as the
     command line does (default workers)."""
     code = PEAK_RSS + (
         "import sys; from pathlib import Path; "
         "from zhangcolor.colorize import Colorizer; "
         "from zhangcolor.colorize_files import colorize_files, plan_jobs; "
-        f"c = Colorizer.load({model!r}, backend={backend!r}); "
+        f"c = Colorizer.load({model!r}, device={device!r}, backend={backend!r}); "
         "jobs, _ = plan_jobs(sys.argv[2:], Path(sys.argv[1]), 'png'); "
         "assert all(o.status == 'done' for o in colorize_files(c, jobs, workers="
         f"{default_workers()})); "
@@ -431,8 +431,9 @@ def rss_benchmark(args, console: Console) -> None:
             photo.resize((6000, 4000), Image.Resampling.BILINEAR).save(path, quality=90)
         small = make_folder(Path(tmp) / "small", 8)
         for backend in ("torch", "auto"):
-            one = peak_rss(args.model, big[:1], Path(tmp) / f"out1{backend}", backend)
-            many = peak_rss(args.model, [*big, small], Path(tmp) / f"out2{backend}", backend)
+            run = (backend, args.device)
+            one = peak_rss(args.model, big[:1], Path(tmp) / f"1{backend}", *run)
+            many = peak_rss(args.model, [*big, small], Path(tmp) / f"2{backend}", *run)
             console.print(
                 f"peak RSS, backend {backend}: one 24 MP photo {one:.0f} MB; two 24 MP photos "
                 f"and 8 small ones {many:.0f} MB (≤ 1500)"
