@@ -187,6 +187,42 @@ def test_colorize_on_the_device_is_within_one_ab_level_of_the_cpu():
         assert np.abs(rgb_dev - rgb_cpu).max() <= 2
 
 
+@pytest.mark.parametrize("size", [(480, 640), (1500, 900)])  # one device band, two
+def test_join_on_the_device_equals_the_cpu_join(size):
+    """The ab upsampling and Lab -> sRGB8 on the device give the banded CPU join's pixels, but
+    for rounding-boundary values."""
+    from zhangcolor.colorize import join, join_on_device
+
+    torch.manual_seed(0)
+    light = torch.rand(1, 1, *size) * 100
+    ab = torch.randn(1, 2, 64, 64) * 40
+    on_device = np.asarray(join_on_device(light, ab, DEVICE), dtype=int)
+    on_cpu = np.asarray(join(light, ab), dtype=int)
+    diff = np.abs(on_device - on_cpu)
+    assert diff.max() <= 1 and (diff > 0).mean() < 0.001
+
+
+def test_colorize_files_on_the_device_writes_the_cpus_files(tmp_path):
+    """The folder pipeline with the network and the join on the device (joins from the worker
+    threads), against the CPU's files."""
+    from zhangcolor.colorize import Colorizer
+    from zhangcolor.colorize_files import colorize_files, plan_jobs
+
+    folder = photos(tmp_path / "photos", n=6, size=96)
+    results = []
+    for i, device in enumerate(("cpu", DEVICE.type)):
+        colorizer = Colorizer.load("default", device=device, precision="fp32")
+        jobs, _ = plan_jobs([str(folder)], tmp_path / f"out{i}", "png")
+        outcomes = list(colorize_files(colorizer, jobs, batch_size=4, workers=4))
+        assert [o.status for o in outcomes] == ["done"] * 6
+        files = sorted((tmp_path / f"out{i}").glob("*"))
+        results.append({p.name: np.asarray(Image.open(p), dtype=int) for p in files})
+    on_cpu, on_device = results
+    assert sorted(on_device) == sorted(on_cpu) and len(on_cpu) == 6
+    for name, values in on_cpu.items():
+        assert np.abs(on_device[name] - values).max() <= 2, name
+
+
 def test_the_server_colorizes_on_the_device_like_on_the_cpu():
     import io
 

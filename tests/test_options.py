@@ -36,6 +36,10 @@ BAD = [
     (ColorizeConfig, "size", 250, "multiple of 4"),
     (ColorizeConfig, "temperature", 0, "(0, 1], or null"),
     (ColorizeConfig, "format", "gif", "valid: png, jpg"),
+    (ColorizeConfig, "png_compress", 10, "integer in [0, 9]"),
+    (ColorizeConfig, "png_compress", 1.5, "integer in [0, 9]"),
+    (ColorizeConfig, "workers", 0, "integer ≥ 1"),
+    (ColorizeConfig, "backend", "tensorrt", "valid: auto, torch, onnx"),
 ]
 
 

@@ -6,6 +6,8 @@ to floating-point rounding; here they run batched, on any device, and are differ
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import Tensor, nn
 
@@ -155,9 +157,17 @@ def _encoding_table() -> Tensor:
 
 
 _LUMINANCE = _luminance_table()
+_LUMINANCE_OFFSETS = torch.tensor((0, 256, 512)).view(3, 1, 1)  # R, G, B's parts of the table
 _ENCODING = _encoding_table()
 # XYZ / white -> linear RGB -> index into _ENCODING, as one matrix.
 _TABLE_FROM_T = _LINEAR_FROM_XYZ * torch.tensor(D65_WHITE, dtype=torch.float64) * _LINEAR_STEPS
+
+
+@functools.lru_cache(maxsize=32)
+def _constant(table: Tensor, device: torch.device, dtype: torch.dtype | None = None) -> Tensor:
+    """A module constant on ``device`` (and in ``dtype``), copied there once: on a GPU each copy
+    from the CPU would also wait for all the work queued before it."""
+    return table.to(device=device, dtype=dtype or table.dtype)
 
 
 def _check_image8(x: Tensor, name: str) -> None:
@@ -182,8 +192,8 @@ def srgb8_to_lightness(rgb: Tensor) -> Tensor:
         ``(*, 1, H, W)`` float32 L in [0, 100].
     """
     _check_image8(rgb, "rgb")
-    offsets = torch.tensor((0, 256, 512), device=rgb.device).view(3, 1, 1)
-    y = torch.take(_LUMINANCE.to(rgb.device), rgb.long() + offsets).sum(-3, keepdim=True)
+    offsets = _constant(_LUMINANCE_OFFSETS, rgb.device)
+    y = torch.take(_constant(_LUMINANCE, rgb.device), rgb.long() + offsets).sum(-3, keepdim=True)
     return 116.0 * _lab_f(y) - 16.0
 
 
@@ -201,9 +211,10 @@ def lab_to_srgb8(lab: Tensor) -> Tensor:
         ``(*, 3, H, W)`` uint8 sRGB, clipped to the gamut.
     """
     _check_image(lab, "lab")
-    steps = _matrix(_TABLE_FROM_T, _lab_f_inverse(lab))  # linear RGB in steps of the table
+    matrix = _constant(_TABLE_FROM_T, lab.device, lab.dtype)
+    steps = _matrix(matrix, _lab_f_inverse(lab))  # linear RGB in steps of the table
     index = steps.add_(0.5).clamp_(0, _LINEAR_STEPS).long()
-    return torch.take(_ENCODING.to(lab.device), index)
+    return torch.take(_constant(_ENCODING, lab.device), index)
 
 
 class RgbToLab(nn.Module):

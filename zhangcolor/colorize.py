@@ -8,7 +8,7 @@ every detail and its L equals the input's.
 from __future__ import annotations
 
 import functools
-import hashlib
+import importlib.util
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +20,6 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from zhangcolor.checkpoint import (
-    default_model_path,
     load_checkpoint,
     model_path,
     model_temperature,
@@ -35,6 +34,10 @@ from zhangcolor.options import BACKENDS, Head
 
 #: Rows of the full-resolution image converted at a time, to bound memory on huge photos.
 _ROWS_PER_CHUNK = 128
+#: Rows joined at a time on a GPU: a photo of up to 1024 rows (1 MP and more) in one go, as each
+#: band costs kernel launches, yet a 24 MP photo's full-size Lab (about 2 GB of temporaries) is
+#: never built at once.
+_DEVICE_ROWS_PER_BAND = 1024
 
 
 def check_size(size: int) -> int:
@@ -42,6 +45,30 @@ def check_size(size: int) -> int:
     if not isinstance(size, int) or size < 16 or size % STRIDE:
         raise ValueError(f"size must be a multiple of {STRIDE} and at least 16, got {size}")
     return size
+
+
+def resolve_backend(model: str | Path, device: str, precision: str) -> str:
+    """What ``backend="auto"`` runs ``model`` with: onnx where torch would run it on the CPU in
+    fp32 (``precision`` resolves to fp32 there), onnxruntime is installed and the model exports
+    to ONNX (or is an .onnx file); else torch. onnxruntime runs fp32, with ab within 1e-3 of
+    torch's. Per core on this project's AVX-512-BF16 CPU, the shipped model's forward ran at 51
+    img/s in onnxruntime, 31 in torch fp32 and 75 in torch's native bf16: so bf16, where the
+    CPU has it, stays with torch. The export is made here, once, into the cache folder, so a
+    failed one falls back to torch. An .onnx file is always onnx."""
+    if Path(model).suffix == ".onnx":
+        return "onnx"
+    if resolve_device(device).type != "cpu" or resolve_precision(precision, torch.device("cpu")):
+        return "torch"
+    if any(importlib.util.find_spec(m) is None for m in ("onnx", "onnxruntime")):
+        return "torch"
+    from zhangcolor.export import cached_onnx
+
+    model_path(model)  # a missing model is an error, not a reason to fall back
+    try:
+        cached_onnx(model)
+    except Exception:  # the exporter raises many kinds (unsupported op, tracer errors, ...)
+        return "torch"
+    return "onnx"
 
 
 @dataclass
@@ -58,6 +85,7 @@ class Colorizer:
     autocast: torch.dtype | None
     size: int = WORKING_SIZE  # working size the network sees (size × size)
     temperature: float = TEMPERATURE  # the model's default T (its calibrated one, if packaged)
+    backend: str = "torch"  # what runs the network: torch, or onnx (onnxruntime on the CPU)
 
     @classmethod
     def load(
@@ -73,10 +101,13 @@ class Colorizer:
         or the authors' released eccv16 ``.pth``.
 
         With ``backend="onnx"`` the network runs in onnxruntime on the CPU: ``model`` is then an
-        ``.onnx`` file from ``zhangcolor export onnx`` (``"default"`` exports the shipped model
-        once into the cache folder).
+        ``.onnx`` file from ``zhangcolor export onnx``, or any model above, exported once into
+        the cache folder. ``backend="auto"`` picks onnx where that is the faster choice (see
+        :func:`resolve_backend`), else torch; :attr:`backend` says which it took.
         """
         check_size(size)
+        if backend == "auto":
+            backend = resolve_backend(model, device, precision)
         if backend == "onnx":
             return cls._load_onnx(model, size)
         if backend != "torch":
@@ -98,16 +129,11 @@ class Colorizer:
 
     @classmethod
     def _load_onnx(cls, model: str | Path, size: int) -> Colorizer:
-        from zhangcolor.export import OnnxNetwork, export_onnx
-        from zhangcolor.files import cache_dir
+        from zhangcolor.export import OnnxNetwork, cached_onnx
 
         path = Path(model)
-        if str(model) == "default":
-            # Named by the shipped file's hash, so a new default model gets a new export.
-            digest = hashlib.sha256(default_model_path().read_bytes()).hexdigest()[:16]
-            path = cache_dir() / f"default-{digest}.onnx"
-            if not path.is_file():
-                export_onnx("default", path)
+        if path.suffix != ".onnx":
+            path = cached_onnx(model)
         net = OnnxNetwork(path)
         cpu = torch.device("cpu")
         return cls(
@@ -118,6 +144,7 @@ class Colorizer:
             autocast=None,
             size=size,
             temperature=net.temperature,
+            backend="onnx",
         )
 
     @property
@@ -140,6 +167,11 @@ class Colorizer:
         with precision_context(self.device, self.autocast):
             return self.model(small).float()
 
+    def resolve_temperature(self, temperature: float | None) -> float:
+        """The T to decode at: ``temperature``, or the model's own when None; a T outside
+        (0, 1] is a ValueError."""
+        return check_colorize_temperature(self.temperature if temperature is None else temperature)
+
     def decode(self, output: Tensor, temperature: float | None = None) -> Tensor:
         """ab ``(B, 2, h, w)`` from :meth:`network_output` at temperature T (the model's own
         when None; ignored for regression models)."""
@@ -159,11 +191,32 @@ class Colorizer:
         temperature: float | None = None,
     ) -> list[Image.Image]:
         """Colorize several images in one network batch."""
-        t = check_colorize_temperature(self.temperature if temperature is None else temperature)
-        lights = [image_lightness(image) for image in images]  # full size, (1, 1, H, W) each
-        small = torch.cat([_working_size(light, self.size) for light in lights])
-        ab = self.decode(self.network_output(small), t).cpu()  # (B, 2, s/4, s/4)
-        return [join(light, ab[i : i + 1]) for i, light in enumerate(lights)]
+        t = self.resolve_temperature(temperature)
+        prepared = [self.prepare(image) for image in images]
+        ab = self.predict_ab(torch.cat([small for _, small in prepared]), t)  # (B, 2, s/4, s/4)
+        return [self.join(light, ab[i : i + 1]) for i, (light, _) in enumerate(prepared)]
+
+    # The three steps of colorize_batch, for pipelines (colorize_files) that run the per-photo
+    # steps, prepare and join, in threads around the network.
+
+    def prepare(self, image: Image.Image | np.ndarray | LoadedImage) -> tuple[Tensor, Tensor]:
+        """A photo's L at full size ``(1, 1, H, W)`` (for :meth:`join`) and at the working size
+        ``(1, 1, s, s)`` (for the network), float32 on the CPU. Safe to call from threads."""
+        lightness = image_lightness(image)
+        return lightness, _working_size(lightness, self.size)
+
+    def predict_ab(self, lightness: Tensor, temperature: float | None = None) -> Tensor:
+        """ab ``(B, 2, s/4, s/4)`` on :attr:`device` of L ``(B, 1, s, s)``: the network and
+        decoding at T (the model's own when None)."""
+        return self.decode(self.network_output(lightness), temperature)
+
+    def join(self, lightness: Tensor, ab: Tensor) -> Image.Image:
+        """The photo of full-size L ``(1, 1, H, W)`` and ab ``(1, 2, h, w)``, joined where this
+        colorizer runs: in row bands on the CPU, whose memory bound matters for huge photos; on a
+        GPU there, with only the 8-bit result copied back. Safe to call from threads."""
+        if self.device.type == "cpu":
+            return join(lightness, ab.cpu())
+        return join_on_device(lightness, ab, self.device)
 
 
 def _working_size(lightness: Tensor, size: int) -> Tensor:
@@ -207,23 +260,38 @@ def image_lightness(image: Image.Image | np.ndarray | LoadedImage) -> Tensor:
 
 def join(lightness: Tensor, ab: Tensor) -> Image.Image:
     """Upsample ab ``(1, 2, h, w)`` bilinearly to L's size ``(1, 1, H, W)``, join, and convert to
-    sRGB, in bands of rows (a full-resolution ab is what would cost memory on a 24 MP photo)."""
+    sRGB, on the CPU in bands of rows (a full-resolution ab is what would cost memory on a 24 MP
+    photo)."""
+    return Image.fromarray(join_srgb8(lightness, ab, _ROWS_PER_CHUNK).numpy(), "RGB")
+
+
+def join_on_device(lightness: Tensor, ab: Tensor, device: torch.device) -> Image.Image:
+    """:func:`join` on ``device`` (a GPU, or the CPU to check it against :func:`join`): the
+    upsampling and the conversion run there, in wide bands; only the 8-bit result comes back."""
+    rgb = join_srgb8(lightness.to(device), ab.to(device), _DEVICE_ROWS_PER_BAND)
+    return Image.fromarray(rgb.cpu().numpy(), "RGB")
+
+
+def join_srgb8(lightness: Tensor, ab: Tensor, rows_per_band: int) -> Tensor:
+    """8-bit sRGB ``(H, W, 3)`` of L ``(1, 1, H, W)`` and ab ``(1, 2, h, w)`` upsampled
+    bilinearly to L's size, on L's device, ``rows_per_band`` rows at a time."""
+    device = lightness.device
     h, w = lightness.shape[-2:]
-    rows = _bilinear_weights(ab.shape[-2], h)  # (H, h)
-    wide = ab[0].float() @ _bilinear_weights(ab.shape[-1], w).T  # (2, h, W)
-    out = np.empty((h, w, 3), dtype=np.uint8)
-    for top in range(0, h, _ROWS_PER_CHUNK):
-        bottom = min(h, top + _ROWS_PER_CHUNK)
+    rows = _bilinear_weights(ab.shape[-2], h, device)  # (H, h)
+    wide = ab[0].float().to(device) @ _bilinear_weights(ab.shape[-1], w, device).T  # (2, h, W)
+    out = torch.empty((h, w, 3), dtype=torch.uint8, device=device)
+    for top in range(0, h, rows_per_band):
+        bottom = min(h, top + rows_per_band)
         band = rows[top:bottom] @ wide  # (2, r, W)
-        lab = torch.cat([lightness[0, :, top:bottom], band])  # (3, r, W)
-        out[top:bottom] = lab_to_srgb8(lab).permute(1, 2, 0).numpy()
-    return Image.fromarray(out, "RGB")
+        lab = torch.cat([lightness[0, :, top:bottom].float(), band])  # (3, r, W)
+        out[top:bottom] = lab_to_srgb8(lab).permute(1, 2, 0)  # (r, W, 3)
+    return out
 
 
-@functools.lru_cache(maxsize=32)
-def _bilinear_weights(n_in: int, n_out: int) -> Tensor:
-    """``(n_out, n_in)`` float32: bilinear resampling along one axis as a matrix, with the
-    pixel-centre alignment and edge clamping of ``F.interpolate(align_corners=False)``."""
+@functools.lru_cache(maxsize=64)
+def _bilinear_weights(n_in: int, n_out: int, device: torch.device) -> Tensor:
+    """``(n_out, n_in)`` float32 on ``device``: bilinear resampling along one axis as a matrix,
+    with the pixel-centre alignment and edge clamping of ``F.interpolate(align_corners=False)``."""
     source = (torch.arange(n_out, dtype=torch.float64) + 0.5) * (n_in / n_out) - 0.5
     source = source.clamp(0, n_in - 1)
     left = source.floor().long()
@@ -233,4 +301,4 @@ def _bilinear_weights(n_in: int, n_out: int) -> Tensor:
     out = torch.arange(n_out)
     weights.index_put_((out, left), 1 - frac, accumulate=True)
     weights.index_put_((out, right), frac, accumulate=True)
-    return weights.float()
+    return weights.float().to(device)

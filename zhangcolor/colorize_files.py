@@ -3,16 +3,25 @@
 Inputs (files, folders, globs) become jobs whose outputs mirror their paths under OUT; each job
 ends as an :class:`Outcome`: done, skipped (the output exists) or failed (with the reason), so a
 bad file never stops the rest and no output is silently overwritten.
+
+The files go through a pipeline: a pool of threads decodes them and computes their L, the
+calling thread runs the network on batches of consecutive files, and the pool joins each result
+and writes it (Pillow and torch release the GIL, so the threads use every core). A few batches'
+worth of photos are in flight at most, counted in files and in pixels.
 """
 
 from __future__ import annotations
 
 import glob
 import os
+from collections import deque
 from collections.abc import Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+import torch
 from PIL import Image
 
 from zhangcolor.colorize import Colorizer
@@ -20,12 +29,17 @@ from zhangcolor.constants import COLORIZE_SUFFIXES
 from zhangcolor.files import atomic_write
 from zhangcolor.images import (
     ImageError,
-    LoadedImage,
     find_images,
     finished_image,
+    header_pixels,
     load_image,
     write_image,
 )
+
+#: Decoded pixels in flight at most (decoded, waiting for the network, being joined and
+#: written). A waiting photo holds its float L (4 bytes a pixel), one being written about 10,
+#: so this is a few hundred MB; a larger photo still goes through, alone.
+PIXELS_IN_FLIGHT = 40_000_000
 
 
 @dataclass
@@ -102,13 +116,26 @@ def _inside(path: Path, folder: Path) -> bool:
     return path.resolve().is_relative_to(folder)
 
 
+@dataclass(frozen=True)
+class OutputOptions:
+    """How results are written."""
+
+    fmt: str = "png"  # png or jpg
+    side_by_side: bool = False  # write gray | color
+    png_compress: int = 6  # zlib level of PNG files, 0-9
+    overwrite: bool = False  # replace existing outputs (otherwise they are skipped)
+
+
 def save_result(
-    color: Image.Image, image: LoadedImage, target: Path, fmt: str, side_by_side: bool
+    color: Image.Image, alpha: np.ndarray | None, target: Path, output: OutputOptions
 ) -> None:
-    """Write the color result (next to the gray input when ``side_by_side``), atomically."""
-    result = finished_image(color, image.alpha, fmt, side_by_side)
+    """Write the color result (with the input's ``alpha``, or next to the gray input when
+    ``side_by_side``), atomically."""
+    result = finished_image(color, alpha, output.fmt, output.side_by_side)
     target.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(target, lambda tmp: write_image(result, tmp, fmt))
+    atomic_write(
+        target, lambda tmp: write_image(result, tmp, output.fmt, png_compress=output.png_compress)
+    )
 
 
 def colorize_files(
@@ -116,41 +143,148 @@ def colorize_files(
     jobs: Sequence[Job],
     *,
     temperature: float | None = None,
-    fmt: str = "png",
+    output: OutputOptions | None = None,
     batch_size: int = 4,
-    side_by_side: bool = False,
-    overwrite: bool = False,
+    workers: int = 1,
 ) -> Iterator[Outcome]:
-    """Colorize each job's file; yields an :class:`Outcome` per file. A file that fails (cannot
-    be read or written) is reported and the rest go on."""
-    pending: list[tuple[Job, LoadedImage]] = []
+    """Colorize each job's file; yields an :class:`Outcome` per file, in the order they finish.
+    A file that fails (cannot be read or written) is reported and the rest go on.
 
-    def flush():
-        if not pending:
-            return
-        results = colorizer.colorize_batch([image for _, image in pending], temperature)
-        for (job, image), color in zip(pending, results, strict=True):
-            try:
-                save_result(color, image, job.target, fmt, side_by_side)
-                yield Outcome(job.source, "done", str(job.target))
-            except OSError as e:
-                yield Outcome(job.source, "failed", f"cannot write {job.target}: {e.strerror or e}")
-        pending.clear()
+    ``workers`` threads decode, join and write (the command line's default is one per core);
+    the network runs in the calling thread, on batches of ``batch_size`` consecutive readable
+    files: the batches of a one-file-at-a-time loop, so the results are the same (only the
+    memory budget, :data:`PIXELS_IN_FLIGHT`, can cut a batch short, around huge photos).
+    """
+    if batch_size < 1 or workers < 1:
+        raise ValueError(f"batch_size and workers must be ≥ 1, got {batch_size} and {workers}")
+    t = colorizer.resolve_temperature(temperature)  # a bad T fails before any work
+    torch_threads = torch.get_num_threads()
+    # Each worker takes one photo at a time, so its torch ops (L, the join) get a share of the
+    # cores, not a thread team as large as the machine each (16 workers × 16 threads).
+    share = max(1, torch_threads // workers)
+    pool = ThreadPoolExecutor(
+        workers, "colorize", initializer=torch.set_num_threads, initargs=(share,)
+    )
+    pipeline = _Pipeline(colorizer, pool, t, output or OutputOptions(), batch_size, workers)
+    try:
+        yield from pipeline.run(jobs)
+    finally:  # also when the caller stops early: drop what has not started
+        pool.shutdown(wait=True, cancel_futures=True)
+        # A thread's set_num_threads also sets the default of threads started later.
+        torch.set_num_threads(torch_threads)
 
-    for job in jobs:
-        if job.target.exists() and not overwrite:
-            yield Outcome(job.source, "skipped", f"{job.target} exists (use --overwrite)")
-            continue
-        try:
-            image = load_image(job.source)
-        except ImageError as e:
-            yield Outcome(job.source, "failed", str(e))
-            continue
-        if min(image.pixels.shape[:2]) < 2:
-            h, w = image.pixels.shape[:2]
-            yield Outcome(job.source, "failed", f"too small to colorize ({w}×{h} px)")
-            continue
-        pending.append((job, image))
-        if len(pending) >= batch_size:
-            yield from flush()
-    yield from flush()
+
+@dataclass
+class _Prepared:
+    """A decoded photo, reduced to what the rest needs: its L (full and working size) and alpha."""
+
+    job: Job
+    lightness: torch.Tensor  # (1, 1, H, W)
+    small: torch.Tensor  # (1, 1, s, s)
+    alpha: np.ndarray | None
+
+
+def _prepare(colorizer: Colorizer, job: Job) -> _Prepared | Outcome:
+    """Decode a file and compute its L (in a worker thread); a failure is its Outcome."""
+    try:
+        image = load_image(job.source)
+    except ImageError as e:
+        return Outcome(job.source, "failed", str(e))
+    h, w = image.pixels.shape[:2]
+    if min(h, w) < 2:
+        return Outcome(job.source, "failed", f"too small to colorize ({w}×{h} px)")
+    lightness, small = colorizer.prepare(image)
+    return _Prepared(job, lightness, small, image.alpha)
+
+
+def _finish(
+    colorizer: Colorizer, prepared: _Prepared, ab: torch.Tensor, output: OutputOptions
+) -> Outcome:
+    """Join a photo's L with its ab and write it (in a worker thread)."""
+    job = prepared.job
+    if not output.overwrite and job.target.exists():  # appeared since the job was planned
+        return Outcome(job.source, "skipped", f"{job.target} exists (use --overwrite)")
+    color = colorizer.join(prepared.lightness, ab)
+    try:
+        save_result(color, prepared.alpha, job.target, output)
+    except OSError as e:
+        return Outcome(job.source, "failed", f"cannot write {job.target}: {e.strerror or e}")
+    return Outcome(job.source, "done", str(job.target))
+
+
+class _Pipeline:
+    """The state of one colorize_files run: files being decoded (in job order), the batch being
+    gathered, and results being written, with what they hold of the in-flight budget."""
+
+    def __init__(
+        self,
+        colorizer: Colorizer,
+        pool: ThreadPoolExecutor,
+        temperature: float,
+        output: OutputOptions,
+        batch_size: int,
+        workers: int,
+    ) -> None:
+        self.colorizer, self.pool, self.output = colorizer, pool, output
+        self.temperature, self.batch_size = temperature, batch_size
+        # Enough to keep every worker and the network busy: a batch decoding, one gathered,
+        # one being written, and a file per worker on either side.
+        self.max_files = 3 * batch_size + 2 * workers
+        self.loads: deque[tuple[Future, int]] = deque()  # (decoding, its pixels), in job order
+        self.batch: list[tuple[_Prepared, int]] = []
+        self.writes: dict[Future, int] = {}  # joining and writing -> its pixels
+        self.files = self.pixels = 0  # in flight
+
+    def run(self, jobs: Sequence[Job]) -> Iterator[Outcome]:
+        for job in jobs:
+            if job.target.exists() and not self.output.overwrite:
+                yield Outcome(job.source, "skipped", f"{job.target} exists (use --overwrite)")
+                continue
+            pixels = header_pixels(job.source)
+            while self.files and not self._room_for(pixels):
+                yield from self._step(wait_for_one=True)
+            self.loads.append((self.pool.submit(_prepare, self.colorizer, job), pixels))
+            self.files, self.pixels = self.files + 1, self.pixels + pixels
+            yield from self._step(wait_for_one=False)
+        while self.files:
+            yield from self._step(wait_for_one=True)
+
+    def _room_for(self, pixels: int) -> bool:
+        return self.files < self.max_files and self.pixels + pixels <= PIXELS_IN_FLIGHT
+
+    def _step(self, wait_for_one: bool) -> Iterator[Outcome]:
+        """Move everything that is ready along; with ``wait_for_one``, first wait until at least
+        one thing can move (the next file decoded, else the gathered batch run, else a write)."""
+        if wait_for_one:
+            if self.loads:
+                wait([self.loads[0][0]])
+            elif self.batch:
+                self._run_batch()
+            else:
+                wait(self.writes, return_when=FIRST_COMPLETED)
+        while self.loads and self.loads[0][0].done():
+            future, pixels = self.loads.popleft()
+            result = future.result()
+            if isinstance(result, Outcome):
+                self._release(pixels)
+                yield result
+                continue
+            self.batch.append((result, pixels))
+            if len(self.batch) == self.batch_size:
+                self._run_batch()
+        for future in [f for f in self.writes if f.done()]:
+            self._release(self.writes.pop(future))
+            yield future.result()
+
+    def _run_batch(self) -> None:
+        """The network on the gathered batch (in this thread); the joins and writes go to the
+        pool."""
+        smalls = torch.cat([prepared.small for prepared, _ in self.batch])  # (B, 1, s, s)
+        ab = self.colorizer.predict_ab(smalls, self.temperature)  # (B, 2, s/4, s/4)
+        for i, (prepared, pixels) in enumerate(self.batch):
+            args = (self.colorizer, prepared, ab[i : i + 1], self.output)
+            self.writes[self.pool.submit(_finish, *args)] = pixels
+        self.batch = []
+
+    def _release(self, pixels: int) -> None:
+        self.files, self.pixels = self.files - 1, self.pixels - pixels

@@ -42,11 +42,13 @@ def within(low: float, high: float, *, low_open: bool = False, high_open: bool =
     return ok, f"must be in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
 
 
-def integer(low: int) -> Rule:
+def integer(low: int, high: int | None = None) -> Rule:
     def ok(v: Any) -> bool:
-        return isinstance(v, int) and not isinstance(v, bool) and v >= low
+        is_int = isinstance(v, int) and not isinstance(v, bool)
+        return is_int and v >= low and (high is None or v <= high)
 
-    return ok, f"must be an integer ≥ {low}"
+    words = f"an integer ≥ {low}" if high is None else f"an integer in [{low}, {high}]"
+    return ok, f"must be {words}"
 
 
 def text() -> Rule:

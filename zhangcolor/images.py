@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import os
+import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,10 @@ from zhangcolor.constants import IMAGE_SUFFIXES
 
 #: Pillow modes that hold one gray channel (with or without alpha).
 ORIENTATION_TAG = 0x0112
+#: warnings.catch_warnings swaps a process-wide list, so two threads opening files at once
+#: could each restore the other's filters: opening takes this lock (images are decoded in
+#: threads by colorize and build-bins).
+_WARNING_FILTERS = threading.Lock()
 _GRAY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 
 
@@ -93,7 +98,7 @@ def _open(source: Path | bytes, max_pixels: int | None) -> Image.Image:
     if size == 0:
         raise ImageError("empty file (0 bytes)")
     try:
-        with warnings.catch_warnings():
+        with _WARNING_FILTERS, warnings.catch_warnings():
             # Pillow only warns between its limit and twice it; refuse all of that range.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(opened)
@@ -114,6 +119,17 @@ def _open(source: Path | bytes, max_pixels: int | None) -> Image.Image:
             f"{max_pixels:,}); downscale the image first"
         )
     return image
+
+
+def header_pixels(path: str | Path) -> int:
+    """Width × height from a file's header, without decoding the pixels (cheap); 0 when Pillow
+    cannot open it (:func:`load_image` then says why)."""
+    try:
+        image = _open(Path(path), None)
+    except ImageError:
+        return 0
+    with image:
+        return image.width * image.height
 
 
 def _high_bit_gray(image: Image.Image) -> np.ndarray:
@@ -229,10 +245,10 @@ def finished_image(
     return color
 
 
-def write_image(image: Image.Image, target, fmt: str, *, fast: bool = False) -> None:
-    """Save as ``png`` or ``jpg`` (quality 95) to a path or file object; ``fast`` trades PNG
-    size for speed (zlib level 1 instead of 6), as a server answering live wants."""
+def write_image(image: Image.Image, target, fmt: str, *, png_compress: int = 6) -> None:
+    """Save as ``png`` (zlib level ``png_compress``, 0-9; 6 is zlib's default, 1 is several
+    times faster for slightly larger files) or ``jpg`` (quality 95) to a path or file object."""
     if fmt == "jpg":
         image.save(target, format="JPEG", quality=95)
     else:
-        image.save(target, format="PNG", compress_level=1 if fast else 6)
+        image.save(target, format="PNG", compress_level=png_compress)

@@ -8,6 +8,7 @@ the field and its valid range. YAML files of defaults live in ``zhangcolor/confi
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -61,7 +62,8 @@ CACHE_MODES = ("auto", "on", "off")
 COLOR_SPACES = ("lab", "rgb")
 PRECISIONS = ("auto", "fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
-BACKENDS = ("torch", "onnx")
+#: auto: onnx where onnxruntime is installed and torch would run on the CPU in fp32, else torch.
+BACKENDS = ("auto", "torch", "onnx")
 FORMATS = ("png", "jpg")
 
 
@@ -304,7 +306,7 @@ class ServeConfig:
     host: str = "127.0.0.1"  # loopback only; 0.0.0.0 to listen on every interface
     port: int = 8000
     model: str = "default"  # 'default' (shipped), a .safetensors checkpoint, or .onnx (backend)
-    backend: str = "torch"  # torch or onnx (onnxruntime, CPU)
+    backend: str = "torch"  # torch, onnx (onnxruntime, CPU) or auto; not measured for serve yet
     device: str = "auto"  # auto, cpu or cuda
     precision: str = "auto"  # auto, fp32 or bf16
     size: int = WORKING_SIZE  # working size the network sees
@@ -338,6 +340,15 @@ class ServeConfig:
         )
 
 
+def default_workers() -> int:
+    """Threads for decoding, joining and writing photos: one per core this process may use, as
+    those steps are single-threaded in Pillow and release the GIL (at most 32)."""
+    cores = (
+        os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
+    )
+    return max(1, min(32, len(cores)))
+
+
 @dataclass
 class ColorizeConfig:
     """Options of ``zhangcolor colorize`` (and the inference options of ``evaluate``)."""
@@ -347,9 +358,15 @@ class ColorizeConfig:
     device: str = "auto"  # auto, cpu or cuda
     precision: str = "auto"  # auto: bf16 where the hardware runs it natively; fp32; bf16
     size: int = WORKING_SIZE  # working size the network sees; outputs keep the input's size
-    backend: str = "torch"  # torch, or onnx (onnxruntime on the CPU)
+    backend: str = "auto"  # auto (onnx for an fp32 CPU network where installed), torch or onnx
     batch_size: int = 4  # images per network batch
+    workers: int = field(default_factory=default_workers)  # threads that decode, join and write
     format: str = "png"  # png or jpg
+    # zlib level of PNG outputs, 0-9. On colorized 0.3 MP photos level 1 encoded in 0.24× the
+    # time of zlib's default 6 for files 7.5 % larger; 3: 0.35×, +2.6 %; 0: 2.5× the size;
+    # 9: 4× the time for 2.6 % smaller. Encoding is most of the CPU time a photo costs
+    # besides the network, so 1.
+    png_compress: int = 1
     side_by_side: bool = False  # write gray | color
     overwrite: bool = False  # replace existing outputs (otherwise they are skipped)
 
@@ -364,6 +381,8 @@ class ColorizeConfig:
                 "size": SIZE_RULE,
                 "backend": one_of(BACKENDS),
                 "batch_size": integer(1),
+                "workers": integer(1),
                 "format": one_of(FORMATS),
+                "png_compress": integer(0, 9),
             },
         )

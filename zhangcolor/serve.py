@@ -293,7 +293,7 @@ class ColorizeService:
         timings["decode"] = _ms(start)
         start = time.perf_counter()
         buffer = io.BytesIO()
-        write_image(finished_image(color, alpha, fmt), buffer, fmt, fast=True)
+        write_image(finished_image(color, alpha, fmt), buffer, fmt, png_compress=1)
         timings["encode"] = _ms(start)
         stem = Path(rendering.filename or "image").stem or "image"
         return Result(

@@ -1,0 +1,263 @@
+"""The folder pipeline: decoding and writing in threads around the network gives the files of a
+one-at-a-time loop, one outcome per input in any order, within a bounded memory; the device
+join; PNG levels; the auto backend."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from makers import bad_corpus, photo_bytes
+from PIL import Image
+from test_colorize import invoke, make_checkpoint
+
+import zhangcolor.colorize_files as colorize_files_module
+from zhangcolor.colorize import Colorizer, join, join_on_device, resolve_backend
+from zhangcolor.colorize_files import OutputOptions, colorize_files, plan_jobs
+from zhangcolor.device import resolve_precision
+from zhangcolor.images import finished_image, load_image, write_image
+
+SIZES = [(48, 32), (40, 56), (33, 33), (64, 20), (30, 45), (50, 50), (21, 70), (44, 36)]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    return make_checkpoint(tmp_path_factory.mktemp("model") / "tiny.safetensors")
+
+
+@pytest.fixture(scope="module")
+def colorizer(checkpoint) -> Colorizer:
+    return Colorizer.load(checkpoint, size=32, precision="fp32")
+
+
+def photos(folder: Path, n: int = len(SIZES)) -> Path:
+    """Smooth color photos of different sizes and formats, some with alpha."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        fmt, mode = [("PNG", "RGB"), ("JPEG", "RGB"), ("PNG", "RGBA")][i % 3]
+        name = f"{i:02d}.{'jpg' if fmt == 'JPEG' else 'png'}"
+        (folder / name).write_bytes(photo_bytes(i, size=SIZES[i % len(SIZES)], fmt=fmt, mode=mode))
+    return folder
+
+
+def sequential(colorizer: Colorizer, jobs, output: OutputOptions, batch_size: int) -> None:
+    """The one-at-a-time loop colorize_files replaced: decode, batch, join and write in turn."""
+    batch = []
+
+    def flush():
+        results = colorizer.colorize_batch([image for _, image in batch])
+        for (job, image), color in zip(batch, results, strict=True):
+            job.target.parent.mkdir(parents=True, exist_ok=True)
+            result = finished_image(color, image.alpha, output.fmt, output.side_by_side)
+            write_image(result, job.target, output.fmt, png_compress=output.png_compress)
+        batch.clear()
+
+    for job in jobs:
+        batch.append((job, load_image(job.source)))
+        if len(batch) == batch_size:
+            flush()
+    if batch:
+        flush()
+
+
+def pixels(folder: Path) -> dict[str, np.ndarray]:
+    return {p.relative_to(folder).as_posix(): np.asarray(Image.open(p)) for p in folder.rglob("*")}
+
+
+@pytest.mark.parametrize(("workers", "batch_size"), [(1, 1), (3, 4), (4, 3)])
+def test_the_pipeline_writes_the_files_of_the_one_at_a_time_loop(
+    colorizer, tmp_path, workers, batch_size
+):
+    inputs = photos(tmp_path / "in")
+    output = OutputOptions(png_compress=1)
+    jobs, failed = plan_jobs([str(inputs)], tmp_path / "seq", "png")
+    assert not failed
+    sequential(colorizer, jobs, output, batch_size)
+    jobs, _ = plan_jobs([str(inputs)], tmp_path / "pipe", "png")
+    outcomes = list(
+        colorize_files(colorizer, jobs, output=output, batch_size=batch_size, workers=workers)
+    )
+    assert sorted(o.status for o in outcomes) == ["done"] * len(SIZES)
+    expected, ours = pixels(tmp_path / "seq"), pixels(tmp_path / "pipe")
+    assert sorted(ours) == sorted(expected) and len(ours) == len(SIZES)
+    for name, values in expected.items():
+        assert np.array_equal(ours[name], values), name
+    assert Image.open(tmp_path / "pipe" / "02.png").mode == "RGBA"  # alpha kept
+
+
+def test_ten_files_three_broken_give_seven_done_and_three_failed_each_once(
+    colorizer, checkpoint, tmp_path
+):
+    inputs = photos(tmp_path / "in", n=7)
+    bad = bad_corpus(inputs)  # empty, text and truncated .jpg files
+    jobs, failed = plan_jobs([str(inputs)], tmp_path / "out", "png")
+    assert len(jobs) == 10 and not failed
+    outcomes = list(colorize_files(colorizer, jobs, batch_size=2, workers=3))
+    assert Counter(o.source for o in outcomes) == Counter(job.source for job in jobs)
+    statuses = {o.source.name: o.status for o in outcomes}
+    assert Counter(statuses.values()) == {"done": 7, "failed": 3}
+    assert {name for name, s in statuses.items() if s == "failed"} == {p.name for p in bad.values()}
+    assert len(list((tmp_path / "out").rglob("*.png"))) == 7
+
+    result = invoke("colorize", inputs, "-o", tmp_path / "cli", "--model", checkpoint, "--size", 32)
+    assert result.exit_code == 1 and "7 done, 0 skipped, 3 failed" in result.output
+    for path in bad.values():
+        assert result.output.count(path.name) == 1
+
+
+def test_outcomes_come_as_files_finish_and_the_results_do_not_depend_on_it(
+    colorizer, tmp_path, monkeypatch
+):
+    """The first file's write is held back until every other file's outcome has come: its
+    outcome comes last, and every file is still the one-at-a-time loop's."""
+    inputs = photos(tmp_path / "in")
+    jobs, _ = plan_jobs([str(inputs)], tmp_path / "seq", "png")
+    sequential(colorizer, jobs, OutputOptions(), batch_size=2)
+    first, others_reported = jobs[0].source, threading.Event()
+    real_save = colorize_files_module.save_result
+
+    def save_result(color, alpha, target, output):
+        if target.stem == first.stem:
+            assert others_reported.wait(10)
+        real_save(color, alpha, target, output)
+
+    monkeypatch.setattr(colorize_files_module, "save_result", save_result)
+    jobs, _ = plan_jobs([str(inputs)], tmp_path / "pipe", "png")
+    outcomes = []
+    for outcome in colorize_files(colorizer, jobs, batch_size=2, workers=3):
+        outcomes.append(outcome)
+        if len(outcomes) == len(jobs) - 1:
+            others_reported.set()
+    assert [o.source for o in outcomes][-1] == first
+    assert [o.source for o in outcomes] != [job.source for job in jobs]
+    expected, ours = pixels(tmp_path / "seq"), pixels(tmp_path / "pipe")
+    assert all(np.array_equal(ours[name], values) for name, values in expected.items())
+
+
+@pytest.mark.parametrize(("budget", "most"), [(1, 1), (10**9, 3 * 2 + 2 * 2)])
+def test_photos_in_flight_are_bounded_in_pixels_and_in_files(
+    colorizer, tmp_path, monkeypatch, budget, most
+):
+    """With a budget of 1 pixel each photo goes through alone (a partial batch runs rather than
+    wait); otherwise at most 3 batches and 2 files per worker are decoded and not yet written."""
+    monkeypatch.setattr(colorize_files_module, "PIXELS_IN_FLIGHT", budget)
+    in_flight, peak, lock = [0], [0], threading.Lock()
+    real_load, real_save = colorize_files_module.load_image, colorize_files_module.save_result
+
+    def load_image(path):
+        with lock:
+            in_flight[0] += 1
+            peak[0] = max(peak[0], in_flight[0])
+        time.sleep(0.01)  # decoding outpaces nothing otherwise
+        return real_load(path)
+
+    def save_result(*args):
+        real_save(*args)
+        with lock:
+            in_flight[0] -= 1
+
+    monkeypatch.setattr(colorize_files_module, "load_image", load_image)
+    monkeypatch.setattr(colorize_files_module, "save_result", save_result)
+    jobs, _ = plan_jobs([str(photos(tmp_path / "in", n=16))], tmp_path / "out", "png")
+    outcomes = list(colorize_files(colorizer, jobs, batch_size=2, workers=2))
+    assert [o.status for o in outcomes] == ["done"] * 16
+    assert 1 <= peak[0] <= most
+
+
+def test_stopping_early_leaves_no_thread_running(colorizer, tmp_path):
+    jobs, _ = plan_jobs([str(photos(tmp_path / "in"))], tmp_path / "out", "png")
+    before = threading.active_count()
+    outcomes = colorize_files(colorizer, jobs, batch_size=1, workers=3)
+    next(outcomes)
+    outcomes.close()
+    assert threading.active_count() == before
+
+
+def test_workers_share_the_torch_threads_and_the_default_comes_back(
+    colorizer, tmp_path, monkeypatch
+):
+    seen, real_prepare = [], colorize_files_module._prepare
+
+    def prepare(*args):
+        seen.append(torch.get_num_threads())
+        return real_prepare(*args)
+
+    monkeypatch.setattr(colorize_files_module, "_prepare", prepare)
+    jobs, _ = plan_jobs([str(photos(tmp_path / "in", n=4))], tmp_path / "out", "png")
+    before = torch.get_num_threads()
+    list(colorize_files(colorizer, jobs, workers=before + 1))
+    assert set(seen) == {1} and torch.get_num_threads() == before
+    later = []
+    thread = threading.Thread(target=lambda: later.append(torch.get_num_threads()))
+    thread.start()
+    thread.join()
+    assert later == [before]  # threads started afterwards get the usual default
+
+
+def test_png_compress_changes_the_size_not_the_pixels_and_one_worker_works(checkpoint, tmp_path):
+    photo = tmp_path / "a.png"
+    photo.write_bytes(photo_bytes(0, size=(96, 64)))  # smooth, so zlib has something to do
+    sizes, values = {}, {}
+    for level in (0, 9):
+        out = tmp_path / f"out{level}"
+        result = invoke(
+            "colorize", photo, "-o", out, "--model", checkpoint, "--size", 32,
+            "--png-compress", level, "--workers", 1,
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output
+        sizes[level] = (out / "a.png").stat().st_size
+        values[level] = np.asarray(Image.open(out / "a.png"))
+    assert sizes[0] > 1.2 * sizes[9]
+    assert np.array_equal(values[0], values[9])
+    for flag, value, words in [
+        ("--png-compress", 10, "integer in [0, 9]"),
+        ("--workers", 0, "integer ≥ 1"),
+    ]:
+        result = invoke("colorize", photo, "--model", checkpoint, flag, value)
+        assert result.exit_code == 2 and words in result.output
+
+
+@pytest.mark.parametrize("size", [(37, 53), (300, 701), (1100, 40)])  # 1, 1 and 2 device bands
+def test_the_device_join_gives_the_cpu_joins_pixels(size):
+    """join_on_device, run here with the CPU standing in for the GPU (tests/test_cuda.py runs it
+    on CUDA): the same pixels as the banded CPU join, but for rounding-boundary values."""
+    torch.manual_seed(0)
+    light = torch.rand(1, 1, *size) * 100
+    ab = torch.randn(1, 2, 64, 48) * 40
+    ours = np.asarray(join_on_device(light, ab, torch.device("cpu")), dtype=int)
+    expected = np.asarray(join(light, ab), dtype=int)
+    diff = np.abs(ours - expected)
+    assert diff.max() <= 1 and (diff > 0).mean() < 0.001
+
+
+def test_auto_backend_is_onnx_on_the_cpu_within_one_ab_level_and_exports_once(
+    checkpoint, monkeypatch
+):
+    pytest.importorskip("onnxruntime")
+    import zhangcolor.export as export
+
+    torch_colorizer = Colorizer.load(checkpoint, size=32, precision="fp32")
+    auto = Colorizer.load(checkpoint, size=32, precision="fp32", backend="auto")
+    assert auto.backend == "onnx" and torch_colorizer.backend == "torch"
+    light = torch.rand(3, 1, 32, 32) * 100
+    error = (auto.predict_ab(light) - torch_colorizer.predict_ab(light)).norm(dim=1)
+    assert error.max() <= 1.0
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("the exporter cannot do this model")
+
+    monkeypatch.setattr(export, "export_onnx", fail)
+    fp32 = {"size": 32, "precision": "fp32", "backend": "auto"}
+    assert Colorizer.load(checkpoint, **fp32).backend == "onnx"  # cached: no export
+    other = make_checkpoint(checkpoint.parent / "other.safetensors", seed=1)
+    assert Colorizer.load(other, **fp32).backend == "torch"  # the export fails: torch
+    assert Colorizer.load(checkpoint, size=32, backend="auto", precision="bf16").backend == "torch"
+    native_bf16 = resolve_precision("auto", torch.device("cpu")) is not None
+    assert resolve_backend(checkpoint, "cpu", "auto") == ("torch" if native_bf16 else "onnx")
+    with pytest.raises(FileNotFoundError):
+        Colorizer.load(checkpoint.parent / "missing.safetensors", backend="auto")
