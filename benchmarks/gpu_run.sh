@@ -31,6 +31,6 @@ timeout 240 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py 2>&1 \
 timeout 180 python3 benchmarks/bench_training.py --device cuda ${photos:+--data "$photos"} \
     --configs unet-effnet-classification eccv16 --crop 224 --batch 32 --workers "$workers" \
     --steps 20 2>&1 | tee "$out/bench-training.txt" || status=1
-timeout 120 python3 benchmarks/bench_colorize.py --device cuda 2>&1 \
-    | tee "$out/bench-colorize.txt" || status=1
+timeout 150 python3 benchmarks/bench_colorize.py --device cuda --files 256 --workers 16 \
+    --batch-size 16 --only folder --only batch 2>&1 | tee "$out/bench-colorize.txt" || status=1
 exit $status
