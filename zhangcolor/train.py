@@ -149,8 +149,7 @@ def _photo_caches(
         with bar:
             task = bar.add_task(f"caching photos at {load_size} px", total=count)
             for paths in lists:
-                advance = lambda _: bar.advance(task)  # noqa: E731
-                open_cache(paths, load_size, workers=workers, on_image=advance)
+                open_cache(paths, load_size, workers=workers, on_image=lambda _: bar.advance(task))
     _barrier()
     return [open_cache(paths, load_size) for paths in lists]
 
