@@ -108,7 +108,7 @@ def test_python_api_single_batched_and_arrays(checkpoint):
     batch = colorizer.colorize_batch(images, temperature=0.38)
     assert [b.size for b in batch] == [(150, 100), (120, 90)]
     assert np.array_equal(np.asarray(batch[0]), np.asarray(colorizer.colorize(images[0])))
-    with pytest.raises(ValueError, match=r"\(0, 1\]"):
+    with pytest.raises(ValueError, match=r"\[0.001, 1\]"):
         colorizer.colorize(images[0], temperature=1.5)
     with pytest.raises(ValueError, match="positive"):
         colorizer.colorize(images[0], temperature=0)
@@ -237,7 +237,7 @@ def test_unwritable_output_missing_model_and_bad_temperature(checkpoint, tmp_pat
     result = invoke("colorize", photo, "--model", corrupt)
     assert result.exit_code == 1 and "not a readable" in result.output
     result = invoke("colorize", photo, "--model", checkpoint, "--temperature", "1.5")
-    assert result.exit_code == 2 and "(0, 1]" in result.output
+    assert result.exit_code == 2 and "[0.001, 1]" in result.output
     assert invoke("colorize", tmp_path / "nothing*.png", "--model", checkpoint).exit_code == 1
 
 

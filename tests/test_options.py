@@ -15,8 +15,8 @@ from zhangcolor.options import (
 )
 
 BAD = [
-    (TrainConfig, "temperature", 0.0, "(0, 1]"),
-    (TrainConfig, "temperature", 1.5, "(0, 1]"),
+    (TrainConfig, "temperature", 0.0, "[0.001, 1]"),
+    (TrainConfig, "temperature", 1.5, "[0.001, 1]"),
     (TrainConfig, "lr", -1, "> 0"),
     (TrainConfig, "val_fraction", 1.5, "[0, 1)"),
     (TrainConfig, "workers", -3, "integer ≥ 0"),
@@ -34,7 +34,7 @@ BAD = [
     (ServeConfig, "port", 70000, "[0, 65535]"),
     (ServeConfig, "device", "tpu", "valid: auto, cpu, cuda"),
     (ColorizeConfig, "size", 250, "multiple of 4"),
-    (ColorizeConfig, "temperature", 0, "(0, 1], or null"),
+    (ColorizeConfig, "temperature", 0, "[0.001, 1], or null"),
     (ColorizeConfig, "format", "gif", "valid: png, jpg"),
     (ColorizeConfig, "png_compress", 10, "integer in [0, 9]"),
     (ColorizeConfig, "png_compress", 1.5, "integer in [0, 9]"),

@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from zhangcolor import __version__
-from zhangcolor.constants import TEMPERATURE, TEMPERATURES
+from zhangcolor.constants import MIN_TEMPERATURE, TEMPERATURE, TEMPERATURES
 from zhangcolor.options import (
     BACKBONES,
     BACKENDS,
@@ -357,8 +357,8 @@ def train(
     "--temperature",
     "-t",
     type=float,
-    help=f"Annealed-mean T in (0, 1]: lower is more vivid, 1 is the mean. Unset: the model's "
-    f"own, calibrated T (the paper's is {TEMPERATURE}).",
+    help=f"Annealed-mean T in [{MIN_TEMPERATURE:g}, 1]: lower is more vivid, 1 is the mean. "
+    f"Unset: the model's own, calibrated T (the paper's is {TEMPERATURE}).",
 )
 @field_option(
     ColorizeConfig,
@@ -479,7 +479,7 @@ def _print_outcomes(outcomes: list, out_dir: Path) -> None:
     "--temperatures",
     default=",".join(f"{t:g}" for t in TEMPERATURES),
     show_default=True,
-    help="Comma-separated annealed-mean temperatures in (0, 1].",
+    help=f"Comma-separated annealed-mean temperatures in [{MIN_TEMPERATURE:g}, 1].",
 )
 @click.option(
     "--out",

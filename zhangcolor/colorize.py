@@ -169,7 +169,7 @@ class Colorizer:
 
     def resolve_temperature(self, temperature: float | None) -> float:
         """The T to decode at: ``temperature``, or the model's own when None; a T outside
-        (0, 1] is a ValueError."""
+        [0.001, 1] is a ValueError."""
         return check_colorize_temperature(self.temperature if temperature is None else temperature)
 
     def decode(self, output: Tensor, temperature: float | None = None) -> Tensor:

@@ -12,7 +12,7 @@ import math
 import torch
 from torch import Tensor
 
-from zhangcolor.constants import TEMPERATURE
+from zhangcolor.constants import MIN_TEMPERATURE, TEMPERATURE
 
 
 def compute_dtype(x: Tensor) -> torch.dtype:
@@ -23,23 +23,30 @@ def compute_dtype(x: Tensor) -> torch.dtype:
 
 
 def check_temperature(temperature: float) -> float:
-    """Return ``temperature`` as a float if it is positive and finite, else raise ValueError."""
+    """Return ``temperature`` as a float if it is finite and at least ``MIN_TEMPERATURE``
+    (smaller T is the mode for any display, and overflows float32), else raise ValueError."""
     t = float(temperature)
     if not (t > 0 and math.isfinite(t)):
         raise ValueError(
             f"temperature must be positive and finite, got {temperature!r}; "
             f"the paper uses {TEMPERATURE} (1 is the mean, values near 0 the mode)"
         )
+    if t < MIN_TEMPERATURE:
+        raise ValueError(
+            f"temperature must be at least {MIN_TEMPERATURE:g}, got {temperature!r}; "
+            f"{MIN_TEMPERATURE:g} already decodes the mode (the paper uses {TEMPERATURE})"
+        )
     return t
 
 
 def check_colorize_temperature(temperature: float) -> float:
-    """T in (0, 1], the range the paper sweeps (1 is the mean; lower is more vivid); anything
-    else is a ValueError that says so."""
+    """T in [MIN_TEMPERATURE, 1], the range the paper sweeps (1 is the mean; lower is more
+    vivid); anything else is a ValueError that says so."""
     t = check_temperature(temperature)
     if t > 1.0:
         raise ValueError(
-            f"temperature must be in (0, 1], got {temperature}; the paper uses {TEMPERATURE}"
+            f"temperature must be in [{MIN_TEMPERATURE:g}, 1], got {temperature}; "
+            f"the paper uses {TEMPERATURE}"
         )
     return t
 

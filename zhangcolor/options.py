@@ -26,6 +26,7 @@ from zhangcolor.config import (
 )
 from zhangcolor.constants import (
     LAMBDA,
+    MIN_TEMPERATURE,
     SIGMA,
     STRIDE,
     TEMPERATURE,
@@ -234,7 +235,7 @@ class TrainConfig:
                 "patience": optional(integer(1)),
                 "save_every": integer(1),
                 "log_every": integer(1),
-                "temperature": within(0, 1, low_open=True),
+                "temperature": within(MIN_TEMPERATURE, 1),
                 "crop_scale": (
                     lambda v: len(v) == 2 and 0 < v[0] <= v[1] <= 1,
                     "must be two numbers 0 < low ≤ high ≤ 1",
@@ -375,7 +376,7 @@ class ColorizeConfig:
             self,
             {
                 "model": text(),
-                "temperature": optional(within(0, 1, low_open=True)),
+                "temperature": optional(within(MIN_TEMPERATURE, 1)),
                 "device": one_of(DEVICES),
                 "precision": one_of(PRECISIONS),
                 "size": SIZE_RULE,

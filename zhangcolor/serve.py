@@ -633,7 +633,7 @@ def _add_api(app, service: ColorizeService, config: ServeConfig) -> None:
     async def recolor(
         upload_id: str,
         temperature: float | None = Query(
-            None, description="Annealed-mean T, in (0, 1]; the model's own when left out."
+            None, description="Annealed-mean T, in [0.001, 1]; the model's own when left out."
         ),
         format: str = Query("png", description="png or jpg."),
         max_side: int | None = Query(None, description="Longer side of a preview, ≥ 16."),
