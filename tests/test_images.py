@@ -6,12 +6,13 @@ from makers import (
     bad_corpus,
     blank_png,
     guard_allocations,
+    icc_profile,
     noise,
     solid,
     special_entries,
     text_bomb_png,
 )
-from PIL import EpsImagePlugin, Image, PngImagePlugin
+from PIL import EpsImagePlugin, Image, ImageCms, PngImagePlugin
 
 from zhangcolor.constants import MAX_ASPECT, MAX_RESIZED_PIXELS
 from zhangcolor.images import ImageError, find_images, header_pixels, load_image
@@ -233,3 +234,40 @@ def test_folders_fifos_and_broken_links_named_like_images_are_listed_with_reason
     assert find_images(tmp_path, exclude=tmp_path / "album.jpg") == sorted(
         [entries["fifo"], entries["broken link"]]
     )
+
+
+def with_profile(path, pixels: np.ndarray, profile: bytes | None):
+    Image.fromarray(pixels).save(path, icc_profile=profile)
+    return path
+
+
+@pytest.mark.parametrize("fmt", ["png", "jpg"])
+def test_an_embedded_icc_profile_is_converted_to_srgb(tmp_path, fmt):
+    """Independent reference: a linear-light profile with sRGB's primaries gives sRGB's
+    transfer function of the values (IEC 61966-2-1)."""
+    levels = np.array([0, 16, 64, 128, 200, 255], np.uint8)
+    pixels = np.repeat(np.repeat(levels[None, :, None], 3, axis=2), 8, axis=0).repeat(8, axis=1)
+    linear = with_profile(tmp_path / f"linear.{fmt}", pixels, icc_profile("linear light"))
+    x = levels / 255.0
+    expected = np.where(x <= 0.0031308, 12.92 * x, 1.055 * x ** (1 / 2.4) - 0.055) * 255
+    got = load_image(linear).pixels[4, 4::8, 0].astype(float)
+    assert np.abs(got - expected).max() <= (1.5 if fmt == "png" else 3), (got, expected)
+
+
+def test_icc_primaries_move_colors_and_srgb_or_broken_profiles_change_nothing(tmp_path):
+    red = np.zeros((8, 8, 3), np.uint8)
+    red[..., 0] = 200
+    swapped = icc_profile(
+        "red and green swapped",
+        gamma=2.2,
+        primaries=((0.3851, 0.7169, 0.0971), (0.4361, 0.2225, 0.0139), (0.1431, 0.0606, 0.7141)),
+    )
+    green = load_image(with_profile(tmp_path / "swapped.png", red, swapped)).pixels[0, 0]
+    assert green[1] > 150 and green[0] < 20 and green[2] < 20  # its "red" channel is green
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    for name, profile in [("srgb", srgb), ("broken", b"not a profile at all"), ("none", None)]:
+        loaded = load_image(with_profile(tmp_path / f"{name}.png", red, profile))
+        assert np.array_equal(loaded.pixels, red), name
+    rgba = np.concatenate([red, np.full((8, 8, 1), 128, np.uint8)], axis=2)
+    loaded = load_image(with_profile(tmp_path / "rgba.png", rgba, swapped))
+    assert loaded.pixels[0, 0, 1] > 150 and np.allclose(loaded.alpha, 128 / 255)

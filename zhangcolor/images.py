@@ -3,7 +3,8 @@
 Every failure to read a file becomes an :class:`ImageError` whose message says what is wrong with
 that file, so a caller can skip it, report it, and go on with the rest: whatever Pillow raises
 while decoding, and what the header shows before decoding (not a regular file, a format outside
-:data:`DECODERS`, too many pixels, a thin strip, a resize to too many pixels).
+:data:`DECODERS`, too many pixels, a thin strip, a resize to too many pixels). Embedded ICC
+profiles other than sRGB are converted to sRGB.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
 from zhangcolor.constants import IMAGE_SUFFIXES, MAX_ASPECT, MAX_RESIZED_PIXELS
 
@@ -234,7 +235,7 @@ def load_image(
     """Decode an image file (a path, or its bytes) to sRGB, optionally resized so its short side
     is ``short_side`` (only ever down when ``enlarge`` is False).
 
-    Handles EXIF orientation, CMYK, palette with transparency,
+    Handles EXIF orientation, ICC profiles (converted to sRGB), CMYK, palette with transparency,
     16-bit and float gray, and the first frame of animations. Raises :class:`ImageError` with
     the reason for anything else: from the header, before any pixel is decoded, a file that is
     not a regular file, a format outside :data:`DECODERS`, more than ``max_pixels`` pixels, a
@@ -267,8 +268,34 @@ def _decode(
         # Decode at the smallest DCT scale that still covers the working size.
         image.draft(image.mode, (short_side, short_side))
     image.load()
+    profile = image.info.get("icc_profile")
     image = ImageOps.exif_transpose(image)
+    if profile:
+        image = to_srgb(image, profile)
     return _to_arrays(image, None if resized is None else short_side, (width, height))
+
+
+def to_srgb(image: Image.Image, profile: bytes) -> Image.Image:
+    """``image`` (RGB, RGBA or CMYK) converted from its embedded ICC ``profile`` to sRGB, as RGB
+    or RGBA; returned as it is when the profile is already sRGB (by its description), is not for
+    the image's colour space (gray images keep their values), or cannot be read (the pixels are
+    then taken as sRGB, as a browser does)."""
+    if image.mode not in _ICC_MODES:
+        return image
+    space, out_mode = _ICC_MODES[image.mode]
+    try:
+        source = ImageCms.ImageCmsProfile(io.BytesIO(profile))
+        description = source.profile.profile_description or ""
+        if source.profile.xcolor_space.strip() != space or "srgb" in description.lower():
+            return image
+        return ImageCms.profileToProfile(image, source, _SRGB, outputMode=out_mode)
+    except (ImageCms.PyCMSError, OSError, ValueError, TypeError):
+        return image
+
+
+_SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+#: Pillow mode -> (the ICC colour space its profile must have, the mode it becomes).
+_ICC_MODES = {"RGB": ("RGB", "RGB"), "RGBA": ("RGB", "RGBA"), "CMYK": ("CMYK", "RGB")}
 
 
 def _to_arrays(
