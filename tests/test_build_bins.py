@@ -231,3 +231,16 @@ def test_hostile_files_are_skipped_with_their_reasons_and_nothing_is_decoded_big
     assert "a folder named like an image" in reasons["album.jpg"]
     assert "not a regular file (a FIFO)" in reasons["pipe.jpg"]
     assert "broken symbolic link" in reasons["gone.png"]
+
+
+def test_each_photo_weighs_its_own_pixels_up_to_the_working_size(tmp_path):
+    """A 1×1 photo is one pixel of the prior, not a working size's worth (build-bins used to
+    enlarge every photo to the working size); larger photos are still reduced to it."""
+    red, blue, green = (200, 30, 30), (20, 40, 220), (30, 160, 40)
+    solid(tmp_path / "dot.png", red, size=(1, 1))
+    solid(tmp_path / "small.png", blue, size=(8, 4))
+    solid(tmp_path / "large.png", green, size=(64, 32))
+    result = estimate_prior(tmp_path, PriorConfig(size=16, workers=1))
+    counts = result.counts
+    assert counts[bin_of(red)] == 1 and counts[bin_of(blue)] == 32
+    assert counts[bin_of(green)] == 32 * 16 and result.pixels == 1 + 32 + 512
