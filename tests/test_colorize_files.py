@@ -12,7 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from makers import bad_corpus, photo_bytes
+from makers import (
+    bad_corpus,
+    blank_png,
+    guard_allocations,
+    photo_bytes,
+    text_bomb_png,
+)
 from PIL import Image
 from test_colorize import invoke, make_checkpoint
 
@@ -261,3 +267,35 @@ def test_auto_backend_is_onnx_on_the_cpu_within_one_ab_level_and_exports_once(
     assert resolve_backend(checkpoint, "cpu", "auto") == ("torch" if native_bf16 else "onnx")
     with pytest.raises(FileNotFoundError):
         Colorizer.load(checkpoint.parent / "missing.safetensors", backend="auto")
+
+
+# ----------------------------------------------------------------------------- hostile inputs
+
+
+def cli(inputs, out, checkpoint, *extra):
+    return invoke(*inputs, "-o", out, "--model", checkpoint, "--size", 32, *extra)
+
+
+def test_a_bad_file_in_a_batch_loses_none_of_the_good_ones(checkpoint, tmp_path, monkeypatch):
+    """A 2 KB zTXt bomb (Pillow raises ValueError at its header), a 86 KB 2×44,000,000 PNG
+    (88 MP, whose join once asked for 22.5 GB) and an EPS named .jpg, sorted among good photos
+    in the same batches: each is failed with its reason, every good photo is written, and none
+    of them is decoded big."""
+    guard_allocations(monkeypatch)
+    inputs = photos(tmp_path / "in", n=5)
+    text_bomb_png(inputs / "01a text.png")
+    blank_png(inputs / "02a strip.png", 2, 44_000_000)
+    Image.new("RGB", (8, 8), (200, 30, 30)).save(inputs / "03a eps.jpg", format="EPS")
+    out = tmp_path / "out"
+    result = cli(["colorize", inputs], out, checkpoint, "--batch-size", 4, "--workers", 2)
+    assert result.exit_code == 1, result.output
+    assert "5 done, 0 skipped, 3 failed" in result.output
+    for reason in ("ValueError: Decompressed data too large", "too thin a strip", "not an image"):
+        assert reason in result.output, reason
+    assert sorted(p.name for p in out.iterdir()) == [f"{i:02d}.png" for i in range(5)]
+
+
+def test_the_python_api_refuses_a_thin_strip_before_joining(colorizer):
+    with pytest.raises(ValueError, match="too thin a strip"):
+        colorizer.colorize(np.zeros((2, 101), np.uint8))
+    assert colorizer.colorize(np.zeros((2, 100), np.uint8)).size == (100, 2)  # 50:1 is kept

@@ -188,12 +188,14 @@ def _prepare(colorizer: Colorizer, job: Job) -> _Prepared | Outcome:
     """Decode a file and compute its L (in a worker thread); a failure is its Outcome."""
     try:
         image = load_image(job.source)
+        h, w = image.pixels.shape[:2]
+        if min(h, w) < 2:
+            return Outcome(job.source, "failed", f"too small to colorize ({w}×{h} px)")
+        lightness, small = colorizer.prepare(image)
     except ImageError as e:
         return Outcome(job.source, "failed", str(e))
-    h, w = image.pixels.shape[:2]
-    if min(h, w) < 2:
-        return Outcome(job.source, "failed", f"too small to colorize ({w}×{h} px)")
-    lightness, small = colorizer.prepare(image)
+    except Exception as e:  # whatever one file raises is its outcome, never the run's end
+        return Outcome(job.source, "failed", f"cannot prepare it ({type(e).__name__}: {e})")
     return _Prepared(job, lightness, small, image.alpha)
 
 
@@ -204,11 +206,13 @@ def _finish(
     job = prepared.job
     if not output.overwrite and job.target.exists():  # appeared since the job was planned
         return Outcome(job.source, "skipped", f"{job.target} exists (use --overwrite)")
-    color = colorizer.join(prepared.lightness, ab)
     try:
+        color = colorizer.join(prepared.lightness, ab)
         save_result(color, prepared.alpha, job.target, output)
     except OSError as e:
         return Outcome(job.source, "failed", f"cannot write {job.target}: {e.strerror or e}")
+    except Exception as e:  # as in _prepare: this file fails, the others go on
+        return Outcome(job.source, "failed", f"cannot finish it ({type(e).__name__}: {e})")
     return Outcome(job.source, "done", str(job.target))
 
 
