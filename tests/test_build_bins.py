@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from makers import bad_corpus, noise, solid
+from makers import (
+    bad_corpus,
+    guard_allocations,
+    noise,
+    solid,
+    special_entries,
+    text_bomb_png,
+)
 from PIL import Image
 
 from zhangcolor import __version__
@@ -197,3 +204,43 @@ def test_split_train_leaves_out_the_validation_photos(tmp_path):
     )
     meta = json.loads((tmp_path / "o" / "bins.json").read_text())
     assert meta["images_found"] == len(train) and meta["parameters"]["split"] == "train"
+
+
+def test_hostile_files_are_skipped_with_their_reasons_and_nothing_is_decoded_big(
+    tmp_path, monkeypatch
+):
+    """A 274-byte 65535×1 PNG would become 16,776,960×256 px at the working size (the OOM
+    killer); a 2 KB zTXt bomb raises ValueError in Pillow; an EPS named .jpg would reach
+    Ghostscript; a FIFO would block. Each is skipped with its reason, the photos are counted."""
+    guard_allocations(monkeypatch)
+    data = tmp_path / "photos"
+    for i in range(2):
+        noise(data / f"good{i}.jpg", seed=i)
+    Image.new("RGB", (65535, 1), (200, 30, 30)).save(data / "strip.png")
+    text_bomb_png(data / "text.png")
+    Image.new("RGB", (8, 8), (200, 30, 30)).save(data / "eps.jpg", format="EPS")
+    special_entries(data)
+    result = run("build-bins", data, "--out", tmp_path / "out", "--workers", 2)
+    assert result.exit_code == 0, result.output
+    meta = json.loads((tmp_path / "out" / "bins.json").read_text())
+    reasons = {s["file"]: s["reason"] for s in meta["skipped"]}
+    assert meta["images_used"] == 2 and meta["images_failed"] == 6, reasons
+    assert "too thin a strip" in reasons["strip.png"]
+    assert "ValueError: Decompressed data too large" in reasons["text.png"]
+    assert "not an image Pillow can read" in reasons["eps.jpg"]
+    assert "a folder named like an image" in reasons["album.jpg"]
+    assert "not a regular file (a FIFO)" in reasons["pipe.jpg"]
+    assert "broken symbolic link" in reasons["gone.png"]
+
+
+def test_each_photo_weighs_its_own_pixels_up_to_the_working_size(tmp_path):
+    """A 1×1 photo is one pixel of the prior, not a working size's worth (build-bins used to
+    enlarge every photo to the working size); larger photos are still reduced to it."""
+    red, blue, green = (200, 30, 30), (20, 40, 220), (30, 160, 40)
+    solid(tmp_path / "dot.png", red, size=(1, 1))
+    solid(tmp_path / "small.png", blue, size=(8, 4))
+    solid(tmp_path / "large.png", green, size=(64, 32))
+    result = estimate_prior(tmp_path, PriorConfig(size=16, workers=1))
+    counts = result.counts
+    assert counts[bin_of(red)] == 1 and counts[bin_of(blue)] == 32
+    assert counts[bin_of(green)] == 32 * 16 and result.pixels == 1 + 32 + 512

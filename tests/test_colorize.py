@@ -12,7 +12,15 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from makers import bad_corpus, noise, solid
+from makers import (
+    bad_corpus,
+    blank_png,
+    guard_allocations,
+    noise,
+    solid,
+    special_entries,
+    text_bomb_png,
+)
 from PIL import Image
 from skimage import color as skcolor
 from skimage import data
@@ -306,6 +314,30 @@ def test_evaluate_end_to_end_reports_gray_and_each_model(checkpoint, tmp_path):
     direct = evaluate(photos, [str(checkpoint)], temperatures=(0.38,), size=32)
     write_report(direct, tmp_path / "again")
     assert direct["rows"][1]["auc"] == pytest.approx(report["rows"][2]["auc"])
+
+
+def test_evaluate_skips_and_counts_hostile_files(checkpoint, tmp_path, monkeypatch):
+    """A zTXt bomb (ValueError in Pillow), a 2×44,000,000 PNG, and a folder, a FIFO and a broken
+    link named like images are skipped with their reasons; the photos are scored."""
+    guard_allocations(monkeypatch)
+    photos = tmp_path / "photos"
+    for i in range(2):
+        noise(photos / f"{i}.png", size=(40, 40), seed=i)
+    text_bomb_png(photos / "text.png")
+    blank_png(photos / "strip.png", 2, 44_000_000)
+    special_entries(photos)
+    out = tmp_path / "report"
+    flags = ("--temperatures", "0.38", "--out", out, "--size", 32)
+    result = invoke("evaluate", photos, "--model", checkpoint, *flags)
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    reasons = {Path(s["file"]).name: s["reason"] for s in report["skipped"]}
+    assert report["images"] == 2 and len(reasons) == 5, reasons
+    assert "ValueError: Decompressed data too large" in reasons["text.png"]
+    assert "too thin a strip" in reasons["strip.png"]
+    assert "a folder named like an image" in reasons["album.jpg"]
+    assert "not a regular file (a FIFO)" in reasons["pipe.jpg"]
+    assert "broken symbolic link" in reasons["gone.png"]
 
 
 def test_write_tables_gives_flat_metrics_and_the_curves_as_columns(tmp_path):

@@ -12,7 +12,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from makers import bad_corpus, photo_bytes
+from makers import (
+    bad_corpus,
+    blank_png,
+    guard_allocations,
+    noise,
+    photo_bytes,
+    special_entries,
+    text_bomb_png,
+)
 from PIL import Image
 from test_colorize import invoke, make_checkpoint
 
@@ -261,3 +269,101 @@ def test_auto_backend_is_onnx_on_the_cpu_within_one_ab_level_and_exports_once(
     assert resolve_backend(checkpoint, "cpu", "auto") == ("torch" if native_bf16 else "onnx")
     with pytest.raises(FileNotFoundError):
         Colorizer.load(checkpoint.parent / "missing.safetensors", backend="auto")
+
+
+# ----------------------------------------------------------------------------- hostile inputs
+
+
+def cli(inputs, out, checkpoint, *extra):
+    return invoke(*inputs, "-o", out, "--model", checkpoint, "--size", 32, *extra)
+
+
+def test_a_bad_file_in_a_batch_loses_none_of_the_good_ones(checkpoint, tmp_path, monkeypatch):
+    """A 2 KB zTXt bomb (Pillow raises ValueError at its header), a 86 KB 2×44,000,000 PNG
+    (88 MP, whose join once asked for 22.5 GB) and an EPS named .jpg, sorted among good photos
+    in the same batches: each is failed with its reason, every good photo is written, and none
+    of them is decoded big."""
+    guard_allocations(monkeypatch)
+    inputs = photos(tmp_path / "in", n=5)
+    text_bomb_png(inputs / "01a text.png")
+    blank_png(inputs / "02a strip.png", 2, 44_000_000)
+    Image.new("RGB", (8, 8), (200, 30, 30)).save(inputs / "03a eps.jpg", format="EPS")
+    out = tmp_path / "out"
+    result = cli(["colorize", inputs], out, checkpoint, "--batch-size", 4, "--workers", 2)
+    assert result.exit_code == 1, result.output
+    assert "5 done, 0 skipped, 3 failed" in result.output
+    for reason in ("ValueError: Decompressed data too large", "too thin a strip", "not an image"):
+        assert reason in result.output, reason
+    assert sorted(p.name for p in out.iterdir()) == [f"{i:02d}.png" for i in range(5)]
+
+
+def test_the_python_api_refuses_a_thin_strip_before_joining(colorizer):
+    with pytest.raises(ValueError, match="too thin a strip"):
+        colorizer.colorize(np.zeros((2, 101), np.uint8))
+    assert colorizer.colorize(np.zeros((2, 100), np.uint8)).size == (100, 2)  # 50:1 is kept
+
+
+def test_same_stem_inputs_in_one_folder_fail_the_second_and_lose_no_output(checkpoint, tmp_path):
+    """a.jpg and a.png (and anim.gif and anim.webp) would both give a.png: the second is failed
+    with the reason and exit status 1, the first's output is its own, also with --overwrite."""
+    inputs = tmp_path / "in"
+    noise(inputs / "a.jpg", seed=1)
+    noise(inputs / "a.png", seed=2)
+    frames = [Image.new("RGB", (16, 16), c) for c in [(255, 0, 0), (0, 0, 255)]]
+    frames[0].save(inputs / "anim.gif", save_all=True, append_images=frames[1:])
+    frames[1].save(inputs / "anim.webp", save_all=True, append_images=frames[:1])
+    alone = tmp_path / "alone"
+    firsts = [inputs / "a.jpg", inputs / "anim.gif"]
+    assert cli(["colorize", *firsts], alone, checkpoint).exit_code == 0
+    out = tmp_path / "out"
+    for extra in ((), ("--overwrite",)):
+        result = cli(["colorize", inputs], out, checkpoint, *extra)
+        assert result.exit_code == 1, result.output
+        assert result.output.count("is already that of") == 2
+        for name in ("a.png", "anim.webp"):
+            assert str(inputs / name) in result.output
+        assert sorted(p.name for p in out.iterdir()) == ["a.png", "anim.png"]
+        for name in ("a.png", "anim.png"):
+            assert np.array_equal(
+                np.asarray(Image.open(out / name)), np.asarray(Image.open(alone / name))
+            ), name
+
+
+def test_overwrite_into_the_input_folder_never_replaces_an_input(checkpoint, tmp_path):
+    inputs = tmp_path / "in"
+    originals = {
+        p.name: p.read_bytes()
+        for p in (noise(inputs / "a.jpg", seed=1), noise(inputs / "a.png", seed=2))
+    }
+    noise(inputs / "c.jpg", seed=3)  # its output, c.png, replaces nothing
+    result = cli(["colorize", inputs], inputs, checkpoint, "--overwrite")
+    assert result.exit_code == 1
+    assert "is an input file, which --overwrite never replaces" in result.output
+    assert {n: (inputs / n).read_bytes() for n in originals} == originals
+    assert (inputs / "c.png").is_file()
+    again = cli(["colorize", inputs], inputs, checkpoint)  # without --overwrite: skipped
+    assert {n: (inputs / n).read_bytes() for n in originals} == originals
+    assert "exists and is an input file" in again.output
+
+
+def test_entries_named_like_images_that_are_not_files_are_reported(checkpoint, tmp_path):
+    """A folder named album.jpg is skipped (the photos in it are colorized as any folder's); a
+    FIFO and a broken link fail with their reasons, and the FIFO, sorted first, takes no real
+    photo's output."""
+    inputs = tmp_path / "in"
+    special_entries(inputs)
+    noise(inputs / "album.jpg" / "inside.png", seed=1)
+    noise(inputs / "pipe.png", seed=2)  # pipe.jpg, the FIFO, would claim pipe.png
+    out = tmp_path / "out"
+    result = cli(["colorize", inputs], out, checkpoint)
+    assert result.exit_code == 1
+    assert "2 done, 1 skipped, 2 failed" in result.output, result.output
+    for name, reason in [
+        ("album.jpg", "a folder named like an image"),
+        ("pipe.jpg", "not a regular file (a FIFO)"),
+        ("gone.png", "broken symbolic link"),
+    ]:
+        assert name in result.output and reason in result.output, name
+    assert (out / "pipe.png").is_file() and (out / "album.jpg" / "inside.png").is_file()
+    glob_run = cli(["colorize", f"{inputs}/*.jpg"], tmp_path / "glob", checkpoint)
+    assert "not a regular file (a FIFO)" in glob_run.output and glob_run.exit_code == 1

@@ -2,10 +2,20 @@
 
 import numpy as np
 import pytest
-from makers import bad_corpus, noise, solid
-from PIL import Image
+from makers import (
+    bad_corpus,
+    blank_png,
+    guard_allocations,
+    icc_profile,
+    noise,
+    solid,
+    special_entries,
+    text_bomb_png,
+)
+from PIL import EpsImagePlugin, Image, ImageCms, PngImagePlugin
 
-from zhangcolor.images import ImageError, find_images, load_image
+from zhangcolor.constants import MAX_ASPECT, MAX_RESIZED_PIXELS
+from zhangcolor.images import ImageError, find_images, header_pixels, load_image
 
 
 def test_plain_rgb_jpeg_and_png(tmp_path):
@@ -121,3 +131,143 @@ def test_find_images_is_recursive_sorted_and_case_insensitive(tmp_path):
 def test_unicode_and_space_paths(tmp_path):
     path = noise(tmp_path / "ünïcode folder" / "a photo ☀.png")
     assert load_image(path).rgb.shape == (32, 48, 3)
+
+
+# ----------------------------------------------------------------------------- hostile files
+
+
+def test_thin_strips_are_refused_from_the_header_before_anything_is_decoded(tmp_path, monkeypatch):
+    """A 65535×1 PNG at short side 256 would be 16,776,960×256 px (13 GB), and a 2×44,000,000
+    one is 88 MP of a 86 KB file: both are refused with the reason before any decoding."""
+    guard_allocations(monkeypatch)
+    wide = tmp_path / "wide.png"
+    Image.new("RGB", (65535, 1)).save(wide)
+    assert wide.stat().st_size < 300
+    tall = blank_png(tmp_path / "tall.png", 2, 44_000_000)
+    for source in (wide, tall, tall.read_bytes()):
+        for short_side in (None, 256):
+            with pytest.raises(ImageError, match=r"too thin a strip .* over 50 times"):
+                load_image(source, short_side=short_side)
+    assert header_pixels(tall) == 0  # the pipeline's budget: no size for a refused file
+
+
+def test_the_aspect_limit_keeps_panoramas(tmp_path):
+    assert MAX_ASPECT == 50
+    panorama = load_image(noise(tmp_path / "pano.png", size=(50 * 8, 8)), short_side=16)
+    assert panorama.pixels.shape == (16, 800, 3)
+    with pytest.raises(ImageError, match="too thin a strip"):
+        load_image(noise(tmp_path / "strip.png", size=(50 * 8 + 1, 8)))
+
+
+def test_a_resize_to_too_many_pixels_is_refused_before_decoding(tmp_path, monkeypatch):
+    guard_allocations(monkeypatch)
+    path = noise(tmp_path / "pano.png", size=(400, 10))  # 40:1, allowed
+    side = int((MAX_RESIZED_PIXELS / 40) ** 0.5) + 1  # 40 side² just over the limit
+    with pytest.raises(ImageError, match=r"resizing 400×10 to a short side of .* the limit is"):
+        load_image(path, short_side=side)
+    assert load_image(path, short_side=side // 4).pixels.shape == (side // 4, side * 10, 3)
+
+
+def test_enlarge_false_only_ever_reduces(tmp_path):
+    small = noise(tmp_path / "small.png", size=(20, 10))
+    assert load_image(small, short_side=16, enlarge=False).pixels.shape == (10, 20, 3)
+    assert load_image(small, short_side=5, enlarge=False).pixels.shape == (5, 10, 3)
+    assert load_image(small, short_side=16).pixels.shape == (16, 32, 3)
+
+
+def test_a_header_error_of_any_type_is_the_files_reason(tmp_path):
+    """Pillow raises ValueError for a zTXt chunk over its text limit (a 2 KB file)."""
+    path = text_bomb_png(tmp_path / "text.png")
+    assert path.stat().st_size < 2500
+    with pytest.raises(ValueError, match="Decompressed"):
+        Image.open(path)  # what reaches the loader
+    for source in (path, path.read_bytes()):
+        with pytest.raises(ImageError, match=r"ValueError: Decompressed data too large"):
+            load_image(source)
+    assert header_pixels(path) == 0
+
+
+def test_a_decode_error_of_any_type_is_the_files_reason(tmp_path, monkeypatch):
+    path = noise(tmp_path / "a.png")
+
+    def load(self):
+        raise KeyError("a decoder bug")
+
+    monkeypatch.setattr(PngImagePlugin.PngImageFile, "load", load)
+    with pytest.raises(ImageError, match=r"cannot decode the image \(KeyError: 'a decoder bug'"):
+        load_image(path)
+
+
+def test_only_the_allowed_decoders_are_reached(tmp_path, monkeypatch):
+    """Pillow picks a decoder from the content: an EPS file named .jpg must not reach the EPS
+    plugin (which runs Ghostscript where it is installed)."""
+    eps = tmp_path / "photo.jpg"
+    Image.new("RGB", (8, 8), (10, 200, 10)).save(eps, format="EPS")
+    reached = []
+    monkeypatch.setattr(
+        EpsImagePlugin.EpsImageFile, "_open", lambda self: reached.append(self) or 1 / 0
+    )
+    for source in (eps, eps.read_bytes()):
+        with pytest.raises(ImageError, match=r"not an image Pillow can read .* JPEG, PNG, WEBP"):
+            load_image(source)
+    assert not reached
+    for fmt in ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF"):  # what the suffixes promise
+        path = tmp_path / f"ok.{fmt.lower()}"
+        Image.new("RGB", (8, 8), (10, 200, 10)).save(path, format=fmt)
+        assert load_image(path).pixels.shape == (8, 8, 3), fmt
+
+
+def test_folders_fifos_and_broken_links_named_like_images_are_listed_with_reasons(tmp_path):
+    entries = special_entries(tmp_path)
+    noise(tmp_path / "album.jpg" / "inside.png")
+    found = find_images(tmp_path)
+    assert found == sorted([*entries.values(), tmp_path / "album.jpg" / "inside.png"])
+    reasons = {
+        "folder": "a folder named like an image",
+        "fifo": r"not a regular file \(a FIFO\)",  # refused without opening: it would block
+        "broken link": "broken symbolic link",
+    }
+    for case, path in entries.items():
+        with pytest.raises(ImageError, match=reasons[case]):
+            load_image(path)
+        assert header_pixels(path) == 0
+    assert find_images(tmp_path, exclude=tmp_path / "album.jpg") == sorted(
+        [entries["fifo"], entries["broken link"]]
+    )
+
+
+def with_profile(path, pixels: np.ndarray, profile: bytes | None):
+    Image.fromarray(pixels).save(path, icc_profile=profile)
+    return path
+
+
+@pytest.mark.parametrize("fmt", ["png", "jpg"])
+def test_an_embedded_icc_profile_is_converted_to_srgb(tmp_path, fmt):
+    """Independent reference: a linear-light profile with sRGB's primaries gives sRGB's
+    transfer function of the values (IEC 61966-2-1)."""
+    levels = np.array([0, 16, 64, 128, 200, 255], np.uint8)
+    pixels = np.repeat(np.repeat(levels[None, :, None], 3, axis=2), 8, axis=0).repeat(8, axis=1)
+    linear = with_profile(tmp_path / f"linear.{fmt}", pixels, icc_profile("linear light"))
+    x = levels / 255.0
+    expected = np.where(x <= 0.0031308, 12.92 * x, 1.055 * x ** (1 / 2.4) - 0.055) * 255
+    got = load_image(linear).pixels[4, 4::8, 0].astype(float)
+    assert np.abs(got - expected).max() <= (1.5 if fmt == "png" else 3), (got, expected)
+
+
+def test_icc_primaries_move_colors_and_srgb_or_broken_profiles_change_nothing(tmp_path):
+    red = np.zeros((8, 8, 3), np.uint8)
+    red[..., 0] = 200
+    swapped = icc_profile(
+        "red and green swapped",
+        gamma=2.2,
+        primaries=((0.3851, 0.7169, 0.0971), (0.4361, 0.2225, 0.0139), (0.1431, 0.0606, 0.7141)),
+    )
+    green = load_image(with_profile(tmp_path / "swapped.png", red, swapped)).pixels[0, 0]
+    assert green[1] > 150 and green[0] < 20 and green[2] < 20  # its "red" channel is green
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    for name, profile in [("srgb", srgb), ("broken", b"not a profile at all"), ("none", None)]:
+        loaded = load_image(with_profile(tmp_path / f"{name}.png", red, profile))
+        assert np.array_equal(loaded.pixels, red), name
+    rgba = np.concatenate([red, np.full((8, 8, 1), 128, np.uint8)], axis=2)
+    loaded = load_image(with_profile(tmp_path / "rgba.png", rgba, swapped))
+    assert loaded.pixels[0, 0, 1] > 150 and np.allclose(loaded.alpha, 128 / 255)

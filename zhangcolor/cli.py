@@ -422,7 +422,7 @@ def colorize(inputs, out_dir, **flags) -> None:
         raise click.ClickException(f"cannot load the model: {e}") from None
     if not colorizer.uses_temperature and config.temperature is not None:
         console.print("[yellow]warning: --temperature is ignored: this is a regression model")
-    jobs, outcomes = plan_jobs(inputs, out_dir, config.format)
+    jobs, outcomes = plan_jobs(inputs, out_dir, config.format, overwrite=config.overwrite)
     with progress_bar(console) as progress:
         task = progress.add_task("colorizing", total=len(jobs), visible=len(jobs) > 1)
         output = OutputOptions(

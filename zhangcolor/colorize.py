@@ -26,7 +26,7 @@ from zhangcolor.checkpoint import (
     read_metadata,
 )
 from zhangcolor.color import lab_to_srgb8, rgb_to_lab, srgb8_to_lightness
-from zhangcolor.constants import STRIDE, TEMPERATURE, WORKING_SIZE
+from zhangcolor.constants import MAX_ASPECT, STRIDE, TEMPERATURE, WORKING_SIZE
 from zhangcolor.decode import check_colorize_temperature
 from zhangcolor.device import precision_context, resolve_device, resolve_precision
 from zhangcolor.images import LoadedImage
@@ -245,6 +245,10 @@ def image_lightness(image: Image.Image | np.ndarray | LoadedImage) -> Tensor:
             raise ValueError(f"an image array must be (H, W) or (H, W, 3), got {pixels.shape}")
         pixels = pixels[..., :3]
     h, w = pixels.shape[:2]
+    if max(h, w) > MAX_ASPECT * min(h, w):
+        # The network sees a square: a thin strip means nothing to it, and joining its ab at
+        # full size would cost a (long side × s/4) matrix, 22 GB for a 2×44,000,000 strip.
+        raise ValueError(f"too thin a strip to colorize ({w}×{h}; at most {MAX_ASPECT}:1)")
     out = torch.empty(1, 1, h, w)
     for top in range(0, h, _ROWS_PER_CHUNK):
         rows = torch.tensor(pixels[top : top + _ROWS_PER_CHUNK])  # a copy: inputs may be read-only
@@ -288,10 +292,26 @@ def join_srgb8(lightness: Tensor, ab: Tensor, rows_per_band: int) -> Tensor:
     return out
 
 
-@functools.lru_cache(maxsize=64)
 def _bilinear_weights(n_in: int, n_out: int, device: torch.device) -> Tensor:
     """``(n_out, n_in)`` float32 on ``device``: bilinear resampling along one axis as a matrix,
-    with the pixel-centre alignment and edge clamping of ``F.interpolate(align_corners=False)``."""
+    with the pixel-centre alignment and edge clamping of ``F.interpolate(align_corners=False)``.
+    Matrices of up to 4 MB are kept for the next photo of that size; larger ones are not, so the
+    cache stays under 256 MB whatever the photos' sizes."""
+    if n_in * n_out <= _CACHED_WEIGHTS:
+        return _cached_bilinear_weights(n_in, n_out, device)
+    return _bilinear_matrix(n_in, n_out, device)
+
+
+#: The most entries of a bilinear matrix that is cached (4 MB of float32).
+_CACHED_WEIGHTS = 1 << 20
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_bilinear_weights(n_in: int, n_out: int, device: torch.device) -> Tensor:
+    return _bilinear_matrix(n_in, n_out, device)
+
+
+def _bilinear_matrix(n_in: int, n_out: int, device: torch.device) -> Tensor:
     source = (torch.arange(n_out, dtype=torch.float64) + 0.5) * (n_in / n_out) - 0.5
     source = source.clamp(0, n_in - 1)
     left = source.floor().long()

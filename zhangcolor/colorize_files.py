@@ -29,6 +29,7 @@ from zhangcolor.constants import COLORIZE_SUFFIXES
 from zhangcolor.files import atomic_write
 from zhangcolor.images import (
     ImageError,
+    file_size,
     find_images,
     finished_image,
     header_pixels,
@@ -57,36 +58,25 @@ class Outcome:
     detail: str = ""
 
 
-def plan_jobs(inputs: Sequence[str], out_dir: Path, fmt: str) -> tuple[list[Job], list[Outcome]]:
+def plan_jobs(
+    inputs: Sequence[str], out_dir: Path, fmt: str, *, overwrite: bool = False
+) -> tuple[list[Job], list[Outcome]]:
     """Expand files, folders (recursively) and globs into jobs.
 
     Each output mirrors its input's path relative to the common root of the inputs given, so
     ``a/x.jpg`` and ``b/x.jpg`` become ``OUT/a/x.png`` and ``OUT/b/x.png``. The output folder
-    is never walked, so a rerun does not colorize its own results. Inputs that match nothing,
-    and an input whose output another input already claims (``x.jpg`` beside ``x.png``), are
-    failed outcomes.
+    is never walked, so a rerun does not colorize its own results. Failed outcomes: inputs that
+    match nothing, entries named like images that are not files (a FIFO, a broken link), an
+    input whose output another input already claims (``x.jpg`` beside ``x.png``), and, with
+    ``overwrite``, an input whose output would replace an input (``-o`` the input folder).
+    Without ``overwrite`` that one is skipped, as any existing output is; a folder named like an
+    image is skipped too (its images are colorized as any folder's).
     """
-    out_real = out_dir.resolve()
-    found: list[tuple[Path, Path]] = []  # (file, the folder its output path is relative to)
-    failed: list[Outcome] = []
-    for raw in inputs:
-        path = Path(raw)
-        if path.is_dir():
-            files = find_images(path, COLORIZE_SUFFIXES, exclude=out_dir)
-            found += [(f, path) for f in files]
-            if not files:
-                failed.append(Outcome(path, "failed", "folder holds no images"))
-        elif path.is_file():
-            found.append((path, path.parent))
-        else:
-            matches = [Path(m) for m in sorted(glob.glob(raw, recursive=True))]
-            matches = [m for m in matches if m.is_file() and not _inside(m, out_real)]
-            found += [(m, m.parent) for m in matches]
-            if not matches:
-                failed.append(Outcome(path, "failed", "no such file, folder or glob match"))
+    found, outcomes = _expand(inputs, out_dir)
     if not found:
-        return [], failed
+        return [], outcomes
     root = Path(os.path.commonpath([os.path.abspath(base) for _, base in found]))
+    originals = {_identity(source) for source, _ in found} - {None}
     jobs: list[Job] = []
     claimed: dict[Path, Path] = {}  # output -> the input that has it
     seen: set[Path] = set()
@@ -97,7 +87,7 @@ def plan_jobs(inputs: Sequence[str], out_dir: Path, fmt: str) -> tuple[list[Job]
         relative = Path(os.path.abspath(source)).relative_to(root)
         target = out_dir / relative.with_suffix(f".{fmt}")
         if target in claimed:
-            failed.append(
+            outcomes.append(
                 Outcome(
                     source,
                     "failed",
@@ -107,8 +97,65 @@ def plan_jobs(inputs: Sequence[str], out_dir: Path, fmt: str) -> tuple[list[Job]
             )
             continue
         claimed[target] = source
+        if _identity(target) in originals:
+            outcomes.append(_input_as_output(source, target, overwrite))
+            continue
         jobs.append(Job(source, target))
-    return jobs, failed
+    return jobs, outcomes
+
+
+def _expand(inputs: Sequence[str], out_dir: Path) -> tuple[list[tuple[Path, Path]], list[Outcome]]:
+    """The image files the inputs name, each with the folder its output path is relative to;
+    and the outcomes of inputs that name nothing usable."""
+    out_real = out_dir.resolve()
+    found: list[tuple[Path, Path]] = []
+    outcomes: list[Outcome] = []
+    for raw in inputs:
+        path = Path(raw)
+        if path.is_dir():
+            files = find_images(path, COLORIZE_SUFFIXES, exclude=out_dir)
+            found += [(f, path) for f in files]
+            if not files:
+                outcomes.append(Outcome(path, "failed", "folder holds no images"))
+        elif os.path.lexists(path):
+            found.append((path, path.parent))
+        else:
+            matches = [Path(m) for m in sorted(glob.glob(raw, recursive=True))]
+            matches = [m for m in matches if not m.is_dir() and not _inside(m, out_real)]
+            found += [(m, m.parent) for m in matches]
+            if not matches:
+                outcomes.append(Outcome(path, "failed", "no such file, folder or glob match"))
+    files = []
+    for source, base in found:
+        try:
+            file_size(source)  # before any claims an output: a FIFO must not take x.png's
+        except ImageError as e:
+            status = "skipped" if source.is_dir() else "failed"
+            outcomes.append(Outcome(source, status, str(e)))
+            continue
+        files.append((source, base))
+    return files, outcomes
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """The (device, inode) of an existing file, so that a link or another spelling of an input
+    is still known as it; None when there is none."""
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
+
+
+def _input_as_output(source: Path, target: Path, overwrite: bool) -> Outcome:
+    if overwrite:
+        return Outcome(
+            source,
+            "failed",
+            f"its output {target} is an input file, which --overwrite never replaces; "
+            "colorize into another --out folder",
+        )
+    return Outcome(source, "skipped", f"{target} exists and is an input file")
 
 
 def _inside(path: Path, folder: Path) -> bool:
@@ -188,12 +235,14 @@ def _prepare(colorizer: Colorizer, job: Job) -> _Prepared | Outcome:
     """Decode a file and compute its L (in a worker thread); a failure is its Outcome."""
     try:
         image = load_image(job.source)
+        h, w = image.pixels.shape[:2]
+        if min(h, w) < 2:
+            return Outcome(job.source, "failed", f"too small to colorize ({w}×{h} px)")
+        lightness, small = colorizer.prepare(image)
     except ImageError as e:
         return Outcome(job.source, "failed", str(e))
-    h, w = image.pixels.shape[:2]
-    if min(h, w) < 2:
-        return Outcome(job.source, "failed", f"too small to colorize ({w}×{h} px)")
-    lightness, small = colorizer.prepare(image)
+    except Exception as e:  # whatever one file raises is its outcome, never the run's end
+        return Outcome(job.source, "failed", f"cannot prepare it ({type(e).__name__}: {e})")
     return _Prepared(job, lightness, small, image.alpha)
 
 
@@ -204,11 +253,13 @@ def _finish(
     job = prepared.job
     if not output.overwrite and job.target.exists():  # appeared since the job was planned
         return Outcome(job.source, "skipped", f"{job.target} exists (use --overwrite)")
-    color = colorizer.join(prepared.lightness, ab)
     try:
+        color = colorizer.join(prepared.lightness, ab)
         save_result(color, prepared.alpha, job.target, output)
     except OSError as e:
         return Outcome(job.source, "failed", f"cannot write {job.target}: {e.strerror or e}")
+    except Exception as e:  # as in _prepare: this file fails, the others go on
+        return Outcome(job.source, "failed", f"cannot finish it ({type(e).__name__}: {e})")
     return Outcome(job.source, "done", str(job.target))
 
 

@@ -1,22 +1,31 @@
 """Finding and decoding image files, robustly.
 
 Every failure to read a file becomes an :class:`ImageError` whose message says what is wrong with
-that file, so a caller can skip it, report it, and go on with the rest.
+that file, so a caller can skip it, report it, and go on with the rest: whatever Pillow raises
+while decoding, and what the header shows before decoding (not a regular file, a format outside
+:data:`DECODERS`, too many pixels, a thin strip, a resize to too many pixels). Embedded ICC
+profiles other than sRGB are converted to sRGB.
 """
 
 from __future__ import annotations
 
 import io
 import os
+import stat
 import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
-from zhangcolor.constants import IMAGE_SUFFIXES
+from zhangcolor.constants import IMAGE_SUFFIXES, MAX_ASPECT, MAX_RESIZED_PIXELS
+
+#: The Pillow decoders a file may reach. Pillow picks the decoder from the content, not the name:
+#: without this list an EPS file named .jpg would run Ghostscript where it is installed. (JPEG
+#: also opens phones' multi-picture JPEGs, which Pillow calls MPO.)
+DECODERS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF")
 
 #: Pillow modes that hold one gray channel (with or without alpha).
 ORIENTATION_TAG = 0x0112
@@ -62,15 +71,19 @@ def find_images(
     *,
     exclude: str | Path | None = None,
 ) -> list[Path]:
-    """All image files under ``root``, recursively, sorted; a file is returned as itself.
+    """Everything named like an image under ``root``, recursively, sorted; a file is returned as
+    itself.
 
-    The folder ``exclude`` (e.g. colorize's output folder inside the input folder) is not
-    entered.
+    Not only regular files are listed: a FIFO, a broken link or a folder named ``x.jpg`` is
+    there too, so that :func:`load_image` gives it a reason instead of it vanishing from a run.
+    Folders are walked whatever their names. The folder ``exclude`` (e.g. colorize's output
+    folder inside the input folder) is neither entered nor listed.
     """
     root = Path(root)
     if root.is_file():
         return [root]
-    seen = {root.resolve()} | (set() if exclude is None else {Path(exclude).resolve()})
+    excluded = set() if exclude is None else {Path(exclude).resolve()}
+    seen = {root.resolve()} | excluded
     found = []
     # Symlinked folders are followed (datasets are often assembled from links), each real
     # folder once, so a link loop ends.
@@ -78,47 +91,111 @@ def find_images(
         kept = []
         for d in sorted(dirs):
             real = (Path(folder) / d).resolve()
+            if Path(d).suffix.lower() in suffixes and real not in excluded:
+                found.append(Path(folder) / d)
             if real not in seen:
                 seen.add(real)
                 kept.append(d)
         dirs[:] = kept
         found += [Path(folder) / f for f in files if Path(f).suffix.lower() in suffixes]
-    return sorted(p for p in found if p.is_file())
+    return sorted(found)
+
+
+def file_size(path: Path) -> int:
+    """The size of a regular file; anything else (a folder, a FIFO, a broken link) is an
+    :class:`ImageError` that says what it is, before Pillow could block on opening it."""
+    try:
+        info = path.stat()
+    except OSError as e:
+        if path.is_symlink():
+            raise ImageError(f"broken symbolic link ({e.strerror or e})") from None
+        raise ImageError(f"cannot read the file: {e.strerror or e}") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise ImageError("a folder named like an image, not an image file")
+    if not stat.S_ISREG(info.st_mode):
+        kind = next((name for test, name in _SPECIAL_FILES if test(info.st_mode)), "special file")
+        raise ImageError(f"not a regular file (a {kind})")
+    return info.st_size
+
+
+_SPECIAL_FILES = (
+    (stat.S_ISFIFO, "FIFO"),
+    (stat.S_ISSOCK, "socket"),
+    (stat.S_ISCHR, "character device"),
+    (stat.S_ISBLK, "block device"),
+)
 
 
 def _open(source: Path | bytes, max_pixels: int | None) -> Image.Image:
+    """Open ``source`` with one of :data:`DECODERS`, reading only its header, and check its size."""
     if isinstance(source, bytes):
         size, opened = len(source), io.BytesIO(source)
     else:
-        opened = source
-        try:
-            size = source.stat().st_size
-        except OSError as e:
-            raise ImageError(f"cannot read the file: {e.strerror or e}") from None
+        size, opened = file_size(source), source
     if size == 0:
         raise ImageError("empty file (0 bytes)")
     try:
         with _WARNING_FILTERS, warnings.catch_warnings():
             # Pillow only warns between its limit and twice it; refuse all of that range.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(opened)
+            image = Image.open(opened, formats=DECODERS)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageError(
             f"too many pixels (over Pillow's limit of {Image.MAX_IMAGE_PIXELS:,}), "
             "a possible decompression bomb; downscale the image first"
         ) from None
     except UnidentifiedImageError:
-        raise ImageError("not an image Pillow can read (unknown or corrupt format)") from None
+        raise ImageError(
+            f"not an image Pillow can read (unknown or corrupt format; read are {_FORMATS})"
+        ) from None
     except OSError as e:
         raise ImageError(f"cannot read the file: {e.strerror or e}") from None
-    width, height = image.size  # known from the header, before any pixel is decoded
-    if max_pixels is not None and width * height > max_pixels:
+    except Exception as e:  # a malformed header raises anything (ValueError, struct.error, ...)
+        raise ImageError(f"cannot read the image header ({type(e).__name__}: {e})") from None
+    try:
+        _check_header(*image.size, max_pixels)
+    except ImageError:
         image.close()
+        raise
+    return image
+
+
+_FORMATS = ", ".join(DECODERS)
+
+
+def _check_header(width: int, height: int, max_pixels: int | None) -> None:
+    """Refuse, from the header, more than ``max_pixels`` pixels and thin strips."""
+    if max_pixels is not None and width * height > max_pixels:
         raise ImageError(
             f"too many pixels ({width}×{height} = {width * height:,}; the limit is "
             f"{max_pixels:,}); downscale the image first"
         )
-    return image
+    if min(width, height) >= 1 and max(width, height) > MAX_ASPECT * min(width, height):
+        raise ImageError(
+            f"too thin a strip ({width}×{height}: its long side is over {MAX_ASPECT} times its "
+            "short side); crop it first"
+        )
+
+
+def _resized_size(
+    size: tuple[int, int], short_side: int | None, enlarge: bool
+) -> tuple[int, int] | None:
+    """``(width, height)`` with the short side at ``short_side``, keeping the aspect; None when
+    the image stays as it is (no ``short_side``, it is already that, or smaller and not
+    ``enlarge``). More than :data:`MAX_RESIZED_PIXELS` is an :class:`ImageError`."""
+    w, h = size
+    if short_side is None or min(w, h) < 1 or min(w, h) == short_side:
+        return None
+    if min(w, h) < short_side and not enlarge:
+        return None
+    scale = short_side / min(w, h)
+    resized = (max(1, round(w * scale)), max(1, round(h * scale)))
+    if resized[0] * resized[1] > MAX_RESIZED_PIXELS:
+        raise ImageError(
+            f"resizing {w}×{h} to a short side of {short_side} px would make "
+            f"{resized[0] * resized[1]:,} pixels; the limit is {MAX_RESIZED_PIXELS:,}"
+        )
+    return resized
 
 
 def header_pixels(path: str | Path) -> int:
@@ -153,35 +230,72 @@ def load_image(
     *,
     short_side: int | None = None,
     max_pixels: int | None = None,
+    enlarge: bool = True,
 ) -> LoadedImage:
     """Decode an image file (a path, or its bytes) to sRGB, optionally resized so its short side
-    is ``short_side``.
+    is ``short_side`` (only ever down when ``enlarge`` is False).
 
-    Handles EXIF orientation, CMYK, palette with transparency, 16-bit and float gray, and the
-    first frame of animations. Raises :class:`ImageError` with the reason for anything else,
-    including more than ``max_pixels`` pixels (checked from the header, before decoding).
+    Handles EXIF orientation, ICC profiles (converted to sRGB), CMYK, palette with transparency,
+    16-bit and float gray, and the first frame of animations. Raises :class:`ImageError` with
+    the reason for anything else: from the header, before any pixel is decoded, a file that is
+    not a regular file, a format outside :data:`DECODERS`, more than ``max_pixels`` pixels, a
+    long side over :data:`~zhangcolor.constants.MAX_ASPECT` times the short one, and a resize to
+    more than :data:`~zhangcolor.constants.MAX_RESIZED_PIXELS`; then any error while decoding.
     """
     image = _open(source if isinstance(source, bytes) else Path(source), max_pixels)
     try:
         with image:
-            width, height = image.size
-            # EXIF orientations 5 to 8 turn the picture by 90°.
-            if image.getexif().get(ORIENTATION_TAG, 1) in (5, 6, 7, 8):
-                width, height = height, width
-            if short_side is not None and image.format == "JPEG":
-                # Decode at the smallest DCT scale that still covers the working size.
-                image.draft(image.mode, (short_side, short_side))
-            image.load()
-            image = ImageOps.exif_transpose(image)
-            return _to_arrays(image, short_side, (width, height))
+            resized = _resized_size(image.size, short_side, enlarge)
+            return _decode(image, resized, short_side)
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageError("too many pixels, a possible decompression bomb") from None
     except OSError as e:
         raise ImageError(f"truncated or corrupt image data ({e})") from None
-    except (ValueError, TypeError, SyntaxError, EOFError) as e:
-        raise ImageError(f"cannot decode the image ({e})") from None
+    except Exception as e:  # Pillow's decoders raise many kinds; each is this file's reason
+        raise ImageError(f"cannot decode the image ({type(e).__name__}: {e})") from None
+
+
+def _decode(
+    image: Image.Image, resized: tuple[int, int] | None, short_side: int | None
+) -> LoadedImage:
+    width, height = image.size
+    # EXIF orientations 5 to 8 turn the picture by 90°.
+    if image.getexif().get(ORIENTATION_TAG, 1) in (5, 6, 7, 8):
+        width, height = height, width
+    if resized is not None and image.format == "JPEG":
+        # Decode at the smallest DCT scale that still covers the working size.
+        image.draft(image.mode, (short_side, short_side))
+    image.load()
+    profile = image.info.get("icc_profile")
+    image = ImageOps.exif_transpose(image)
+    if profile:
+        image = to_srgb(image, profile)
+    return _to_arrays(image, None if resized is None else short_side, (width, height))
+
+
+def to_srgb(image: Image.Image, profile: bytes) -> Image.Image:
+    """``image`` (RGB, RGBA or CMYK) converted from its embedded ICC ``profile`` to sRGB, as RGB
+    or RGBA; returned as it is when the profile is already sRGB (by its description), is not for
+    the image's colour space (gray images keep their values), or cannot be read (the pixels are
+    then taken as sRGB, as a browser does)."""
+    if image.mode not in _ICC_MODES:
+        return image
+    space, out_mode = _ICC_MODES[image.mode]
+    try:
+        source = ImageCms.ImageCmsProfile(io.BytesIO(profile))
+        description = source.profile.profile_description or ""
+        if source.profile.xcolor_space.strip() != space or "srgb" in description.lower():
+            return image
+        return ImageCms.profileToProfile(image, source, _SRGB, outputMode=out_mode)
+    except (ImageCms.PyCMSError, OSError, ValueError, TypeError):
+        return image
+
+
+_SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+#: Pillow mode -> (the ICC colour space its profile must have, the mode it becomes).
+_ICC_MODES = {"RGB": ("RGB", "RGB"), "RGBA": ("RGB", "RGBA"), "CMYK": ("CMYK", "RGB")}
 
 
 def _to_arrays(
@@ -205,7 +319,7 @@ def _to_arrays(
             raise ImageError(f"unsupported pixel mode {mode!r} ({e})") from None
 
     if short_side is not None and min(image.size) != short_side:
-        w, h = image.size
+        w, h = image.size  # the header's size turned by EXIF, or a JPEG's draft
         scale = short_side / min(w, h)
         size = (max(1, round(w * scale)), max(1, round(h * scale)))
         image = image.resize(size, Image.Resampling.BILINEAR, reducing_gap=3.0)

@@ -59,7 +59,10 @@ def cache_key(paths: Sequence[Path], load_size: int) -> str:
     """Hash of the load size and every file's resolved path, size and modification time."""
     digest = hashlib.sha256(f"zhangcolor-photos-{VERSION}:{load_size}".encode())
     for path in paths:
-        stat = path.stat()
+        try:
+            stat = path.stat()
+        except OSError:  # a broken link: decoding gives its reason; it joins the key as one
+            stat = path.lstat()
         digest.update(f"\n{path.resolve()}\t{stat.st_size}\t{stat.st_mtime_ns}".encode())
     return digest.hexdigest()[:24]
 

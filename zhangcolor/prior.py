@@ -1,7 +1,9 @@
 """The empirical ab prior of a folder of photos and its artifacts: `zhangcolor build-bins`.
 
-Each image is resized to a working size, converted to Lab, and its opaque pixels are counted in
-their nearest bin. The counts give p; :mod:`zhangcolor.rebalance` turns p into p̃ and the weights w.
+Each image is reduced to a working size (its short side; a smaller image is never enlarged, so a
+photo weighs its own pixels up to that size and a 1×1 image one pixel), converted to Lab, and its
+opaque pixels are counted in their nearest bin. The counts give p; :mod:`zhangcolor.rebalance`
+turns p into p̃ and the weights w.
 """
 
 from __future__ import annotations
@@ -117,13 +119,14 @@ def _opaque_entries(image: LoadedImage) -> np.ndarray:
 
 
 def count_image(path: Path, size: int) -> tuple[np.ndarray, int] | None:
-    """Count the opaque pixels of one image per nearest of the 313 bins, at short side ``size``.
+    """Count the opaque pixels of one image per nearest of the 313 bins, at short side ``size``
+    (or its own, when smaller: enlarging would only repeat its pixels).
 
     Returns:
         ``(counts (Q,), pixels)``, or None when the image is grayscale (no opaque pixel with
         |a| or |b| above 5). Raises :class:`ImageError` when the file cannot be used.
     """
-    image = load_image(path, short_side=size)
+    image = load_image(path, short_side=size, enlarge=False)
     if image.gray_source:
         return None
     entries = _opaque_entries(image)
