@@ -314,10 +314,15 @@ class ServeConfig:
     workers: int = 1  # server processes, each with its own model and cache
     max_upload_mb: float = 20.0  # largest accepted image file
     max_pixels: int = 50_000_000  # largest accepted image, width × height (decompression bombs)
+    # Longest side over shortest side: a thin strip's resampling costs memory in proportion to
+    # its long side, not its pixels (a 25,000,000 × 2 PNG wanted 12.8 GB); 20 takes panoramas.
+    max_aspect: float = 20.0
     max_concurrent: int = 1  # threads that colorize, per worker; torch uses every core in each
     max_queue: int = 32  # requests that may wait for those; more are told 503, retry later
     cache_mb: float = 1024.0  # memory for cached network outputs and L, per worker
     cache_ttl_s: float = 900.0  # a cached upload is forgotten this long after its last use
+    read_timeout_s: float = 15.0  # longest silence while a request's headers or body arrive
+    upload_timeout_s: float = 120.0  # the whole body must arrive within this (20 MB at 1.4 Mbit/s)
 
     def __post_init__(self) -> None:
         check_fields(
@@ -333,10 +338,13 @@ class ServeConfig:
                 "workers": integer(1),
                 "max_upload_mb": positive(),
                 "max_pixels": integer(1),
+                "max_aspect": within(1, 1000),
                 "max_concurrent": integer(1),
                 "max_queue": integer(0),
                 "cache_mb": at_least(0),
                 "cache_ttl_s": positive(),
+                "read_timeout_s": positive(),
+                "upload_timeout_s": positive(),
             },
         )
 

@@ -5,22 +5,30 @@ So the server keeps each upload's network output, with the photo's L, in a cache
 bytes (least recently used first out) and in time (a time-to-live); a new T only re-decodes.
 
 Requests are bounded where they could hurt the machine: the upload's size (read in memory, never
-spooled to disk), its pixel count (read from the header, before decoding), how many requests
-are worked on at once (the network itself runs one batch at a time), and how many may wait.
-Every refusal is a JSON ``{"error": code, "detail": message}`` with a 4xx (or 503) status.
+spooled to disk), its pixel count and aspect ratio (read from the header, before decoding), the
+form's parts, how long its headers and body may take to arrive, how many bytes bodies still
+arriving may hold, how many requests are worked on at once (the network itself runs one batch at
+a time), and how many may wait. Only a request whose body has fully arrived takes a place in that
+queue, so slow clients cannot take it from others. Every refusal, and any failure, is a JSON
+``{"error": code, "detail": message}`` with a 4xx or 5xx status; a 503 says when to retry.
 
 Needs the ``serve`` extra: ``pip install 'zhangcolor[serve]'``.
 """
 
 import asyncio
+import functools
 import hashlib
 import io
 import json
+import logging
+import math
 import os
+import re
 import threading
 import time
+import unicodedata
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -32,8 +40,9 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from zhangcolor import colorize as _colorize
 from zhangcolor.colorize import Colorizer, image_lightness, join, resize_lightness
-from zhangcolor.constants import TEMPERATURE
+from zhangcolor.constants import STRIDE, TEMPERATURE
 from zhangcolor.decode import check_colorize_temperature
 from zhangcolor.images import ImageError, finished_image, load_image, write_image
 from zhangcolor.options import FORMATS, ServeConfig
@@ -42,15 +51,34 @@ from zhangcolor.options import FORMATS, ServeConfig
 CONFIG_ENV = "ZHANGCOLOR_SERVE_CONFIG"
 #: Multipart framing allowed on top of the image itself (boundaries, headers, form fields).
 _FORM_OVERHEAD = 64 * 1024
+#: A form has at most one part per field; a 317,750-part form once held the event loop 16.5 s.
+_MAX_PARTS = 4
+#: Header bytes of one form part (its name, file name and type need far less).
+_MAX_PART_HEADER_BYTES = 8 * 1024
+#: Results up to this side keep their resampling weights in colorize's cache (an LRU of matrices
+#: ``side × size/4``); after a wider or taller one the server empties that cache, so what it
+#: holds stays within a fixed reserve, counted against ``cache_mb``.
+_CACHED_WEIGHTS_SIDE = 4096
+#: Longest file name kept for a download (the stem, without the suffix).
+_MAX_NAME = 100
 _MEDIA_TYPES = {"png": "image/png", "jpg": "image/jpeg"}
+#: The server's log (uvicorn's), where a line about a request belongs.
+server_log = logging.getLogger("uvicorn.error")
 
 
 class ApiError(Exception):
-    """A request the server refuses: HTTP status, a stable code, and what to do about it."""
+    """A request the server refuses: HTTP status, a stable code, what to do about it, and any
+    headers the answer carries (a 503's Retry-After)."""
 
-    def __init__(self, status: int, code: str, detail: str):
+    def __init__(self, status: int, code: str, detail: str, headers: dict | None = None):
         super().__init__(detail)
         self.status, self.code, self.detail = status, code, detail
+        self.headers = headers or {}
+
+
+def busy(detail: str, retry_after_s: int) -> ApiError:
+    """A 503 that says when to try again."""
+    return ApiError(503, "busy", detail, {"Retry-After": str(retry_after_s)})
 
 
 # ----------------------------------------------------------------------------- the cache
@@ -173,7 +201,12 @@ class ColorizeService:
 
     def __init__(self, colorizer: Colorizer, config: ServeConfig):
         self.colorizer, self.config = colorizer, config
-        self.cache = OutputCache(int(config.cache_mb * 2**20), config.cache_ttl_s)
+        # colorize keeps resampling weights in an LRU of its own; the server bounds its entries
+        # (see _CACHED_WEIGHTS_SIDE) and counts the most that can stay there first.
+        entries = _colorize._bilinear_weights.cache_info().maxsize or 0
+        self.weights_reserve = entries * _CACHED_WEIGHTS_SIDE * (colorizer.size // STRIDE) * 4
+        budget = max(0, int(config.cache_mb * 2**20) - self.weights_reserve)
+        self.cache = OutputCache(budget, config.cache_ttl_s)
         self.network_runs = 0
         self._network = threading.Lock()  # torch already spreads one batch over every core
         # Requests are worked on by these threads only, not by any of the server's pool: each
@@ -183,14 +216,41 @@ class ColorizeService:
 
     @classmethod
     def load(cls, config: ServeConfig) -> "ColorizeService":
-        colorizer = Colorizer.load(
-            config.model,
-            device=config.device,
-            precision=config.precision,
-            size=config.size,
-            backend=config.backend,
-        )
-        return cls(colorizer, config)
+        """Load the model, and refuse it (ValueError or RuntimeError) unless it colorizes."""
+        try:
+            colorizer = Colorizer.load(
+                config.model,
+                device=config.device,
+                precision=config.precision,
+                size=config.size,
+                backend=config.backend,
+            )
+        except (FileNotFoundError, ValueError, RuntimeError):
+            raise
+        except Exception as e:  # corrupt metadata raises KeyError, TypeError, ...
+            raise ValueError(
+                f"cannot load the model {config.model} ({type(e).__name__}: {e})"
+            ) from None
+        service = cls(colorizer, config)
+        service.self_check()
+        return service
+
+    def self_check(self) -> None:
+        """Colorize a small gray ramp as a request would; a model that loads yet cannot (e.g.
+        corrupt bins in its metadata) is a RuntimeError here, not a failure of every request
+        behind a healthy /healthz."""
+        ramp = np.tile(np.linspace(0, 255, 64).astype(np.uint8), (48, 1))  # (48, 64)
+        try:
+            lightness = image_lightness(ramp)
+            ab = self.colorizer.decode(self.colorizer.network_output(lightness)).cpu()
+            if not torch.isfinite(ab).all():
+                raise ValueError("its colors are not finite")
+            join(lightness, ab)
+        except Exception as e:
+            raise RuntimeError(
+                f"the model {self.config.model} loads but cannot colorize "
+                f"({type(e).__name__}: {e}); is its metadata corrupt?"
+            ) from None
 
     def colorize(
         self,
@@ -241,12 +301,8 @@ class ColorizeService:
 
     def _run_network(self, data: bytes, filename: str, timings: dict[str, float]) -> Upload:
         start = time.perf_counter()
-        try:
-            image = load_image(data, max_pixels=self.config.max_pixels)
-        except ImageError as e:
-            if "too many pixels" in str(e):
-                raise ApiError(413, "too_many_pixels", f"{filename}: {e}") from None
-            raise ApiError(415, "not_an_image", f"{filename}: {e}") from None
+        self._check_header(data, filename)
+        image = self._decode(data, filename)
         if min(image.pixels.shape[:2]) < 2:
             h, w = image.pixels.shape[:2]
             raise ApiError(422, "too_small", f"{filename}: too small to colorize ({w}×{h} px)")
@@ -258,6 +314,48 @@ class ColorizeService:
             self.network_runs += 1
         timings["network"] = _ms(start)
         return Upload(output, lightness, image.alpha)
+
+    def _check_header(self, data: bytes, filename: str) -> None:
+        """Refuse from the header, before any pixel is decoded, what would cost more than the
+        limits allow: every step's memory is bounded by the pixels and the longest side, which
+        ``max_pixels`` and ``max_aspect`` bound together."""
+        width, height = _header_size(data, filename)
+        pixels, short, long = width * height, min(width, height), max(width, height)
+        if pixels > self.config.max_pixels:
+            raise ApiError(
+                413,
+                "too_many_pixels",
+                f"{filename}: too many pixels ({width}×{height} = {pixels:,}; the limit is "
+                f"{self.config.max_pixels:,}); downscale the image first",
+            )
+        if short < 2:
+            raise ApiError(
+                422, "too_small", f"{filename}: too small to colorize ({width}×{height} px)"
+            )
+        if long / short > self.config.max_aspect:
+            raise ApiError(
+                422,
+                "bad_aspect_ratio",
+                f"{filename}: {width}×{height} px is too thin to colorize (aspect ratio "
+                f"{long / short:,.0f}:1; the limit is {self.config.max_aspect:g}:1); crop it",
+            )
+
+    def _decode(self, data: bytes, filename: str):
+        """The upload decoded; any failure to decode, of any kind, is a 4xx that says why."""
+        try:
+            return load_image(data, max_pixels=self.config.max_pixels)
+        except ImageError as e:
+            if "too many pixels" in str(e):
+                raise ApiError(413, "too_many_pixels", f"{filename}: {e}") from None
+            raise ApiError(415, "not_an_image", f"{filename}: {e}") from None
+        except MemoryError:
+            raise
+        except Exception as e:  # decoders raise ValueError, SyntaxError, struct.error, ...
+            raise ApiError(
+                415,
+                "not_an_image",
+                f"{filename}: cannot decode the image ({type(e).__name__}: {e})",
+            ) from None
 
     def _rendering(
         self, temperature: float | None, fmt: str, max_side: int | None, filename: str | None
@@ -295,7 +393,9 @@ class ColorizeService:
         buffer = io.BytesIO()
         write_image(finished_image(color, alpha, fmt), buffer, fmt, png_compress=1)
         timings["encode"] = _ms(start)
-        stem = Path(rendering.filename or "image").stem or "image"
+        if max(upload.lightness.shape[-2:]) > _CACHED_WEIGHTS_SIDE:
+            _colorize._bilinear_weights.cache_clear()
+        stem = safe_stem(rendering.filename)
         return Result(
             content=buffer.getvalue(),
             media_type=_MEDIA_TYPES[fmt],
@@ -308,6 +408,33 @@ class ColorizeService:
 
 def _ms(start: float) -> float:
     return (time.perf_counter() - start) * 1e3
+
+
+def _header_size(data: bytes, filename: str) -> tuple[int, int]:
+    """Width and height from the file's header alone; a 415 when Pillow cannot read it."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:  # lazy: reads the header only
+            return image.size
+    except Image.DecompressionBombError as e:
+        raise ApiError(413, "too_many_pixels", f"{filename}: {e}") from None
+    except MemoryError:
+        raise
+    except Exception as e:  # UnidentifiedImageError, or a bad chunk's ValueError, ...
+        raise ApiError(
+            415,
+            "not_an_image",
+            f"{filename}: not an image Pillow can read ({type(e).__name__}: {e})",
+        ) from None
+
+
+def safe_stem(name: str | None) -> str:
+    """A client's file name as the stem of a download's name: its last path part, without
+    control or format characters (NUL, CR, LF, right-to-left overrides), quotes or suffix; at
+    most 100 characters; "image" when nothing is left."""
+    name = re.split(r"[/\\]", name or "")[-1]
+    name = "".join(c for c in name if unicodedata.category(c)[0] != "C" and c not in '"')
+    stem = Path(name.strip(" .")).stem.strip(" .")
+    return stem[:_MAX_NAME] or "image"
 
 
 # ----------------------------------------------------------------------------- HTTP
@@ -353,24 +480,71 @@ _POST_SCHEMA = {
 
 
 class _Gate:
-    """Counts the requests in flight (reading, waiting for a work thread, or worked on) and
-    turns away those beyond ``limit`` with a 503."""
+    """Counts the requests whose body has arrived and that wait for a work thread or are worked
+    on, and turns away those beyond ``limit`` with a 503 whose Retry-After comes from how long
+    a request has lately held its place."""
 
-    def __init__(self, limit: int):
-        self.limit = limit
+    def __init__(self, limit: int, concurrent: int = 1):
+        self.limit, self.concurrent = limit, concurrent
         self.in_flight = 0
+        self.mean_s = 1.0  # moving average of the time a request holds its place
+
+    @property
+    def full(self) -> bool:
+        return self.in_flight >= self.limit
+
+    def retry_after_s(self) -> int:
+        ahead = max(1, self.in_flight - self.concurrent + 1)
+        return min(60, max(1, math.ceil(self.mean_s * ahead / self.concurrent)))
 
     def enter(self) -> None:
-        if self.in_flight >= self.limit:
-            raise ApiError(
-                503,
-                "busy",
+        if self.full:
+            raise busy(
                 f"the server is busy ({self.in_flight} requests in flight); retry in a moment",
+                self.retry_after_s(),
             )
         self.in_flight += 1
 
-    def leave(self) -> None:
+    def leave(self, held_s: float | None = None) -> None:
         self.in_flight -= 1
+        if held_s is not None:
+            self.mean_s += 0.2 * (held_s - self.mean_s)
+
+
+class _Reading:
+    """The bytes held by request bodies still arriving, bounded: as many as the queue may hold
+    once they have arrived. A client that sends slowly holds only what it has sent."""
+
+    def __init__(self, limit: int):
+        self.limit, self.bytes, self.bodies = limit, 0, 0
+
+    @contextmanager
+    def body(self) -> Iterator[Callable[[int], None]]:
+        """Count one body while it arrives: yields ``take(nbytes)``, a 503 past the limit; what
+        it took is given back when the body has been parsed (or refused)."""
+        taken = 0
+
+        def take(nbytes: int) -> None:
+            nonlocal taken
+            if self.bytes + nbytes > self.limit:
+                raise busy(
+                    f"the server is receiving {self.bytes / 2**20:.0f} MB of uploads at once; "
+                    "retry in a moment",
+                    5,
+                )
+            self.bytes += nbytes
+            taken += nbytes
+
+        self.bodies += 1
+        try:
+            yield take
+        finally:
+            self.bodies -= 1
+            self.bytes -= taken
+
+
+class _Disconnected(Exception):
+    """The client went away before its body had arrived."""
 
 
 def _too_large(max_image_bytes: int) -> ApiError:
@@ -382,9 +556,11 @@ def _too_large(max_image_bytes: int) -> ApiError:
     )
 
 
-async def _read_form(request, max_image_bytes: int) -> dict[str, tuple[str | None, bytes]]:
+async def _read_form(
+    request, config: ServeConfig, reading: _Reading
+) -> dict[str, tuple[str | None, bytes]]:
     """A multipart form read in memory (never spooled to disk), refused once it exceeds the
-    limit: ``{field: (filename or None, bytes)}``."""
+    limits (size, parts, time): ``{field: (filename or None, bytes)}``."""
     from python_multipart.multipart import parse_options_header
 
     content_type, params = parse_options_header(request.headers.get("content-type", ""))
@@ -395,11 +571,14 @@ async def _read_form(request, max_image_bytes: int) -> dict[str, tuple[str | Non
             "send a multipart/form-data form with the image in a field named 'image', "
             "e.g. curl -F image=@photo.jpg http://HOST/api/colorize",
         )
+    max_image_bytes = int(config.max_upload_mb * 2**20)
     limit = max_image_bytes + _FORM_OVERHEAD
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise _too_large(max_image_bytes)
-    parts = await _multipart_parts(request, params[b"boundary"], limit, max_image_bytes)
+    parser, parts = _multipart_parser(params[b"boundary"])
+    with reading.body() as take:
+        await _feed(parser, _body_chunks(request, config), take, limit, max_image_bytes)
     form: dict[str, tuple[str | None, bytes]] = {}
     for part in parts:
         _, disposition = parse_options_header(part["headers"].get("content-disposition", b""))
@@ -413,14 +592,61 @@ async def _read_form(request, max_image_bytes: int) -> dict[str, tuple[str | Non
     return form
 
 
-async def _multipart_parts(request, boundary: bytes, limit: int, max_image_bytes: int) -> list:
-    """The parts of a multipart body, ``{"headers": {name: value}, "data": bytes}`` each, read
-    with python-multipart's streaming parser; a body past ``limit`` bytes is refused."""
-    from python_multipart.exceptions import MultipartParseError
+async def _body_chunks(request, config: ServeConfig):
+    """The request's body, chunk by chunk: each within ``read_timeout_s`` of the one before,
+    all of it within ``upload_timeout_s``, else a 408."""
+    from starlette.requests import ClientDisconnect
+
+    stream = request.stream()
+    deadline = time.monotonic() + config.upload_timeout_s
+    while True:
+        wait = min(config.read_timeout_s, deadline - time.monotonic())
+        try:
+            chunk = await asyncio.wait_for(anext(stream), max(0.0, wait))
+        except StopAsyncIteration:
+            return
+        except asyncio.TimeoutError:
+            raise ApiError(
+                408,
+                "upload_timeout",
+                f"the upload did not arrive in time (at most {config.read_timeout_s:g} s "
+                f"between packets, {config.upload_timeout_s:g} s in all)",
+            ) from None
+        except ClientDisconnect:
+            raise _Disconnected() from None
+        yield chunk
+
+
+def _multipart_parser(boundary: bytes):
+    """python-multipart's streaming parser, and the list it fills with the form's parts,
+    ``{"headers": {name: value}, "data": bytearray, "header_bytes": n}`` each; more than
+    ``_MAX_PARTS`` parts, or a part's headers over ``_MAX_PART_HEADER_BYTES``, is refused."""
+    from python_multipart.exceptions import FormParserError
     from python_multipart.multipart import MultipartParser
 
     parts: list[dict] = []
     header = {"field": bytearray(), "value": bytearray()}
+
+    def on_part_begin() -> None:
+        if len(parts) >= _MAX_PARTS:
+            raise ApiError(
+                413,
+                "too_many_fields",
+                f"the form has more than {_MAX_PARTS} parts; valid fields: "
+                f"{', '.join(_FORM_FIELDS)}",
+            )
+        parts.append({"headers": {}, "data": bytearray(), "header_bytes": 0})
+
+    def on_header(kind: str):
+        def add(data, start, end) -> None:
+            parts[-1]["header_bytes"] += end - start
+            if parts[-1]["header_bytes"] > _MAX_PART_HEADER_BYTES:
+                raise ApiError(
+                    400, "bad_form", f"a form part's headers exceed {_MAX_PART_HEADER_BYTES} bytes"
+                )
+            header[kind].extend(data[start:end])
+
+        return add
 
     def on_header_end() -> None:
         name = bytes(header["field"]).decode("latin-1").lower()
@@ -429,24 +655,35 @@ async def _multipart_parts(request, boundary: bytes, limit: int, max_image_bytes
         header["value"].clear()
 
     callbacks = {
-        "on_part_begin": lambda: parts.append({"headers": {}, "data": bytearray()}),
+        "on_part_begin": on_part_begin,
         "on_part_data": lambda data, start, end: parts[-1]["data"].extend(data[start:end]),
-        "on_header_field": lambda data, start, end: header["field"].extend(data[start:end]),
-        "on_header_value": lambda data, start, end: header["value"].extend(data[start:end]),
+        "on_header_field": on_header("field"),
+        "on_header_value": on_header("value"),
         "on_header_end": on_header_end,
     }
-    parser = MultipartParser(boundary, callbacks)
+    try:
+        return MultipartParser(boundary, callbacks), parts
+    except FormParserError as e:  # e.g. a boundary over 256 characters
+        raise ApiError(400, "bad_form", f"malformed multipart header ({e})") from None
+
+
+async def _feed(parser, chunks, take, limit: int, max_image_bytes: int) -> None:
+    """Feed the body's chunks to ``parser``, counting each with ``take``; a body past
+    ``limit`` bytes is refused. Each chunk's parsing is bounded by the part limits, so the event
+    loop is never held long."""
+    from python_multipart.exceptions import MultipartParseError
+
     received = 0
     try:
-        async for chunk in request.stream():
+        async for chunk in chunks:
             received += len(chunk)
             if received > limit:
                 raise _too_large(max_image_bytes)
+            take(len(chunk))
             parser.write(chunk)
         parser.finalize()
     except MultipartParseError as e:
         raise ApiError(400, "bad_form", f"malformed multipart body ({e})") from None
-    return parts
 
 
 def _check_form(form: dict[str, tuple[str | None, bytes]], max_image_bytes: int) -> None:
@@ -543,7 +780,24 @@ def _add_error_handlers(app) -> None:
 
     @app.exception_handler(ApiError)
     async def api_error(request, error: ApiError):
-        return JSONResponse({"error": error.code, "detail": error.detail}, error.status)
+        return JSONResponse(
+            {"error": error.code, "detail": error.detail}, error.status, headers=error.headers
+        )
+
+    @app.exception_handler(_Disconnected)
+    async def disconnected(request, error: _Disconnected):
+        # One line, no traceback: nobody is left to answer (uvicorn drops the response).
+        client = request.client.host if request.client else "a client"
+        server_log.info("%s disconnected before its upload had arrived", client)
+        return JSONResponse({"error": "disconnected", "detail": "the client went away"}, 400)
+
+    @app.exception_handler(Exception)
+    async def failed(request, error: Exception):
+        # A bug, not a refusal: still JSON for the client; Starlette logs the traceback.
+        return JSONResponse(
+            {"error": "internal_error", "detail": f"the server failed ({type(error).__name__})"},
+            500,
+        )
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request, error: RequestValidationError):
@@ -559,13 +813,21 @@ def _add_error_handlers(app) -> None:
         return JSONResponse({"error": code, "detail": str(error.detail)}, error.status_code)
 
 
-def _health(service: ColorizeService, config: ServeConfig) -> dict:
-    """What /healthz answers: the model, where it runs, counters, the cache and the limits."""
+def _health(service: ColorizeService, config: ServeConfig, gate: _Gate, reading: _Reading) -> dict:
+    """What /healthz answers: "ok", or "busy" while an upload would be turned away (the queue
+    is full); the queue, the model, where it runs, counters, the cache and the limits."""
     from zhangcolor import __version__
 
     colorizer = service.colorizer
     return {
-        "status": "ok",
+        "status": "busy" if gate.full else "ok",
+        "queue": {
+            "in_flight": gate.in_flight,
+            "limit": gate.limit,
+            "retry_after_s": gate.retry_after_s() if gate.full else 0,
+            "uploads_arriving": reading.bodies,
+            "upload_bytes_arriving": reading.bytes,
+        },
         "version": __version__,
         "model": config.model,
         "head": colorizer.kind.value,
@@ -574,11 +836,15 @@ def _health(service: ColorizeService, config: ServeConfig) -> dict:
         "device": str(colorizer.device),
         "precision": str(colorizer.autocast or torch.float32).removeprefix("torch."),
         "network_runs": service.network_runs,
-        "cache": service.cache.stats(),
+        "cache": {**service.cache.stats(), "weights_reserve_bytes": service.weights_reserve},
         "limits": {
             "max_upload_mb": config.max_upload_mb,
             "max_pixels": config.max_pixels,
+            "max_aspect": config.max_aspect,
             "max_concurrent": config.max_concurrent,
+            "max_queue": config.max_queue,
+            "read_timeout_s": config.read_timeout_s,
+            "upload_timeout_s": config.upload_timeout_s,
         },
     }
 
@@ -590,28 +856,29 @@ def _add_api(app, service: ColorizeService, config: ServeConfig) -> None:
     documentation, and splitting the routes apart would only move them away from it."""
     from fastapi import Query, Request
 
-    gate = _Gate(config.max_concurrent + config.max_queue)
+    slots = config.max_concurrent + config.max_queue
+    gate = _Gate(slots, config.max_concurrent)
+    reading = _Reading(int(slots * (config.max_upload_mb * 2**20 + _FORM_OVERHEAD)))
 
     async def work(call):
         """Run ``call`` on one of the service's work threads (queued until one is free), with
         the request counted in flight meanwhile."""
         gate.enter()
+        start = time.monotonic()
         try:
             return await asyncio.get_running_loop().run_in_executor(service.executor, call)
         finally:
-            gate.leave()
+            gate.leave(time.monotonic() - start)
 
-    @app.get("/healthz", summary="Liveness, the model, and counters")
+    @app.get("/healthz", summary="Liveness, saturation, the model, and counters")
     async def healthz() -> dict:
-        return _health(service, config)
+        return _health(service, config, gate, reading)
 
     @app.post("/api/colorize", summary="Colorize an image", openapi_extra=_POST_SCHEMA)
     async def colorize(request: Request):
-        gate.enter()  # reading the upload counts too
-        try:
-            form = await _read_form(request, int(config.max_upload_mb * 2**20))
-        finally:
-            gate.leave()
+        # The body is read before the request takes a place in the queue, so that clients who
+        # send slowly wait on their own, not in everyone's way.
+        form = await _read_form(request, config, reading)
         filename, data = form["image"]
         text_format = form.get("format", (None, b"png"))[1].decode("utf-8", "replace")
         result = await work(
@@ -653,28 +920,58 @@ def _add_api(app, service: ColorizeService, config: ServeConfig) -> None:
         return _response(result)
 
 
-def nodelay_http(*args, **kwargs):
-    """uvicorn's HTTP protocol with TCP_NODELAY set on each connection.
+def nodelay_http(*args, header_timeout_s: float = 15.0, **kwargs):
+    """uvicorn's HTTP protocol with TCP_NODELAY set on each connection, and a deadline for each
+    request's headers.
 
-    asyncio sets it only on sockets whose protocol number says TCP, which the sockets uvicorn
-    binds for ``--workers`` (and sockets passed in) lack; without it every answer on a kept-alive
-    connection waits about 40 ms for a delayed ACK (measured: 44 ms against 1 ms).
+    asyncio sets TCP_NODELAY only on sockets whose protocol number says TCP, which the sockets
+    uvicorn binds for ``--workers`` (and sockets passed in) lack; without it every answer on a
+    kept-alive connection waits about 40 ms for a delayed ACK (measured: 44 ms against 1 ms).
+
+    uvicorn times out only an idle kept-alive connection, and any byte received restarts that:
+    a client that sends its headers a byte at a time would hold its connection forever. Here a
+    connection is closed when a request's headers have not all arrived ``header_timeout_s``
+    after it opened or after its last answer.
     """
     import socket
 
     from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
     protocol = AutoHTTPProtocol(*args, **kwargs)
-    made = protocol.connection_made
+    made, completed = protocol.connection_made, protocol.on_response_complete
+    timer: list[asyncio.TimerHandle] = []
+
+    def expect_headers() -> None:
+        if timer:
+            timer.pop().cancel()
+        cycle = protocol.cycle  # a new request (all its headers in) replaces the cycle
+        timer.append(protocol.loop.call_later(header_timeout_s, expire, cycle))
+
+    def expire(cycle) -> None:
+        transport = getattr(protocol, "transport", None)
+        if protocol.cycle is cycle and transport is not None and not transport.is_closing():
+            transport.close()
 
     def connection_made(transport) -> None:
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         made(transport)
+        expect_headers()
+
+    def on_response_complete() -> None:
+        completed()
+        expect_headers()
 
     protocol.connection_made = connection_made
+    protocol.on_response_complete = on_response_complete
     return protocol
+
+
+def worker_http(*args, **kwargs):
+    """:func:`nodelay_http` for ``serve --workers N``, with the header timeout of the config
+    the parent hands its workers."""
+    return nodelay_http(*args, header_timeout_s=_environment_config().read_timeout_s, **kwargs)
 
 
 @contextmanager
@@ -690,7 +987,10 @@ def background_server(app, host: str = "127.0.0.1", port: int = 0) -> Iterator[s
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
-    config = uvicorn.Config(app, log_level="warning", lifespan="on", http=nodelay_http)
+    service = getattr(getattr(app, "state", None), "service", None)
+    timeout_s = service.config.read_timeout_s if service else ServeConfig.read_timeout_s
+    http = functools.partial(nodelay_http, header_timeout_s=timeout_s)
+    config = uvicorn.Config(app, log_level="warning", lifespan="on", http=http)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
@@ -708,11 +1008,16 @@ def background_server(app, host: str = "127.0.0.1", port: int = 0) -> Iterator[s
         sock.close()
 
 
-def app_from_environment():
-    """The app of one ``serve --workers N`` worker process, configured by the parent."""
+@functools.lru_cache(maxsize=1)
+def _environment_config() -> ServeConfig:
     from zhangcolor.config import build_config
 
-    config = build_config(ServeConfig, json.loads(os.environ[CONFIG_ENV]), f" in ${CONFIG_ENV}")
+    return build_config(ServeConfig, json.loads(os.environ[CONFIG_ENV]), f" in ${CONFIG_ENV}")
+
+
+def app_from_environment():
+    """The app of one ``serve --workers N`` worker process, configured by the parent."""
+    config = _environment_config()
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // config.workers))
     return create_app(config)
 
@@ -728,7 +1033,7 @@ def serve(config: ServeConfig) -> None:
             create_app(config),
             host=config.host,
             port=config.port,
-            http=nodelay_http,
+            http=functools.partial(nodelay_http, header_timeout_s=config.read_timeout_s),
             log_level="info",
         )
         return
@@ -740,6 +1045,6 @@ def serve(config: ServeConfig) -> None:
         host=config.host,
         port=config.port,
         workers=config.workers,
-        http="zhangcolor.serve:nodelay_http",
+        http="zhangcolor.serve:worker_http",
         log_level="info",
     )
