@@ -1,5 +1,6 @@
 """`zhangcolor build-bins` end to end on generated folders (CliRunner, isolated filesystem)."""
 
+import errno
 import json
 
 import numpy as np
@@ -197,3 +198,33 @@ def test_split_train_leaves_out_the_validation_photos(tmp_path):
     )
     meta = json.loads((tmp_path / "o" / "bins.json").read_text())
     assert meta["images_found"] == len(train) and meta["parameters"]["split"] == "train"
+
+
+def _fail(error: int, words: str):
+    def fail(*args, **kwargs):
+        raise OSError(error, words)
+
+    return fail
+
+
+@pytest.mark.parametrize(
+    ("patched", "error", "words"),
+    [
+        ("zhangcolor.prior.plot_prior", errno.ENOSPC, "No space left on device"),  # the last file
+        ("zhangcolor.files.tempfile.mkstemp", errno.EACCES, "Permission denied"),  # read-only
+    ],
+)
+def test_a_full_or_read_only_output_fails_clearly_and_keeps_the_earlier_set(
+    tmp_path, monkeypatch, patched, error, words
+):
+    data = tmp_path / "photos"
+    solid(data / "red.png", (200, 30, 30), size=(16, 16))
+    out = tmp_path / "bins"
+    assert run("build-bins", data, "-o", out, "--size", 16, "--workers", 1).exit_code == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    solid(data / "blue.png", (20, 40, 220), size=(16, 16))  # a new set would differ
+    monkeypatch.setattr(patched, _fail(error, words))
+    result = run("build-bins", data, "-o", out, "--size", 16, "--workers", 1)
+    assert result.exit_code == 1 and f"cannot write into {out}: {words}" in result.output
+    assert "Traceback" not in result.output
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # no temporaries either

@@ -182,7 +182,10 @@ def build_bins(data_dir: Path, out_dir: Path, config_path: Path | None, **flags)
             )
         except PriorError as e:
             raise click.ClickException(str(e)) from None
-    save_prior(result, out_dir, config, source=str(data_dir))
+    try:
+        save_prior(result, out_dir, config, source=str(data_dir))
+    except OSError as e:  # a full disk or a read-only folder: nothing of the set is written
+        raise click.ClickException(f"cannot write into {out_dir}: {e.strerror or e}") from None
     _print_prior_summary(result, data_dir)
     out.print(f"wrote {out_dir / 'bins.npz'}, bins.json and prior.png")
 
@@ -734,6 +737,8 @@ def export_onnx_command(model: str, target: Path, size: int | None) -> None:
         export_onnx(config.model, target, size=config.size)
     except (FileNotFoundError, ValueError, RuntimeError) as e:
         raise click.ClickException(str(e)) from None
+    except OSError as e:  # a full disk or a read-only folder; no partial file is left
+        raise click.ClickException(f"cannot write {target}: {e.strerror or e}") from None
     out.print(f"wrote {target} ({target.stat().st_size / 1e6:.1f} MB)")
 
 
