@@ -515,3 +515,74 @@ def test_the_feature_losses_and_the_rgb_baseline_train_and_colorize(tmp_path, ex
     assert out.size == (30, 20) and not colorizer.uses_temperature
     lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert all(np.isfinite(m["val_loss"]) for m in lines if "val_loss" in m)
+
+
+def _with_metadata(source: Path, target: Path, **changes) -> Path:
+    """A copy of a checkpoint with metadata entries changed (None: removed)."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(source), framework="pt") as f:
+        metadata = {**f.metadata(), **changes}
+    metadata = {k: v for k, v in metadata.items() if v is not None}
+    save_file(load_file(str(source)), str(target), metadata=metadata)
+    return target
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"config": "{not json"},
+        {"config": None},
+        {"config": "[1, 2]"},
+        {"config": json.dumps({"crop": 32, "modle": {}})},
+        {"centers": "[[1, 2], [3"},
+        {"weights": json.dumps([1.0, 2.0])},
+        {"temperature": "warm"},
+    ],
+    ids=["bad-json", "no-config", "config-list", "unknown-key", "torn-centers", "weights", "t"],
+)
+def test_corrupt_model_metadata_is_a_clear_error_not_a_traceback(tmp_path, changes):
+    from test_colorize import make_checkpoint
+
+    good = make_checkpoint(tmp_path / "good.safetensors")
+    bad = _with_metadata(good, tmp_path / "bad.safetensors", **changes)
+    with pytest.raises(ValueError, match=r"bad\.safetensors: corrupt zhangcolor metadata"):
+        load_checkpoint(bad)
+    photo = photos(tmp_path / "in", n=1)
+    result = CliRunner(env={"COLUMNS": "400"}).invoke(
+        main, ["colorize", str(photo), "-o", str(tmp_path / "out"), "--model", str(bad)]
+    )
+    assert result.exit_code == 1 and "corrupt zhangcolor metadata" in result.output
+    assert isinstance(result.exception, SystemExit)  # no traceback
+
+
+@pytest.mark.parametrize(
+    ("model", "words"),
+    [({"backbone": "eccv16", "width": 200}, "width 200"), ({"head": "regression"}, "regression")],
+)
+def test_metadata_of_another_network_fails_fast_before_building_it(
+    tmp_path, monkeypatch, model, words
+):
+    """The weights are for width 0.125; a metadata of width 200 (11.8 GB) must be refused from
+    the file's header, without building the network it describes."""
+    from test_colorize import make_checkpoint
+
+    import zhangcolor.checkpoint as checkpoint
+
+    real = checkpoint.build_model
+
+    def guarded(config):
+        if torch.get_default_device().type != "meta" and config.width > 1:
+            raise AssertionError(f"built a network of width {config.width} before checking it")
+        return real(config)
+
+    monkeypatch.setattr(checkpoint, "build_model", guarded)
+    good = make_checkpoint(tmp_path / "good.safetensors")
+    config = json.loads(checkpoint.read_metadata(good)["config"])
+    config["model"].update(model)
+    bad = _with_metadata(good, tmp_path / "bad.safetensors", config=json.dumps(config))
+    started = time.perf_counter()
+    with pytest.raises(ValueError, match=f"describes a network .*{words}.* do not fit"):
+        load_checkpoint(bad)
+    assert time.perf_counter() - started < 5
