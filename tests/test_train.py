@@ -586,3 +586,50 @@ def test_metadata_of_another_network_fails_fast_before_building_it(
     with pytest.raises(ValueError, match=f"describes a network .*{words}.* do not fit"):
         load_checkpoint(bad)
     assert time.perf_counter() - started < 5
+
+
+# ----------------------------------------------------------------------------- hardening
+
+
+def test_training_with_no_usable_images_fails_with_the_reasons(tmp_path):
+    from makers import solid
+
+    from zhangcolor.split import split_files
+
+    data = tmp_path / "unusable"
+    for i in range(4):
+        (data / f"broken{i}.jpg").parent.mkdir(parents=True, exist_ok=True)
+        (data / f"broken{i}.jpg").write_bytes(b"not an image")
+        solid(data / f"gray{i}.png", (90, 90, 90), size=(48, 48))
+    config = tiny_config(tmp_path, data=str(data), cache="off")
+    result = invoke("train", "--config", config)
+    assert result.exit_code == 1, result.output
+    assert "no usable training images" in result.output and "finished" not in result.output
+    train, _ = split_files(data)
+    for path in train:
+        reason = "grayscale" if path.name.startswith("gray") else ""
+        assert re.search(rf"{path.name}: {reason}", result.output), path.name
+    assert not (tmp_path / "run" / "checkpoints" / "last.safetensors").exists()
+
+
+def test_diverged_weights_are_never_kept_as_the_last_good_checkpoint(tmp_path, monkeypatch):
+    import zhangcolor.train as train
+
+    real = train.train_step
+
+    def diverging(run, rgba):
+        loss = real(run, rgba)
+        if run.state.step == 4:  # the loss is still finite; the weights are not sane
+            with torch.no_grad():
+                next(run.model.parameters()).fill_(1e30)
+        return loss
+
+    monkeypatch.setattr(train, "train_step", diverging)
+    result = invoke("train", "--config", tiny_config(tmp_path, epochs=3))  # saves at 2, 4, 6
+    assert result.exit_code == 1 and "weights diverged by step 4" in result.output
+    assert "1e+30" in result.output and "last good checkpoint is kept" in result.output
+    checkpoints = tmp_path / "run" / "checkpoints"
+    state = torch.load(checkpoints / "last.state.pt", weights_only=True)
+    assert state["progress"]["step"] == 2
+    weights = load_file(str(checkpoints / "last.safetensors"))
+    assert all(v.abs().max() < 1e6 for v in weights.values() if v.is_floating_point())

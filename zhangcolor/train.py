@@ -70,6 +70,12 @@ class TrainingError(Exception):
     """The run cannot go on; the message says why and what to do."""
 
 
+#: A parameter beyond this size means the run has diverged even while its loss is still finite
+#: (weights of 1e30 train on to NaN); the shipped model's largest is 13. Buffers (BatchNorm's
+#: running variances reach hundreds) are only checked to be finite.
+MAX_WEIGHT = 1e6
+
+
 # ----------------------------------------------------------------------------- environment
 
 
@@ -300,6 +306,7 @@ class Run:
     trainable: tuple[bool, ...] = ()  # which parameters train now (the DDP wrapper's)
     stop: threading.Event = field(default_factory=threading.Event)  # set by Ctrl-C
     tensorboard: object | None = None  # a SummaryWriter, with `tensorboard: true`
+    skipped_files: dict[str, str] = field(default_factory=dict)  # file -> why it is unusable
 
     @property
     def writer(self) -> bool:
@@ -330,7 +337,10 @@ class Run:
 
     def save(self) -> None:
         """Weights and trainer state at this step. The previous weights stay as prev until both
-        new files are in place, so a kill at any moment leaves a matching pair to resume from."""
+        new files are in place, so a kill at any moment leaves a matching pair to resume from.
+        Weights that have diverged are refused (:func:`check_weights`), so they never replace
+        the last good pair."""
+        check_weights(self)
         if not self.writer:
             return
         payload = {
@@ -347,6 +357,25 @@ class Run:
             os.replace(last, prev)
         os.replace(new, last)
         save_training_state(self.paths.state, payload)
+
+
+@torch.no_grad()
+def check_weights(run: Run) -> None:
+    """Raise :class:`TrainingError` when a parameter of the model or its EMA is not finite or
+    larger than :data:`MAX_WEIGHT`, or a buffer (BatchNorm's statistics) is not finite."""
+    for name, module in (("weights", run.model), ("EMA weights", run.ema)):
+        if module is None:
+            continue
+        sizes = [p.abs().amax().float() for p in module.parameters() if p.numel()]
+        largest = float(torch.stack(sizes).max())  # NaN wins here, unlike in Python's max
+        finite = all(bool(b.isfinite().all()) for b in module.buffers() if b.is_floating_point())
+        if not (largest <= MAX_WEIGHT and finite):  # NaN fails every comparison
+            raise TrainingError(
+                f"the {name} diverged by step {run.state.step} (largest |w| {largest:.3g}, "
+                f"the limit is {MAX_WEIGHT:g}"
+                + ("" if finite else "; non-finite BatchNorm statistics")
+                + "); the last good checkpoint is kept. Try a lower --lr, or --precision fp32"
+            )
 
 
 def _encoder(model: ColorizationNet, config: TrainConfig) -> nn.Module | None:
@@ -576,6 +605,7 @@ def train_one_epoch(run: Run, loader: DataLoader, on_step: Callable[[dict], None
     for batch in loader:
         state.skipped += len(batch["skipped"])
         state.epoch_samples += len(batch["skipped"])
+        run.skipped_files.update(batch["skipped"])
         if batch["rgba"] is None:
             continue
         rgba = device_batch(batch, config.crop, run.device)
@@ -686,6 +716,7 @@ def end_epoch(run: Run, metrics: dict[str, float], fixed: Tensor | None, console
     """Log the validation, keep the best weights, checkpoint, and (rank 0) draw the loss plot
     and the sample grid. Returns whether the run should stop early."""
     state, config = run.state, run.config
+    check_weights(run)  # before diverged weights could become the best
     run.log({"step": state.step, "epoch": state.epoch, **metrics, "skipped_files": state.skipped})
     improved = _judge(run, metrics)
     if run.writer and improved:
@@ -772,6 +803,18 @@ def run(config: TrainConfig, *, resume: bool = False, show_progress: bool = True
             dist.destroy_process_group()
 
 
+def _no_usable_images(run: Run, shown: int = 20) -> str:
+    """Why a whole epoch trained nothing: every file's reason."""
+    skipped = sorted(run.skipped_files.items())
+    lines = [f"  {file}: {reason}" for file, reason in skipped[:shown]]
+    if len(skipped) > shown:
+        lines.append(f"  … and {len(skipped) - shown} more")
+    return (
+        f"no usable training images in {run.config.data}: a whole epoch skipped all "
+        f"{len(skipped)} files, and nothing was trained or saved:\n" + "\n".join(lines)
+    )
+
+
 def _epochs(run: Run, data: TrainingData, console: Console, show_progress: bool) -> str:
     """The epoch loop of :func:`run`; returns how it ended."""
     from zhangcolor.progress import progress_bar
@@ -802,6 +845,8 @@ def _epochs(run: Run, data: TrainingData, console: Console, show_progress: bool)
             sampler.set_epoch(state.epoch, skip=state.epoch_samples)
             reason = train_one_epoch(run, loader, on_step)
             bar.update(task, completed=state.step)
+            if reason == "epoch" and state.step == 0:
+                raise TrainingError(_no_usable_images(run))
             if reason == "interrupted":
                 run.save()
                 return "interrupted"
