@@ -633,3 +633,62 @@ def test_diverged_weights_are_never_kept_as_the_last_good_checkpoint(tmp_path, m
     assert state["progress"]["step"] == 2
     weights = load_file(str(checkpoints / "last.safetensors"))
     assert all(v.abs().max() < 1e6 for v in weights.values() if v.is_floating_point())
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> Path:
+    """A finished tiny run (one epoch of 2 steps), to copy."""
+    root = tmp_path_factory.mktemp("finished")
+    result = invoke("train", "--config", tiny_config(root, epochs=1))
+    assert result.exit_code == 0, result.output
+    return root / "run"
+
+
+def copy_run(finished_run: Path, tmp_path: Path) -> Path:
+    import shutil
+
+    return Path(shutil.copytree(finished_run, tmp_path / "run"))
+
+
+def test_a_torn_last_metrics_line_or_a_full_disk_does_not_stop_resume(
+    finished_run, tmp_path, monkeypatch
+):
+    import errno
+
+    run = copy_run(finished_run, tmp_path)
+    metrics = run / "metrics.jsonl"
+    # A full disk while resume rewrites the metrics: the file stays as it was.
+    original = metrics.read_text()
+    real_write_text = Path.write_text
+
+    def full_disk(self, text, *args, **kwargs):
+        if "metrics.jsonl" in self.name:
+            real_write_text(self, text[: len(text) // 2], *args, **kwargs)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write_text(self, text, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", full_disk)
+    result = invoke("train", "--resume", run, "--epochs", 2)
+    assert result.exit_code == 1 and "No space left on device" in result.output
+    assert metrics.read_text() == original
+    assert not [p for p in run.iterdir() if p.name.startswith(".metrics.jsonl")]
+    monkeypatch.undo()
+
+    # A full disk mid-append tore the last line: resume drops it and goes on.
+    with metrics.open("a") as f:
+        f.write('{"step": 4, "epoch": 1, "lo')
+    result = invoke("train", "--resume", run, "--epochs", 2)
+    assert result.exit_code == 0, result.output
+    assert "dropped the torn last line" in result.output
+    lines = [json.loads(x) for x in metrics.read_text().splitlines()]
+    assert [m["epoch"] for m in lines if "val_loss" in m] == [1, 2]
+
+
+def test_an_empty_or_damaged_state_file_fails_resume_clearly(finished_run, tmp_path):
+    run = copy_run(finished_run, tmp_path)
+    state = run / "checkpoints" / "last.state.pt"
+    for content, words in [(b"", "is empty"), (b"PK\x03\x04 not a zip", "is damaged")]:
+        state.write_bytes(content)
+        result = invoke("train", "--resume", run, "--epochs", 2)
+        assert result.exit_code == 1 and f"last.state.pt {words}" in result.output
+        assert "--overwrite" in result.output and "Aborted" not in result.output

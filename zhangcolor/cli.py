@@ -327,7 +327,7 @@ def train(
     config = build(TrainConfig, config_path, model=model or None, **flags)
     try:
         ending = run(config, resume=resume_dir is not None)
-    except (TrainingError, FileNotFoundError) as e:
+    except (TrainingError, OSError) as e:  # OSError: a full disk, a read-only folder
         raise click.ClickException(str(e)) from None
     messages = {
         "done": "finished all epochs",

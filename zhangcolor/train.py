@@ -452,31 +452,68 @@ def prepare(config: TrainConfig, train_size: int, rank: int, world: int, device)
     )
 
 
-def restore(run: Run) -> None:
+def restore(run: Run, console: Console | None = None) -> None:
     """Load the run folder's last matching weights and trainer state into ``run`` (resume)."""
-    paths = run.paths
+    saved, weights = _saved_pair(run.paths)
+    try:
+        run.model.load_state_dict(load_file(str(weights)))
+        run.optimizer.load_state_dict(saved["optimizer"])
+        run.scheduler.load_state_dict(saved["scheduler"])
+        if run.ema is not None and "ema" in saved:
+            run.ema.load_state_dict(saved["ema"])
+        run.state = RunState(**saved["progress"])
+        torch.set_rng_state(saved["rng"])
+    except (RuntimeError, ValueError, KeyError, TypeError) as e:
+        raise TrainingError(
+            f"cannot resume from {run.paths.root}: its checkpoint does not fit this run ({e})"
+        ) from None
+    if run.writer and run.paths.metrics.exists():
+        _trim_metrics(run.paths.metrics, run.state.step, console or Console(stderr=True))
+
+
+def _saved_pair(paths: RunPaths) -> tuple[dict, Path]:
+    """The training state and the weights file saved at the same step."""
     if not paths.state.is_file():
         raise TrainingError(f"nothing to resume in {paths.root}: {paths.state} is missing")
-    saved = load_training_state(paths.state)
+    try:
+        saved = load_training_state(paths.state)
+    except ValueError as e:
+        raise TrainingError(
+            f"cannot resume: {e}. Restore it from a backup, or start afresh with "
+            f"--overwrite (which deletes the run's checkpoints and metrics)"
+        ) from None
     step = saved["progress"]["step"]
     candidates = (paths.checkpoint("last"), paths.checkpoint("prev"))
     weights = next((p for p in candidates if checkpoint_step(p) == step), None)
     if weights is None:
         raise TrainingError(f"no weights in {paths.state.parent} match the saved step {step}")
-    run.model.load_state_dict(load_file(str(weights)))
-    run.optimizer.load_state_dict(saved["optimizer"])
-    run.scheduler.load_state_dict(saved["scheduler"])
-    if run.ema is not None and "ema" in saved:
-        run.ema.load_state_dict(saved["ema"])
-    run.state = RunState(**saved["progress"])
-    torch.set_rng_state(saved["rng"])
-    if run.writer and paths.metrics.exists():  # drop what was logged after the checkpoint
-        kept = [
-            line
-            for line in paths.metrics.read_text().splitlines()
-            if line.strip() and json.loads(line).get("step", 0) <= run.state.step
-        ]
-        paths.metrics.write_text("".join(line + "\n" for line in kept))
+    return saved, weights
+
+
+def _trim_metrics(path: Path, step: int, console: Console) -> None:
+    """Drop what was logged after the checkpoint at ``step``, atomically. A torn last line (a
+    kill or a full disk mid-write) is dropped with a warning; a bad line elsewhere is not ours
+    to drop."""
+    lines = [
+        x for x in path.read_text(encoding="utf-8", errors="replace").splitlines() if x.strip()
+    ]
+    kept = []
+    for number, line in enumerate(lines, 1):
+        try:
+            record = json.loads(line)
+            if not isinstance(record, dict):
+                raise ValueError("not a record")
+        except ValueError:
+            if number < len(lines):
+                raise TrainingError(
+                    f"cannot resume: line {number} of {path} is not a JSON record; "
+                    "repair or delete that line"
+                ) from None
+            console.print(f"[yellow]warning: dropped the torn last line of {path}: {line[:80]!r}")
+            continue
+        if record.get("step", 0) <= step:
+            kept.append(line + "\n")
+    atomic_write(path, lambda tmp: tmp.write_text("".join(kept), encoding="utf-8"), durable=True)
 
 
 def start_folder(run: Run) -> None:
@@ -793,7 +830,7 @@ def run(config: TrainConfig, *, resume: bool = False, show_progress: bool = True
         data = load_data(config, rank, console if show_progress and rank == 0 else None)
         current = prepare(config, len(data.train), rank, world, device)
         if resume:
-            restore(current)
+            restore(current, console)
         start_folder(current)
         current.log(_start_record(current, resume))
         with stop_on_sigint(current, console):
