@@ -692,3 +692,58 @@ def test_an_empty_or_damaged_state_file_fails_resume_clearly(finished_run, tmp_p
         result = invoke("train", "--resume", run, "--epochs", 2)
         assert result.exit_code == 1 and f"last.state.pt {words}" in result.output
         assert "--overwrite" in result.output and "Aborted" not in result.output
+
+
+def test_training_into_an_earlier_run_is_refused_unless_overwrite(finished_run, tmp_path):
+    run = copy_run(finished_run, tmp_path)
+    config = tmp_path / "again.yaml"
+    config.write_text((finished_run.parent / "tiny.yaml").read_text())
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    result = invoke("train", "--config", config, "--out", run)
+    assert result.exit_code == 1
+    assert f"--resume {run}" in result.output and "--overwrite" in result.output
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before  # untouched
+
+    result = invoke("train", "--config", config, "--out", run, "--overwrite")
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [m["event"] for m in lines if "event" in m] == ["start"]  # started afresh
+    assert [m["epoch"] for m in lines if "val_loss" in m] == [1]
+    result = invoke("train", "--resume", run, "--overwrite")
+    assert result.exit_code == 2 and "pick one" in result.output
+
+
+def test_temporary_files_of_a_killed_write_are_removed_on_resume(finished_run, tmp_path):
+    run = copy_run(finished_run, tmp_path)
+    stale = [
+        run / "checkpoints" / ".next.safetensors.k2j3h4g5.safetensors",
+        run / "checkpoints" / ".last.state.pt.a1b2c3d4.pt",
+        run / "checkpoints" / "next.safetensors",  # written, never renamed to last
+        run / "samples" / ".epoch_002.png.zz_9yy8x.png",
+        run / ".metrics.jsonl.qwertyui.jsonl",
+    ]
+    kept = [run / "notes.txt", run / "checkpoints" / ".keep", run / ".hidden.cfg"]
+    for path in stale + kept:
+        path.write_bytes(b"partial")
+    result = invoke("train", "--resume", run, "--epochs", 2)
+    assert result.exit_code == 0, result.output
+    assert not any(p.exists() for p in stale)
+    assert all(p.read_bytes() == b"partial" for p in kept)
+
+
+def test_checkpoint_writes_are_fsynced_file_and_folder(tmp_path, monkeypatch):
+    from test_colorize import make_checkpoint
+
+    import zhangcolor.files as files
+
+    synced = []
+    real = os.fsync
+
+    def spy(fd):
+        synced.append(os.fstat(fd).st_ino)
+        return real(fd)
+
+    monkeypatch.setattr(files.os, "fsync", spy)
+    path = make_checkpoint(tmp_path / "m.safetensors")
+    assert path.stat().st_ino in synced  # the file, before its rename (which keeps the inode)
+    assert tmp_path.stat().st_ino in synced  # the folder, after it

@@ -297,6 +297,12 @@ def _print_prior_summary(result, data_dir: Path) -> None:
     type=click.Path(exists=True, file_okay=False, path_type=Path),
     help="Continue the run in this folder exactly where its last checkpoint left it.",
 )
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Start afresh in a run folder that holds an earlier run, deleting its checkpoints "
+    "and metrics (otherwise refused).",
+)
 def train(
     config_path, resume_dir, no_rebalance, color_space, head, backbone, encoder, width, **flags
 ) -> None:
@@ -319,14 +325,19 @@ def train(
     model = {k: v for k, v in model.items() if v is not None}
     if no_rebalance:
         flags["rebalance"] = False
+    overwrite = flags.pop("overwrite")
     if resume_dir is not None:
+        if overwrite:
+            raise click.BadParameter(
+                "continues a run, --overwrite replaces it: pick one", param_hint="--resume"
+            )
         config_path = resume_dir / "config.yaml"
         if not config_path.is_file():
             raise click.BadParameter(f"{resume_dir} holds no config.yaml", param_hint="--resume")
         flags["out"] = str(resume_dir)
     config = build(TrainConfig, config_path, model=model or None, **flags)
     try:
-        ending = run(config, resume=resume_dir is not None)
+        ending = run(config, resume=resume_dir is not None, overwrite=overwrite)
     except (TrainingError, OSError) as e:  # OSError: a full disk, a read-only folder
         raise click.ClickException(str(e)) from None
     messages = {

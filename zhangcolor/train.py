@@ -50,7 +50,7 @@ from zhangcolor.constants import STRIDE
 from zhangcolor.data import EpochSampler, PhotoDataset, collate, lab_batch
 from zhangcolor.device import precision_context, resolve_precision
 from zhangcolor.encode import soft_encode_sparse
-from zhangcolor.files import atomic_write
+from zhangcolor.files import atomic_write, remove_stale_temps
 from zhangcolor.loss import (
     contrastive_loss,
     perceptual_loss,
@@ -282,6 +282,37 @@ class RunPaths:
     @property
     def state(self) -> Path:
         return self.root / "checkpoints" / "last.state.pt"
+
+    def earlier_run(self) -> list[Path]:
+        """What an earlier run left here that a new one would clobber: its checkpoints, and its
+        metrics when they log a trained step."""
+        names = ("best", "last", "prev")
+        found = [p for p in [*map(self.checkpoint, names), self.state] if p.exists()]
+        if self.metrics.is_file() and _logs_training(self.metrics):
+            found.append(self.metrics)
+        return found
+
+    def clear(self) -> None:
+        """Delete what a run writes (checkpoints, metrics, plot, samples, TensorBoard logs),
+        so that a new run starts afresh; anything else in the folder stays."""
+        names = ("best", "last", "prev", "next")
+        for path in [*map(self.checkpoint, names), self.state, self.metrics, self.plot]:
+            path.unlink(missing_ok=True)
+        for pattern in ("samples/epoch_*.png", "tensorboard/events.out.tfevents.*"):
+            for path in self.root.glob(pattern):
+                path.unlink(missing_ok=True)
+
+    def remove_stale_temps(self) -> None:
+        """What a kill mid-write left: temporary files, and weights not yet renamed to last."""
+        for sub in ("", "checkpoints", "plots", "samples"):
+            remove_stale_temps(self.root / sub)
+        self.checkpoint("next").unlink(missing_ok=True)
+
+
+def _logs_training(metrics: Path) -> bool:
+    """Whether a metrics.jsonl logs any training step or validation (not only run starts)."""
+    with metrics.open(encoding="utf-8", errors="replace") as f:
+        return any('"loss"' in line or '"val_loss"' in line for line in f)
 
 
 @dataclass
@@ -516,14 +547,33 @@ def _trim_metrics(path: Path, step: int, console: Console) -> None:
     atomic_write(path, lambda tmp: tmp.write_text("".join(kept), encoding="utf-8"), durable=True)
 
 
-def start_folder(run: Run) -> None:
-    """Rank 0 makes the run folder, writes the resolved config and opens TensorBoard's log."""
+def check_folder(paths: RunPaths, *, resume: bool, overwrite: bool) -> None:
+    """Refuse to start a new run over an earlier one, unless ``overwrite``."""
+    if resume and overwrite:
+        raise TrainingError("--resume continues a run and --overwrite replaces it: pass one")
+    earlier = [] if resume or overwrite else paths.earlier_run()
+    if earlier:
+        names = ", ".join(str(p.relative_to(paths.root)) for p in earlier)
+        raise TrainingError(
+            f"{paths.root} holds an earlier run ({names}): continue it with "
+            f"--resume {paths.root}, or start afresh with --overwrite (which deletes its "
+            "checkpoints and metrics), or pick another --out"
+        )
+
+
+def start_folder(run: Run, *, fresh: bool = True) -> None:
+    """Rank 0 makes the run folder, deletes what a kill mid-write left there (and, for a
+    ``fresh`` run, what an earlier run wrote), writes the resolved config and opens
+    TensorBoard's log."""
     if not run.writer:
         return
     import yaml
 
     for sub in ("checkpoints", "plots", "samples"):
         (run.paths.root / sub).mkdir(parents=True, exist_ok=True)
+    run.paths.remove_stale_temps()
+    if fresh:
+        run.paths.clear()
     resolved = yaml.safe_dump(config_dict(run.config), sort_keys=False)
     atomic_write(run.paths.config, lambda tmp: tmp.write_text(resolved))
     if run.config.tensorboard:
@@ -821,17 +871,27 @@ def _start_record(run: Run, resumed: bool) -> dict:
     }
 
 
-def run(config: TrainConfig, *, resume: bool = False, show_progress: bool = True) -> str:
+def run(
+    config: TrainConfig,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    show_progress: bool = True,
+) -> str:
     """Train as ``config`` says; returns how the run ended: "done", "max_steps",
-    "early_stop" or "interrupted". Raises :class:`TrainingError` when it cannot go on."""
+    "early_stop" or "interrupted". Raises :class:`TrainingError` when it cannot go on.
+
+    A new run refuses a folder that holds an earlier one, unless ``overwrite`` (which deletes
+    the earlier run's checkpoints and metrics); ``resume`` continues it."""
     rank, world, device = setup_distributed()
     try:
+        check_folder(RunPaths(Path(config.out)), resume=resume, overwrite=overwrite)
         console = Console(stderr=True)
         data = load_data(config, rank, console if show_progress and rank == 0 else None)
         current = prepare(config, len(data.train), rank, world, device)
         if resume:
             restore(current, console)
-        start_folder(current)
+        start_folder(current, fresh=not resume)
         current.log(_start_record(current, resume))
         with stop_on_sigint(current, console):
             return _epochs(current, data, console, show_progress)
