@@ -217,7 +217,7 @@ def package_model(
     if half:
         state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
     target.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(target, lambda tmp: save_file(state, str(tmp), metadata=metadata))
+    atomic_write(target, lambda tmp: save_file(state, str(tmp), metadata=metadata), durable=True)
     provenance = {
         "source": str(source),
         "sha256": hashlib.sha256(target.read_bytes()).hexdigest(),
