@@ -1,5 +1,6 @@
 """`zhangcolor build-bins` end to end on generated folders (CliRunner, isolated filesystem)."""
 
+import errno
 import json
 
 import numpy as np
@@ -244,3 +245,33 @@ def test_each_photo_weighs_its_own_pixels_up_to_the_working_size(tmp_path):
     counts = result.counts
     assert counts[bin_of(red)] == 1 and counts[bin_of(blue)] == 32
     assert counts[bin_of(green)] == 32 * 16 and result.pixels == 1 + 32 + 512
+
+
+def _fail(error: int, words: str):
+    def fail(*args, **kwargs):
+        raise OSError(error, words)
+
+    return fail
+
+
+@pytest.mark.parametrize(
+    ("patched", "error", "words"),
+    [
+        ("zhangcolor.prior.plot_prior", errno.ENOSPC, "No space left on device"),  # the last file
+        ("zhangcolor.files.tempfile.mkstemp", errno.EACCES, "Permission denied"),  # read-only
+    ],
+)
+def test_a_full_or_read_only_output_fails_clearly_and_keeps_the_earlier_set(
+    tmp_path, monkeypatch, patched, error, words
+):
+    data = tmp_path / "photos"
+    solid(data / "red.png", (200, 30, 30), size=(16, 16))
+    out = tmp_path / "bins"
+    assert run("build-bins", data, "-o", out, "--size", 16, "--workers", 1).exit_code == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    solid(data / "blue.png", (20, 40, 220), size=(16, 16))  # a new set would differ
+    monkeypatch.setattr(patched, _fail(error, words))
+    result = run("build-bins", data, "-o", out, "--size", 16, "--workers", 1)
+    assert result.exit_code == 1 and f"cannot write into {out}: {words}" in result.output
+    assert "Traceback" not in result.output
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # no temporaries either

@@ -1,5 +1,7 @@
 """ONNX export: the network alone, dynamic batch, onnxruntime against torch on the ab output."""
 
+import errno
+
 import numpy as np
 import pytest
 import torch
@@ -57,3 +59,29 @@ def test_onnx_files_without_zhangcolor_metadata_are_refused(tmp_path):
         OnnxNetwork(tmp_path / "plain.onnx")
     with pytest.raises(FileNotFoundError):
         OnnxNetwork(tmp_path / "missing.onnx")
+
+
+@pytest.mark.parametrize(
+    ("patched", "error", "words"),
+    [
+        ("onnx.save", errno.ENOSPC, "No space left on device"),  # after torch wrote the file
+        ("zhangcolor.files.tempfile.mkstemp", errno.EACCES, "Permission denied"),  # read-only
+    ],
+)
+def test_a_full_or_read_only_output_fails_clearly_and_leaves_no_file(
+    tmp_path, monkeypatch, patched, error, words
+):
+    checkpoint = make_checkpoint(tmp_path / "m.safetensors")
+    out = tmp_path / "out"
+    out.mkdir()
+
+    def fail(*args, **kwargs):
+        raise OSError(error, words)
+
+    monkeypatch.setattr(patched, fail)
+    target = out / "m.onnx"
+    args = ["export", "onnx", "--model", str(checkpoint), "-o", str(target), "--size", "32"]
+    result = CliRunner(env={"COLUMNS": "400"}).invoke(main, args)
+    assert result.exit_code == 1 and f"cannot write {target}: {words}" in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert list(out.iterdir()) == []

@@ -77,3 +77,17 @@ def test_cli_help_shows_the_defaults_of_the_config_dataclasses():
     assert "0.0003" in text  # TrainConfig.lr
     text = runner.invoke(main, ["build-bins", "--help"]).output
     assert "0.5" in text and "5.0" in text  # PriorConfig.lam and sigma
+
+
+def test_a_yaml_syntax_error_is_a_usage_error_that_says_where(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("crop: [32\nlr: 1\n")
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(b"\x00\xff\xfe")
+    runner = CliRunner(env={"COLUMNS": "400"})
+    result = runner.invoke(main, ["train", "--config", str(bad)])
+    assert result.exit_code == 2, result.output
+    assert "not valid YAML (line 2, column 3" in result.output
+    args = ["build-bins", str(tmp_path), "-o", str(tmp_path / "o"), "--config", str(binary)]
+    result = runner.invoke(main, args)
+    assert result.exit_code == 2 and "not a UTF-8 text file" in result.output

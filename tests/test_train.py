@@ -515,3 +515,235 @@ def test_the_feature_losses_and_the_rgb_baseline_train_and_colorize(tmp_path, ex
     assert out.size == (30, 20) and not colorizer.uses_temperature
     lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert all(np.isfinite(m["val_loss"]) for m in lines if "val_loss" in m)
+
+
+def _with_metadata(source: Path, target: Path, **changes) -> Path:
+    """A copy of a checkpoint with metadata entries changed (None: removed)."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(source), framework="pt") as f:
+        metadata = {**f.metadata(), **changes}
+    metadata = {k: v for k, v in metadata.items() if v is not None}
+    save_file(load_file(str(source)), str(target), metadata=metadata)
+    return target
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"config": "{not json"},
+        {"config": None},
+        {"config": "[1, 2]"},
+        {"config": json.dumps({"crop": 32, "modle": {}})},
+        {"centers": "[[1, 2], [3"},
+        {"weights": json.dumps([1.0, 2.0])},
+        {"temperature": "warm"},
+    ],
+    ids=["bad-json", "no-config", "config-list", "unknown-key", "torn-centers", "weights", "t"],
+)
+def test_corrupt_model_metadata_is_a_clear_error_not_a_traceback(tmp_path, changes):
+    from test_colorize import make_checkpoint
+
+    good = make_checkpoint(tmp_path / "good.safetensors")
+    bad = _with_metadata(good, tmp_path / "bad.safetensors", **changes)
+    with pytest.raises(ValueError, match=r"bad\.safetensors: corrupt zhangcolor metadata"):
+        load_checkpoint(bad)
+    photo = photos(tmp_path / "in", n=1)
+    result = CliRunner(env={"COLUMNS": "400"}).invoke(
+        main, ["colorize", str(photo), "-o", str(tmp_path / "out"), "--model", str(bad)]
+    )
+    assert result.exit_code == 1 and "corrupt zhangcolor metadata" in result.output
+    assert isinstance(result.exception, SystemExit)  # no traceback
+
+
+@pytest.mark.parametrize(
+    ("model", "words"),
+    [({"backbone": "eccv16", "width": 200}, "width 200"), ({"head": "regression"}, "regression")],
+)
+def test_metadata_of_another_network_fails_fast_before_building_it(
+    tmp_path, monkeypatch, model, words
+):
+    """The weights are for width 0.125; a metadata of width 200 (11.8 GB) must be refused from
+    the file's header, without building the network it describes."""
+    from test_colorize import make_checkpoint
+
+    import zhangcolor.checkpoint as checkpoint
+
+    real = checkpoint.build_model
+
+    def guarded(config):
+        if torch.get_default_device().type != "meta" and config.width > 1:
+            raise AssertionError(f"built a network of width {config.width} before checking it")
+        return real(config)
+
+    monkeypatch.setattr(checkpoint, "build_model", guarded)
+    good = make_checkpoint(tmp_path / "good.safetensors")
+    config = json.loads(checkpoint.read_metadata(good)["config"])
+    config["model"].update(model)
+    bad = _with_metadata(good, tmp_path / "bad.safetensors", config=json.dumps(config))
+    started = time.perf_counter()
+    with pytest.raises(ValueError, match=f"describes a network .*{words}.* do not fit"):
+        load_checkpoint(bad)
+    assert time.perf_counter() - started < 5
+
+
+# ----------------------------------------------------------------------------- hardening
+
+
+def test_training_with_no_usable_images_fails_with_the_reasons(tmp_path):
+    from makers import solid
+
+    from zhangcolor.split import split_files
+
+    data = tmp_path / "unusable"
+    for i in range(4):
+        (data / f"broken{i}.jpg").parent.mkdir(parents=True, exist_ok=True)
+        (data / f"broken{i}.jpg").write_bytes(b"not an image")
+        solid(data / f"gray{i}.png", (90, 90, 90), size=(48, 48))
+    config = tiny_config(tmp_path, data=str(data), cache="off")
+    result = invoke("train", "--config", config)
+    assert result.exit_code == 1, result.output
+    assert "no usable training images" in result.output and "finished" not in result.output
+    train, _ = split_files(data)
+    for path in train:
+        reason = "grayscale" if path.name.startswith("gray") else ""
+        assert re.search(rf"{path.name}: {reason}", result.output), path.name
+    assert not (tmp_path / "run" / "checkpoints" / "last.safetensors").exists()
+
+
+def test_diverged_weights_are_never_kept_as_the_last_good_checkpoint(tmp_path, monkeypatch):
+    import zhangcolor.train as train
+
+    real = train.train_step
+
+    def diverging(run, rgba):
+        loss = real(run, rgba)
+        if run.state.step == 4:  # the loss is still finite; the weights are not sane
+            with torch.no_grad():
+                next(run.model.parameters()).fill_(1e30)
+        return loss
+
+    monkeypatch.setattr(train, "train_step", diverging)
+    result = invoke("train", "--config", tiny_config(tmp_path, epochs=3))  # saves at 2, 4, 6
+    assert result.exit_code == 1 and "weights diverged by step 4" in result.output
+    assert "1e+30" in result.output and "last good checkpoint is kept" in result.output
+    checkpoints = tmp_path / "run" / "checkpoints"
+    state = torch.load(checkpoints / "last.state.pt", weights_only=True)
+    assert state["progress"]["step"] == 2
+    weights = load_file(str(checkpoints / "last.safetensors"))
+    assert all(v.abs().max() < 1e6 for v in weights.values() if v.is_floating_point())
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> Path:
+    """A finished tiny run (one epoch of 2 steps), to copy."""
+    root = tmp_path_factory.mktemp("finished")
+    result = invoke("train", "--config", tiny_config(root, epochs=1))
+    assert result.exit_code == 0, result.output
+    return root / "run"
+
+
+def copy_run(finished_run: Path, tmp_path: Path) -> Path:
+    import shutil
+
+    return Path(shutil.copytree(finished_run, tmp_path / "run"))
+
+
+def test_a_torn_last_metrics_line_or_a_full_disk_does_not_stop_resume(
+    finished_run, tmp_path, monkeypatch
+):
+    import errno
+
+    run = copy_run(finished_run, tmp_path)
+    metrics = run / "metrics.jsonl"
+    # A full disk while resume rewrites the metrics: the file stays as it was.
+    original = metrics.read_text()
+    real_write_text = Path.write_text
+
+    def full_disk(self, text, *args, **kwargs):
+        if "metrics.jsonl" in self.name:
+            real_write_text(self, text[: len(text) // 2], *args, **kwargs)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write_text(self, text, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", full_disk)
+    result = invoke("train", "--resume", run, "--epochs", 2)
+    assert result.exit_code == 1 and "No space left on device" in result.output
+    assert metrics.read_text() == original
+    assert not [p for p in run.iterdir() if p.name.startswith(".metrics.jsonl")]
+    monkeypatch.undo()
+
+    # A full disk mid-append tore the last line: resume drops it and goes on.
+    with metrics.open("a") as f:
+        f.write('{"step": 4, "epoch": 1, "lo')
+    result = invoke("train", "--resume", run, "--epochs", 2)
+    assert result.exit_code == 0, result.output
+    assert "dropped the torn last line" in result.output
+    lines = [json.loads(x) for x in metrics.read_text().splitlines()]
+    assert [m["epoch"] for m in lines if "val_loss" in m] == [1, 2]
+
+
+def test_an_empty_or_damaged_state_file_fails_resume_clearly(finished_run, tmp_path):
+    run = copy_run(finished_run, tmp_path)
+    state = run / "checkpoints" / "last.state.pt"
+    for content, words in [(b"", "is empty"), (b"PK\x03\x04 not a zip", "is damaged")]:
+        state.write_bytes(content)
+        result = invoke("train", "--resume", run, "--epochs", 2)
+        assert result.exit_code == 1 and f"last.state.pt {words}" in result.output
+        assert "--overwrite" in result.output and "Aborted" not in result.output
+
+
+def test_training_into_an_earlier_run_is_refused_unless_overwrite(finished_run, tmp_path):
+    run = copy_run(finished_run, tmp_path)
+    config = tmp_path / "again.yaml"
+    config.write_text((finished_run.parent / "tiny.yaml").read_text())
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    result = invoke("train", "--config", config, "--out", run)
+    assert result.exit_code == 1
+    assert f"--resume {run}" in result.output and "--overwrite" in result.output
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before  # untouched
+
+    result = invoke("train", "--config", config, "--out", run, "--overwrite")
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [m["event"] for m in lines if "event" in m] == ["start"]  # started afresh
+    assert [m["epoch"] for m in lines if "val_loss" in m] == [1]
+    result = invoke("train", "--resume", run, "--overwrite")
+    assert result.exit_code == 2 and "pick one" in result.output
+
+
+def test_temporary_files_of_a_killed_write_are_removed_on_resume(finished_run, tmp_path):
+    run = copy_run(finished_run, tmp_path)
+    stale = [
+        run / "checkpoints" / ".next.safetensors.k2j3h4g5.safetensors",
+        run / "checkpoints" / ".last.state.pt.a1b2c3d4.pt",
+        run / "checkpoints" / "next.safetensors",  # written, never renamed to last
+        run / "samples" / ".epoch_002.png.zz_9yy8x.png",
+        run / ".metrics.jsonl.qwertyui.jsonl",
+    ]
+    kept = [run / "notes.txt", run / "checkpoints" / ".keep", run / ".hidden.cfg"]
+    for path in stale + kept:
+        path.write_bytes(b"partial")
+    result = invoke("train", "--resume", run, "--epochs", 2)
+    assert result.exit_code == 0, result.output
+    assert not any(p.exists() for p in stale)
+    assert all(p.read_bytes() == b"partial" for p in kept)
+
+
+def test_checkpoint_writes_are_fsynced_file_and_folder(tmp_path, monkeypatch):
+    from test_colorize import make_checkpoint
+
+    import zhangcolor.files as files
+
+    synced = []
+    real = os.fsync
+
+    def spy(fd):
+        synced.append(os.fstat(fd).st_ino)
+        return real(fd)
+
+    monkeypatch.setattr(files.os, "fsync", spy)
+    path = make_checkpoint(tmp_path / "m.safetensors")
+    assert path.stat().st_ino in synced  # the file, before its rename (which keeps the inode)
+    assert tmp_path.stat().st_ino in synced  # the folder, after it

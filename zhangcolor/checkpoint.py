@@ -89,7 +89,7 @@ def save_model(
         for k, v in unwrap(model).state_dict().items()
     }
     metadata = checkpoint_metadata(config, bins, step, extra)
-    atomic_write(path, lambda tmp: save_file(state, str(tmp), metadata=metadata))
+    atomic_write(path, lambda tmp: save_file(state, str(tmp), metadata=metadata), durable=True)
 
 
 def read_metadata(path: str | Path) -> dict[str, str]:
@@ -122,16 +122,77 @@ def load_checkpoint(path: str | Path) -> tuple[ColorizationNet, TrainConfig, dic
     meta = read_metadata(path)
     if meta.get("format") != FORMAT:
         raise ValueError(f"{path} is not a zhangcolor checkpoint (no zhangcolor metadata)")
-    state = load_file(str(path))
-    config = build_config(TrainConfig, json.loads(meta["config"]), f" in {path}")
-    config.model.pretrained = False  # the weights come from the checkpoint
-    bins = {
-        "centers": torch.tensor(json.loads(meta["centers"]), dtype=torch.float32),
-        "weights": torch.tensor(json.loads(meta["weights"]), dtype=torch.float32),
-    }
+    config, bins = _parse_metadata(meta, path)
+    check_architecture(path, config)  # before the network takes any memory
+    try:
+        state = load_file(str(path))
+    except Exception as e:  # safetensors raises its own error types for damaged files
+        raise ValueError(f"{path} holds unreadable weights ({e})") from None
     model = build_model(config.model)
     model.load_state_dict(state)
     return model, config, bins
+
+
+def _parse_metadata(meta: dict[str, str], path: Path) -> tuple[TrainConfig, dict[str, Tensor]]:
+    """The training config and bins a checkpoint's metadata holds; ValueError naming what is
+    damaged."""
+    try:
+        values = json.loads(meta["config"])
+        if not isinstance(values, dict):
+            raise TypeError(f"the config is a {type(values).__name__}, not a mapping")
+        config = build_config(TrainConfig, values, f" in {path}")
+        bins = {
+            name: torch.tensor(json.loads(meta[name]), dtype=torch.float32)
+            for name in ("centers", "weights")
+        }
+        model_temperature(meta)
+    except KeyError as e:
+        raise ValueError(f"{path}: corrupt zhangcolor metadata (no {e.args[0]!r})") from None
+    except (ValueError, TypeError) as e:  # json's errors are ValueErrors
+        raise ValueError(f"{path}: corrupt zhangcolor metadata ({e})") from None
+    centers, weights = bins["centers"], bins["weights"]
+    if centers.ndim != 2 or centers.shape[1] != 2 or weights.shape != centers.shape[:1]:
+        raise ValueError(
+            f"{path}: corrupt zhangcolor metadata (centers {tuple(centers.shape)} and weights "
+            f"{tuple(weights.shape)}; expected (Q, 2) and (Q,))"
+        )
+    config.model.pretrained = False  # the weights come from the checkpoint
+    return config, bins
+
+
+def check_architecture(path: str | Path, config: TrainConfig) -> None:
+    """Raise ValueError unless the network ``config`` describes has exactly the weights' names
+    and shapes in the file's header. The network is built on the meta device, so a damaged
+    metadata (an eccv16 of width 200 is 12 GB) allocates nothing."""
+    with safe_open(str(path), framework="pt") as f:
+        found = {name: tuple(f.get_slice(name).get_shape()) for name in f.keys()}
+    with torch.device("meta"):
+        model = build_model(config.model)
+    expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    if found == expected:
+        return
+    missing, unexpected = expected.keys() - found.keys(), found.keys() - expected.keys()
+    differ = [n for n in expected.keys() & found.keys() if expected[n] != found[n]]
+    problems = [f"{len(missing)} weights missing"] if missing else []
+    problems += [f"{len(unexpected)} unexpected"] if unexpected else []
+    if differ:
+        first = sorted(differ)[0]
+        problems.append(
+            f"{len(differ)} of another shape, e.g. {first} is {found[first]} in the file and "
+            f"{expected[first]} in the network"
+        )
+    model_config = config.model
+    raise ValueError(
+        f"{path}: its metadata describes a network ({model_config.backbone}, "
+        f"{_architecture_words(model_config)}) that its weights do not fit: "
+        f"{'; '.join(problems)}"
+    )
+
+
+def _architecture_words(model_config) -> str:
+    if model_config.backbone == "eccv16":
+        return f"width {model_config.width:g}, {model_config.head.value} head"
+    return f"{model_config.encoder}, {model_config.head.value} head"
 
 
 def package_model(
@@ -156,7 +217,7 @@ def package_model(
     if half:
         state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
     target.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(target, lambda tmp: save_file(state, str(tmp), metadata=metadata))
+    atomic_write(target, lambda tmp: save_file(state, str(tmp), metadata=metadata), durable=True)
     provenance = {
         "source": str(source),
         "sha256": hashlib.sha256(target.read_bytes()).hexdigest(),
@@ -188,11 +249,24 @@ def convert_weights(source: str | Path, target: str | Path) -> None:
 # ----------------------------------------------------------------------------- training state
 
 
+#: What every training state holds.
+_STATE_KEYS = frozenset({"optimizer", "scheduler", "progress", "rng"})
+
+
 def save_training_state(path: Path, state: dict) -> None:
     """The trainer's half of a checkpoint (optimizer, scheduler, RNG, progress), atomically."""
-    atomic_write(path, lambda tmp: torch.save(state, tmp))
+    atomic_write(path, lambda tmp: torch.save(state, tmp), durable=True)
 
 
 def load_training_state(path: Path) -> dict:
-    """What :func:`save_training_state` wrote; plain tensors and numbers (``weights_only``)."""
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """What :func:`save_training_state` wrote; plain tensors and numbers (``weights_only``).
+    ValueError when the file is empty, damaged or not a training state."""
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path} is empty")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises EOFError, pickle and zip errors for damaged files
+        raise ValueError(f"{path} is damaged ({type(e).__name__}: {e})") from None
+    if not isinstance(state, dict) or not _STATE_KEYS <= state.keys():
+        raise ValueError(f"{path} is not a zhangcolor training state")
+    return state

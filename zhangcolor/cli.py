@@ -182,7 +182,10 @@ def build_bins(data_dir: Path, out_dir: Path, config_path: Path | None, **flags)
             )
         except PriorError as e:
             raise click.ClickException(str(e)) from None
-    save_prior(result, out_dir, config, source=str(data_dir))
+    try:
+        save_prior(result, out_dir, config, source=str(data_dir))
+    except OSError as e:  # a full disk or a read-only folder: nothing of the set is written
+        raise click.ClickException(f"cannot write into {out_dir}: {e.strerror or e}") from None
     _print_prior_summary(result, data_dir)
     out.print(f"wrote {out_dir / 'bins.npz'}, bins.json and prior.png")
 
@@ -294,6 +297,12 @@ def _print_prior_summary(result, data_dir: Path) -> None:
     type=click.Path(exists=True, file_okay=False, path_type=Path),
     help="Continue the run in this folder exactly where its last checkpoint left it.",
 )
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Start afresh in a run folder that holds an earlier run, deleting its checkpoints "
+    "and metrics (otherwise refused).",
+)
 def train(
     config_path, resume_dir, no_rebalance, color_space, head, backbone, encoder, width, **flags
 ) -> None:
@@ -316,15 +325,20 @@ def train(
     model = {k: v for k, v in model.items() if v is not None}
     if no_rebalance:
         flags["rebalance"] = False
+    overwrite = flags.pop("overwrite")
     if resume_dir is not None:
+        if overwrite:
+            raise click.BadParameter(
+                "continues a run, --overwrite replaces it: pick one", param_hint="--resume"
+            )
         config_path = resume_dir / "config.yaml"
         if not config_path.is_file():
             raise click.BadParameter(f"{resume_dir} holds no config.yaml", param_hint="--resume")
         flags["out"] = str(resume_dir)
     config = build(TrainConfig, config_path, model=model or None, **flags)
     try:
-        ending = run(config, resume=resume_dir is not None)
-    except (TrainingError, FileNotFoundError) as e:
+        ending = run(config, resume=resume_dir is not None, overwrite=overwrite)
+    except (TrainingError, OSError) as e:  # OSError: a full disk, a read-only folder
         raise click.ClickException(str(e)) from None
     messages = {
         "done": "finished all epochs",
@@ -734,6 +748,8 @@ def export_onnx_command(model: str, target: Path, size: int | None) -> None:
         export_onnx(config.model, target, size=config.size)
     except (FileNotFoundError, ValueError, RuntimeError) as e:
         raise click.ClickException(str(e)) from None
+    except OSError as e:  # a full disk or a read-only folder; no partial file is left
+        raise click.ClickException(f"cannot write {target}: {e.strerror or e}") from None
     out.print(f"wrote {target} ({target.stat().st_size / 1e6:.1f} MB)")
 
 

@@ -106,11 +106,17 @@ def load_config(cls: type[C], path: str | Path | None = None, **overrides: Any) 
     """Build ``cls`` from its defaults, then the YAML file at ``path``, then non-None overrides
     (a dict override merges into the YAML's section of that name).
 
-    Unknown keys raise ValueError listing the valid ones.
+    Unknown keys raise ValueError listing the valid ones; so does a YAML syntax error, with
+    where it is.
     """
     values: dict[str, Any] = {}
     if path is not None:
-        loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        try:
+            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        except UnicodeDecodeError:
+            raise ValueError(f"{path} is not a UTF-8 text file") from None
+        except yaml.YAMLError as e:
+            raise ValueError(f"{path} is not valid YAML ({_yaml_problem(e)})") from None
         if loaded is not None and not isinstance(loaded, dict):
             raise ValueError(
                 f"{path}: expected a mapping of option: value, got {type(loaded).__name__}"
@@ -122,6 +128,14 @@ def load_config(cls: type[C], path: str | Path | None = None, **overrides: Any) 
         elif value is not None:
             values[key] = value
     return build_config(cls, values, f" in {path}" if path is not None else "")
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """What is wrong with a YAML file, and where: ``line 2, column 3: expected ...``."""
+    mark, problem = getattr(error, "problem_mark", None), getattr(error, "problem", None)
+    if mark is None or problem is None:
+        return str(error)
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
 
 
 def build_config(cls: type[C], values: dict[str, Any], where: str) -> C:

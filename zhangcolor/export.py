@@ -74,7 +74,7 @@ def export_onnx(
             entry.key, entry.value = key, value
         onnx.save(proto, str(tmp))
 
-    atomic_write(target, write)
+    atomic_write(target, write, durable=True)
     return target
 
 

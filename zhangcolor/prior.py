@@ -31,7 +31,7 @@ from zhangcolor.constants import (
     GRID,
     IMAGE_SUFFIXES,
 )
-from zhangcolor.files import atomic_write, cache_dir
+from zhangcolor.files import atomic_write, atomic_write_all, cache_dir
 from zhangcolor.images import ImageError, LoadedImage, find_images, load_image
 from zhangcolor.options import PriorConfig
 from zhangcolor.rebalance import class_weights, prior_from_counts, smooth_prior
@@ -248,7 +248,8 @@ def _first_reasons(failed: list[tuple[str, str]], n: int = 3) -> str:
 
 
 def save_prior(result: PriorResult, out_dir: str | Path, config: PriorConfig, source: str) -> None:
-    """Write ``bins.npz``, ``bins.json`` and ``prior.png`` into ``out_dir``."""
+    """Write ``bins.npz``, ``bins.json`` and ``prior.png`` into ``out_dir``: all three, or (on a
+    full disk or a read-only folder, an OSError) none, leaving any earlier set as it was."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
@@ -263,7 +264,6 @@ def save_prior(result: PriorResult, out_dir: str | Path, config: PriorConfig, so
                 weights=result.weights,
             )
 
-    atomic_write(out_dir / "bins.npz", write_npz)
     meta = {
         "parameters": config_dict(config),
         "images_found": result.images_found,
@@ -279,11 +279,13 @@ def save_prior(result: PriorResult, out_dir: str | Path, config: PriorConfig, so
         "zhangcolor_version": __version__,
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
-    atomic_write(
-        out_dir / "bins.json",
-        lambda tmp: tmp.write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n"),
-    )
-    atomic_write(out_dir / "prior.png", lambda tmp: plot_prior(result, tmp))
+    text = json.dumps(meta, indent=2, ensure_ascii=False) + "\n"
+    writes = {
+        out_dir / "bins.npz": write_npz,
+        out_dir / "bins.json": lambda tmp: tmp.write_text(text, encoding="utf-8"),
+        out_dir / "prior.png": lambda tmp: plot_prior(result, tmp),
+    }
+    atomic_write_all(writes, durable=True)
 
 
 def plot_prior(result: PriorResult, path: Path) -> None:

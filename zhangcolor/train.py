@@ -50,7 +50,7 @@ from zhangcolor.constants import STRIDE
 from zhangcolor.data import EpochSampler, PhotoDataset, collate, lab_batch
 from zhangcolor.device import precision_context, resolve_precision
 from zhangcolor.encode import soft_encode_sparse
-from zhangcolor.files import atomic_write
+from zhangcolor.files import atomic_write, remove_stale_temps
 from zhangcolor.loss import (
     contrastive_loss,
     perceptual_loss,
@@ -68,6 +68,12 @@ __all__ = ["TrainConfig", "TrainingError", "run"]
 
 class TrainingError(Exception):
     """The run cannot go on; the message says why and what to do."""
+
+
+#: A parameter beyond this size means the run has diverged even while its loss is still finite
+#: (weights of 1e30 train on to NaN); the shipped model's largest is 13. Buffers (BatchNorm's
+#: running variances reach hundreds) are only checked to be finite.
+MAX_WEIGHT = 1e6
 
 
 # ----------------------------------------------------------------------------- environment
@@ -277,6 +283,37 @@ class RunPaths:
     def state(self) -> Path:
         return self.root / "checkpoints" / "last.state.pt"
 
+    def earlier_run(self) -> list[Path]:
+        """What an earlier run left here that a new one would clobber: its checkpoints, and its
+        metrics when they log a trained step."""
+        names = ("best", "last", "prev")
+        found = [p for p in [*map(self.checkpoint, names), self.state] if p.exists()]
+        if self.metrics.is_file() and _logs_training(self.metrics):
+            found.append(self.metrics)
+        return found
+
+    def clear(self) -> None:
+        """Delete what a run writes (checkpoints, metrics, plot, samples, TensorBoard logs),
+        so that a new run starts afresh; anything else in the folder stays."""
+        names = ("best", "last", "prev", "next")
+        for path in [*map(self.checkpoint, names), self.state, self.metrics, self.plot]:
+            path.unlink(missing_ok=True)
+        for pattern in ("samples/epoch_*.png", "tensorboard/events.out.tfevents.*"):
+            for path in self.root.glob(pattern):
+                path.unlink(missing_ok=True)
+
+    def remove_stale_temps(self) -> None:
+        """What a kill mid-write left: temporary files, and weights not yet renamed to last."""
+        for sub in ("", "checkpoints", "plots", "samples"):
+            remove_stale_temps(self.root / sub)
+        self.checkpoint("next").unlink(missing_ok=True)
+
+
+def _logs_training(metrics: Path) -> bool:
+    """Whether a metrics.jsonl logs any training step or validation (not only run starts)."""
+    with metrics.open(encoding="utf-8", errors="replace") as f:
+        return any('"loss"' in line or '"val_loss"' in line for line in f)
+
 
 @dataclass
 class Run:
@@ -300,6 +337,7 @@ class Run:
     trainable: tuple[bool, ...] = ()  # which parameters train now (the DDP wrapper's)
     stop: threading.Event = field(default_factory=threading.Event)  # set by Ctrl-C
     tensorboard: object | None = None  # a SummaryWriter, with `tensorboard: true`
+    skipped_files: dict[str, str] = field(default_factory=dict)  # file -> why it is unusable
 
     @property
     def writer(self) -> bool:
@@ -330,7 +368,10 @@ class Run:
 
     def save(self) -> None:
         """Weights and trainer state at this step. The previous weights stay as prev until both
-        new files are in place, so a kill at any moment leaves a matching pair to resume from."""
+        new files are in place, so a kill at any moment leaves a matching pair to resume from.
+        Weights that have diverged are refused (:func:`check_weights`), so they never replace
+        the last good pair."""
+        check_weights(self)
         if not self.writer:
             return
         payload = {
@@ -347,6 +388,25 @@ class Run:
             os.replace(last, prev)
         os.replace(new, last)
         save_training_state(self.paths.state, payload)
+
+
+@torch.no_grad()
+def check_weights(run: Run) -> None:
+    """Raise :class:`TrainingError` when a parameter of the model or its EMA is not finite or
+    larger than :data:`MAX_WEIGHT`, or a buffer (BatchNorm's statistics) is not finite."""
+    for name, module in (("weights", run.model), ("EMA weights", run.ema)):
+        if module is None:
+            continue
+        sizes = [p.abs().amax().float() for p in module.parameters() if p.numel()]
+        largest = float(torch.stack(sizes).max())  # NaN wins here, unlike in Python's max
+        finite = all(bool(b.isfinite().all()) for b in module.buffers() if b.is_floating_point())
+        if not (largest <= MAX_WEIGHT and finite):  # NaN fails every comparison
+            raise TrainingError(
+                f"the {name} diverged by step {run.state.step} (largest |w| {largest:.3g}, "
+                f"the limit is {MAX_WEIGHT:g}"
+                + ("" if finite else "; non-finite BatchNorm statistics")
+                + "); the last good checkpoint is kept. Try a lower --lr, or --precision fp32"
+            )
 
 
 def _encoder(model: ColorizationNet, config: TrainConfig) -> nn.Module | None:
@@ -423,41 +483,97 @@ def prepare(config: TrainConfig, train_size: int, rank: int, world: int, device)
     )
 
 
-def restore(run: Run) -> None:
+def restore(run: Run, console: Console | None = None) -> None:
     """Load the run folder's last matching weights and trainer state into ``run`` (resume)."""
-    paths = run.paths
+    saved, weights = _saved_pair(run.paths)
+    try:
+        run.model.load_state_dict(load_file(str(weights)))
+        run.optimizer.load_state_dict(saved["optimizer"])
+        run.scheduler.load_state_dict(saved["scheduler"])
+        if run.ema is not None and "ema" in saved:
+            run.ema.load_state_dict(saved["ema"])
+        run.state = RunState(**saved["progress"])
+        torch.set_rng_state(saved["rng"])
+    except (RuntimeError, ValueError, KeyError, TypeError) as e:
+        raise TrainingError(
+            f"cannot resume from {run.paths.root}: its checkpoint does not fit this run ({e})"
+        ) from None
+    if run.writer and run.paths.metrics.exists():
+        _trim_metrics(run.paths.metrics, run.state.step, console or Console(stderr=True))
+
+
+def _saved_pair(paths: RunPaths) -> tuple[dict, Path]:
+    """The training state and the weights file saved at the same step."""
     if not paths.state.is_file():
         raise TrainingError(f"nothing to resume in {paths.root}: {paths.state} is missing")
-    saved = load_training_state(paths.state)
+    try:
+        saved = load_training_state(paths.state)
+    except ValueError as e:
+        raise TrainingError(
+            f"cannot resume: {e}. Restore it from a backup, or start afresh with "
+            f"--overwrite (which deletes the run's checkpoints and metrics)"
+        ) from None
     step = saved["progress"]["step"]
     candidates = (paths.checkpoint("last"), paths.checkpoint("prev"))
     weights = next((p for p in candidates if checkpoint_step(p) == step), None)
     if weights is None:
         raise TrainingError(f"no weights in {paths.state.parent} match the saved step {step}")
-    run.model.load_state_dict(load_file(str(weights)))
-    run.optimizer.load_state_dict(saved["optimizer"])
-    run.scheduler.load_state_dict(saved["scheduler"])
-    if run.ema is not None and "ema" in saved:
-        run.ema.load_state_dict(saved["ema"])
-    run.state = RunState(**saved["progress"])
-    torch.set_rng_state(saved["rng"])
-    if run.writer and paths.metrics.exists():  # drop what was logged after the checkpoint
-        kept = [
-            line
-            for line in paths.metrics.read_text().splitlines()
-            if line.strip() and json.loads(line).get("step", 0) <= run.state.step
-        ]
-        paths.metrics.write_text("".join(line + "\n" for line in kept))
+    return saved, weights
 
 
-def start_folder(run: Run) -> None:
-    """Rank 0 makes the run folder, writes the resolved config and opens TensorBoard's log."""
+def _trim_metrics(path: Path, step: int, console: Console) -> None:
+    """Drop what was logged after the checkpoint at ``step``, atomically. A torn last line (a
+    kill or a full disk mid-write) is dropped with a warning; a bad line elsewhere is not ours
+    to drop."""
+    lines = [
+        x for x in path.read_text(encoding="utf-8", errors="replace").splitlines() if x.strip()
+    ]
+    kept = []
+    for number, line in enumerate(lines, 1):
+        try:
+            record = json.loads(line)
+            if not isinstance(record, dict):
+                raise ValueError("not a record")
+        except ValueError:
+            if number < len(lines):
+                raise TrainingError(
+                    f"cannot resume: line {number} of {path} is not a JSON record; "
+                    "repair or delete that line"
+                ) from None
+            console.print(f"[yellow]warning: dropped the torn last line of {path}: {line[:80]!r}")
+            continue
+        if record.get("step", 0) <= step:
+            kept.append(line + "\n")
+    atomic_write(path, lambda tmp: tmp.write_text("".join(kept), encoding="utf-8"), durable=True)
+
+
+def check_folder(paths: RunPaths, *, resume: bool, overwrite: bool) -> None:
+    """Refuse to start a new run over an earlier one, unless ``overwrite``."""
+    if resume and overwrite:
+        raise TrainingError("--resume continues a run and --overwrite replaces it: pass one")
+    earlier = [] if resume or overwrite else paths.earlier_run()
+    if earlier:
+        names = ", ".join(str(p.relative_to(paths.root)) for p in earlier)
+        raise TrainingError(
+            f"{paths.root} holds an earlier run ({names}): continue it with "
+            f"--resume {paths.root}, or start afresh with --overwrite (which deletes its "
+            "checkpoints and metrics), or pick another --out"
+        )
+
+
+def start_folder(run: Run, *, fresh: bool = True) -> None:
+    """Rank 0 makes the run folder, deletes what a kill mid-write left there (and, for a
+    ``fresh`` run, what an earlier run wrote), writes the resolved config and opens
+    TensorBoard's log."""
     if not run.writer:
         return
     import yaml
 
     for sub in ("checkpoints", "plots", "samples"):
         (run.paths.root / sub).mkdir(parents=True, exist_ok=True)
+    run.paths.remove_stale_temps()
+    if fresh:
+        run.paths.clear()
     resolved = yaml.safe_dump(config_dict(run.config), sort_keys=False)
     atomic_write(run.paths.config, lambda tmp: tmp.write_text(resolved))
     if run.config.tensorboard:
@@ -576,6 +692,7 @@ def train_one_epoch(run: Run, loader: DataLoader, on_step: Callable[[dict], None
     for batch in loader:
         state.skipped += len(batch["skipped"])
         state.epoch_samples += len(batch["skipped"])
+        run.skipped_files.update(batch["skipped"])
         if batch["rgba"] is None:
             continue
         rgba = device_batch(batch, config.crop, run.device)
@@ -686,6 +803,7 @@ def end_epoch(run: Run, metrics: dict[str, float], fixed: Tensor | None, console
     """Log the validation, keep the best weights, checkpoint, and (rank 0) draw the loss plot
     and the sample grid. Returns whether the run should stop early."""
     state, config = run.state, run.config
+    check_weights(run)  # before diverged weights could become the best
     run.log({"step": state.step, "epoch": state.epoch, **metrics, "skipped_files": state.skipped})
     improved = _judge(run, metrics)
     if run.writer and improved:
@@ -753,23 +871,45 @@ def _start_record(run: Run, resumed: bool) -> dict:
     }
 
 
-def run(config: TrainConfig, *, resume: bool = False, show_progress: bool = True) -> str:
+def run(
+    config: TrainConfig,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    show_progress: bool = True,
+) -> str:
     """Train as ``config`` says; returns how the run ended: "done", "max_steps",
-    "early_stop" or "interrupted". Raises :class:`TrainingError` when it cannot go on."""
+    "early_stop" or "interrupted". Raises :class:`TrainingError` when it cannot go on.
+
+    A new run refuses a folder that holds an earlier one, unless ``overwrite`` (which deletes
+    the earlier run's checkpoints and metrics); ``resume`` continues it."""
     rank, world, device = setup_distributed()
     try:
+        check_folder(RunPaths(Path(config.out)), resume=resume, overwrite=overwrite)
         console = Console(stderr=True)
         data = load_data(config, rank, console if show_progress and rank == 0 else None)
         current = prepare(config, len(data.train), rank, world, device)
         if resume:
-            restore(current)
-        start_folder(current)
+            restore(current, console)
+        start_folder(current, fresh=not resume)
         current.log(_start_record(current, resume))
         with stop_on_sigint(current, console):
             return _epochs(current, data, console, show_progress)
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
+
+
+def _no_usable_images(run: Run, shown: int = 20) -> str:
+    """Why a whole epoch trained nothing: every file's reason."""
+    skipped = sorted(run.skipped_files.items())
+    lines = [f"  {file}: {reason}" for file, reason in skipped[:shown]]
+    if len(skipped) > shown:
+        lines.append(f"  … and {len(skipped) - shown} more")
+    return (
+        f"no usable training images in {run.config.data}: a whole epoch skipped all "
+        f"{len(skipped)} files, and nothing was trained or saved:\n" + "\n".join(lines)
+    )
 
 
 def _epochs(run: Run, data: TrainingData, console: Console, show_progress: bool) -> str:
@@ -802,6 +942,8 @@ def _epochs(run: Run, data: TrainingData, console: Console, show_progress: bool)
             sampler.set_epoch(state.epoch, skip=state.epoch_samples)
             reason = train_one_epoch(run, loader, on_step)
             bar.update(task, completed=state.step)
+            if reason == "epoch" and state.step == 0:
+                raise TrainingError(_no_usable_images(run))
             if reason == "interrupted":
                 run.save()
                 return "interrupted"
