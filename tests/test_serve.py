@@ -487,11 +487,11 @@ def test_large_results_leave_no_uncounted_resampling_weights(service, client):
     assert service.cache.max_bytes + service.weights_reserve == 64 * 2**20
     health = client.get("/healthz").json()["cache"]
     assert health["weights_reserve_bytes"] == service.weights_reserve > 0
-    colorize._bilinear_weights.cache_clear()
+    colorize.clear_resampling_cache()
     assert decoded(post(client, png_of(4200, 300))).size == (4200, 300)
-    assert colorize._bilinear_weights.cache_info().currsize == 0
+    assert colorize._cached_bilinear_weights.cache_info().currsize == 0
     post(client, photo_bytes(8, size=(300, 200)))
-    assert colorize._bilinear_weights.cache_info().currsize > 0  # small ones stay cached
+    assert colorize._cached_bilinear_weights.cache_info().currsize > 0  # small ones stay cached
 
 
 def test_any_decode_error_is_a_json_4xx_with_the_reason(client):
@@ -635,8 +635,12 @@ def test_slow_uploads_take_no_place_in_the_queue_and_time_out(live):
         time.sleep(0.3)
         honest = http.post("/api/colorize", files={"image": ("honest.png", data)})
         assert honest.status_code == 200, honest.text
-        health = http.get("/healthz").json()
-        assert health["status"] == "ok" and health["queue"]["uploads_arriving"] >= 6
+        arriving = []  # the server may not have read every slow head yet on a loaded machine
+        while time.monotonic() - start < 2.5 and not (arriving and arriving[-1] >= 6):
+            health = http.get("/healthz").json()
+            assert health["status"] == "ok"
+            arriving.append(health["queue"]["uploads_arriving"])
+        assert arriving[-1] >= 6, arriving
         for i in range(200, 220):  # a byte every 0.2 s: never silent for a whole read timeout
             for sock in slow:
                 sock.send(body[i : i + 1])

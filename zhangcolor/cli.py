@@ -779,6 +779,23 @@ def export_onnx_command(model: str, target: Path, size: int | None) -> None:
 )
 @field_option(ServeConfig, "max_pixels", "--max-pixels", type=int, help="Largest width × height.")
 @field_option(
+    ServeConfig, "max_aspect", "--max-aspect", type=float, help="Longest side ÷ shortest side."
+)
+@field_option(
+    ServeConfig,
+    "read_timeout_s",
+    "--read-timeout-s",
+    type=float,
+    help="Longest silence while a request's headers or body arrive (s).",
+)
+@field_option(
+    ServeConfig,
+    "upload_timeout_s",
+    "--upload-timeout-s",
+    type=float,
+    help="Time the whole upload body must arrive within (s).",
+)
+@field_option(
     ServeConfig,
     "max_concurrent",
     "--max-concurrent",

@@ -304,9 +304,17 @@ def _bilinear_weights(n_in: int, n_out: int, device: torch.device) -> Tensor:
 
 #: The most entries of a bilinear matrix that is cached (4 MB of float32).
 _CACHED_WEIGHTS = 1 << 20
+#: How many resampling matrices the cache keeps (one per photo width or height seen).
+RESAMPLING_CACHE_ENTRIES = 64
 
 
-@functools.lru_cache(maxsize=64)
+def clear_resampling_cache() -> None:
+    """Forget the cached resampling matrices (a server does it after a large photo, so that
+    the cache holds at most ``RESAMPLING_CACHE_ENTRIES`` matrices of small photos)."""
+    _cached_bilinear_weights.cache_clear()
+
+
+@functools.lru_cache(maxsize=RESAMPLING_CACHE_ENTRIES)
 def _cached_bilinear_weights(n_in: int, n_out: int, device: torch.device) -> Tensor:
     return _bilinear_matrix(n_in, n_out, device)
 

@@ -203,7 +203,7 @@ class ColorizeService:
         self.colorizer, self.config = colorizer, config
         # colorize keeps resampling weights in an LRU of its own; the server bounds its entries
         # (see _CACHED_WEIGHTS_SIDE) and counts the most that can stay there first.
-        entries = _colorize._bilinear_weights.cache_info().maxsize or 0
+        entries = _colorize.RESAMPLING_CACHE_ENTRIES
         self.weights_reserve = entries * _CACHED_WEIGHTS_SIDE * (colorizer.size // STRIDE) * 4
         budget = max(0, int(config.cache_mb * 2**20) - self.weights_reserve)
         self.cache = OutputCache(budget, config.cache_ttl_s)
@@ -394,7 +394,7 @@ class ColorizeService:
         write_image(finished_image(color, alpha, fmt), buffer, fmt, png_compress=1)
         timings["encode"] = _ms(start)
         if max(upload.lightness.shape[-2:]) > _CACHED_WEIGHTS_SIDE:
-            _colorize._bilinear_weights.cache_clear()
+            _colorize.clear_resampling_cache()
         stem = safe_stem(rendering.filename)
         return Result(
             content=buffer.getvalue(),
