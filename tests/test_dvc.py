@@ -18,7 +18,7 @@ import yaml
 from PIL import Image
 
 from zhangcolor.config import load_config
-from zhangcolor.constants import TEMPERATURE, TEMPERATURES
+from zhangcolor.constants import TEMPERATURES
 from zhangcolor.evaluate import row_key
 from zhangcolor.options import PriorConfig, TrainConfig
 
@@ -98,21 +98,26 @@ def pipeline(tmp_path_factory) -> Path:
 
 def test_the_shipped_params_are_the_shipped_models_recipe():
     """As it ships, params.yaml is the shipped model's recipe: its data folder, config, epochs
-    and crop, the default prior options, the paper's temperatures; the stages are in order."""
+    and crop, the default prior options on the train split, the paper's temperatures, and the
+    shipped model's calibrated T; the stages are in order."""
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     train = params["train"]
     assert ROOT / train["config"] == ROOT / "zhangcolor" / "configs" / "default.yaml"
     recipe = load_config(TrainConfig, ROOT / train["config"])
-    shipped = json.loads((ROOT / "zhangcolor" / "weights" / "default.json").read_text())["config"]
-    for config in (recipe, TrainConfig(**shipped)):
-        assert config.data == params["data"] == "../shared/data/photos"
+    provenance = json.loads((ROOT / "zhangcolor" / "weights" / "default.json").read_text())
+    shipped = TrainConfig(**provenance["config"])
+    assert recipe.data == params["data"] == "../shared/data/photos"
+    assert Path(shipped.data).parts[-3:] == Path(params["data"]).parts[-3:]
+    for config in (recipe, shipped):
         assert (config.epochs, config.crop) == (train["epochs"], train["crop"])
     assert recipe.out == f"runs/{train['run']}"
     prior = PriorConfig()
-    assert (prior.lam, prior.sigma, prior.size) == tuple(params["bins"].values())
+    bins = params["bins"]
+    assert (prior.lam, prior.sigma, prior.size) == (bins["lam"], bins["sigma"], bins["size"])
+    assert bins["split"] == "train"
     temperatures = [float(t) for t in params["evaluate"]["temperatures"].split(",")]
     assert temperatures == list(TEMPERATURES) and params["evaluate"]["split"] == "val"
-    assert params["package"]["temperature"] == TEMPERATURE
+    assert params["package"]["temperature"] == provenance["temperature"]
     assert list(yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]) == STAGES
 
 
