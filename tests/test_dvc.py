@@ -145,7 +145,8 @@ def test_dvc_repro_runs_every_stage_and_dvc_reads_the_metrics(pipeline):
     assert 0 < metrics["tiny/best T=0.38"]["auc_rebalanced"] < 100
 
     packaged = json.loads((pipeline / "model" / "default.json").read_text())
-    assert packaged["temperature"] == 0.38 and packaged["dtype"] == "float16"
+    package = yaml.safe_load((pipeline / "params.yaml").read_text())["package"]
+    assert packaged["temperature"] == package["temperature"] and packaged["dtype"] == "float16"
     assert packaged["config"]["bins"] == "bins/bins.npz"  # trained on the stage's prior
 
     plots = json.loads(dvc(pipeline, "plots", "show", "--json"))
