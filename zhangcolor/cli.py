@@ -425,13 +425,7 @@ def colorize(inputs, out_dir, **flags) -> None:
 
     config = build(ColorizeConfig, **flags)
     try:
-        colorizer = Colorizer.load(
-            config.model,
-            device=config.device,
-            precision=config.precision,
-            size=config.size,
-            backend=config.backend,
-        )
+        colorizer = Colorizer.load_as(config)
     except (FileNotFoundError, ValueError, RuntimeError) as e:
         raise click.ClickException(f"cannot load the model: {e}") from None
     if not colorizer.uses_temperature and config.temperature is not None:

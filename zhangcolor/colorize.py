@@ -30,7 +30,7 @@ from zhangcolor.constants import MAX_ASPECT, STRIDE, TEMPERATURE, WORKING_SIZE
 from zhangcolor.decode import check_colorize_temperature
 from zhangcolor.device import precision_context, resolve_device, resolve_precision
 from zhangcolor.images import LoadedImage
-from zhangcolor.options import BACKENDS, Head
+from zhangcolor.options import BACKENDS, ColorizeConfig, Head, ServeConfig
 
 #: Rows of the full-resolution image converted at a time, to bound memory on huge photos.
 _ROWS_PER_CHUNK = 128
@@ -125,6 +125,18 @@ class Colorizer:
             autocast=resolve_precision(precision, dev),
             size=size,
             temperature=model_temperature(metadata),
+        )
+
+    @classmethod
+    def load_as(cls, config: ColorizeConfig | ServeConfig) -> Colorizer:
+        """:meth:`load` with the ``model``, ``device``, ``precision``, ``size`` and ``backend``
+        of a colorize or serve config."""
+        return cls.load(
+            config.model,
+            device=config.device,
+            precision=config.precision,
+            size=config.size,
+            backend=config.backend,
         )
 
     @classmethod

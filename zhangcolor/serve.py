@@ -218,13 +218,7 @@ class ColorizeService:
     def load(cls, config: ServeConfig) -> "ColorizeService":
         """Load the model, and refuse it (ValueError or RuntimeError) unless it colorizes."""
         try:
-            colorizer = Colorizer.load(
-                config.model,
-                device=config.device,
-                precision=config.precision,
-                size=config.size,
-                backend=config.backend,
-            )
+            colorizer = Colorizer.load_as(config)
         except (FileNotFoundError, ValueError, RuntimeError):
             raise
         except Exception as e:  # corrupt metadata raises KeyError, TypeError, ...
