@@ -114,6 +114,18 @@ def guard_allocations(monkeypatch, max_pixels: int = 10_000_000) -> None:
     monkeypatch.setattr(Image.Image, "resize", guarded_resize)
 
 
+#: What the loaders say of each hostile file these makers write, by its usual name: a 65535×1 or
+#: 2×44,000,000 PNG ("strip.png"), :func:`text_bomb_png` ("text.png"), and
+#: :func:`special_entries`.
+HOSTILE_REASONS = {
+    "strip.png": "too thin a strip",
+    "text.png": "ValueError: Decompressed data too large",
+    "album.jpg": "a folder named like an image",
+    "pipe.jpg": "not a regular file (a FIFO)",
+    "gone.png": "broken symbolic link",
+}
+
+
 def special_entries(folder: Path) -> dict[str, Path]:
     """Entries named like images that are not image files: a folder, a FIFO, a broken link."""
     import os

@@ -8,6 +8,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 from makers import (
+    HOSTILE_REASONS,
     bad_corpus,
     guard_allocations,
     noise,
@@ -226,12 +227,9 @@ def test_hostile_files_are_skipped_with_their_reasons_and_nothing_is_decoded_big
     meta = json.loads((tmp_path / "out" / "bins.json").read_text())
     reasons = {s["file"]: s["reason"] for s in meta["skipped"]}
     assert meta["images_used"] == 2 and meta["images_failed"] == 6, reasons
-    assert "too thin a strip" in reasons["strip.png"]
-    assert "ValueError: Decompressed data too large" in reasons["text.png"]
     assert "not an image Pillow can read" in reasons["eps.jpg"]
-    assert "a folder named like an image" in reasons["album.jpg"]
-    assert "not a regular file (a FIFO)" in reasons["pipe.jpg"]
-    assert "broken symbolic link" in reasons["gone.png"]
+    for name, reason in HOSTILE_REASONS.items():
+        assert reason in reasons[name], name
 
 
 def test_each_photo_weighs_its_own_pixels_up_to_the_working_size(tmp_path):

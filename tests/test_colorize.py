@@ -13,6 +13,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 from makers import (
+    HOSTILE_REASONS,
     bad_corpus,
     blank_png,
     guard_allocations,
@@ -333,11 +334,8 @@ def test_evaluate_skips_and_counts_hostile_files(checkpoint, tmp_path, monkeypat
     report = json.loads((out / "report.json").read_text())
     reasons = {Path(s["file"]).name: s["reason"] for s in report["skipped"]}
     assert report["images"] == 2 and len(reasons) == 5, reasons
-    assert "ValueError: Decompressed data too large" in reasons["text.png"]
-    assert "too thin a strip" in reasons["strip.png"]
-    assert "a folder named like an image" in reasons["album.jpg"]
-    assert "not a regular file (a FIFO)" in reasons["pipe.jpg"]
-    assert "broken symbolic link" in reasons["gone.png"]
+    for name, reason in HOSTILE_REASONS.items():
+        assert reason in reasons[name], name
 
 
 def test_write_tables_gives_flat_metrics_and_the_curves_as_columns(tmp_path):

@@ -4,6 +4,7 @@ import os
 
 import numpy as np
 from makers import (
+    HOSTILE_REASONS,
     bad_corpus,
     guard_allocations,
     noise,
@@ -73,17 +74,10 @@ def test_trains_loader_skips_hostile_files_with_their_reasons(tmp_path, monkeypa
     guard_allocations(monkeypatch)
     bad = hostile(tmp_path / "bad")
     paths = [noise(tmp_path / "good.png", size=(40, 30)), *bad.values()]
-    reasons = {
-        "strip": "too thin a strip",
-        "text": "ValueError: Decompressed data too large",
-        "folder": "a folder named like an image",
-        "fifo": "not a regular file (a FIFO)",
-        "broken link": "broken symbolic link",
-    }
     cache = open_cache(paths, 256)
     assert cache.image(0).shape == (256, 341, 4)
     for i, case in enumerate(bad, start=1):
-        assert cache.image(i) is None and reasons[case] in cache.reasons[i], case
+        assert cache.image(i) is None and HOSTILE_REASONS[bad[case].name] in cache.reasons[i], case
     for dataset in (
         PhotoDataset(paths, train=True, load_size=256, cache=cache),
         PhotoDataset(paths, train=True, load_size=256),
