@@ -494,6 +494,23 @@ def test_large_results_leave_no_uncounted_resampling_weights(service, client):
     assert colorize._cached_bilinear_weights.cache_info().currsize > 0  # small ones stay cached
 
 
+def test_the_header_is_read_only_with_the_loaders_decoders(client, monkeypatch):
+    """An EPS named .jpg is refused with a 415 before Pillow's EPS plugin (the one that runs
+    Ghostscript) ever opens it, as the loaders refuse it."""
+    from PIL import EpsImagePlugin
+
+    opened = []
+    real_open = EpsImagePlugin.EpsImageFile._open
+    monkeypatch.setattr(
+        EpsImagePlugin.EpsImageFile, "_open", lambda self: opened.append(1) or real_open(self)
+    )
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), (200, 30, 30)).save(buffer, format="EPS")
+    response = post(client, buffer.getvalue(), name="photo.jpg")
+    assert response.status_code == 415 and response.json()["error"] == "not_an_image"
+    assert not opened
+
+
 def test_any_decode_error_is_a_json_4xx_with_the_reason(client):
     """A 2 KB zTXt chunk that inflates past Pillow's text limit raised a ValueError that no one
     caught: a plain-text 500."""

@@ -44,7 +44,7 @@ from zhangcolor import colorize as _colorize
 from zhangcolor.colorize import Colorizer, image_lightness, join, resize_lightness
 from zhangcolor.constants import STRIDE, TEMPERATURE
 from zhangcolor.decode import check_colorize_temperature
-from zhangcolor.images import ImageError, finished_image, load_image, write_image
+from zhangcolor.images import DECODERS, ImageError, finished_image, load_image, write_image
 from zhangcolor.options import FORMATS, ServeConfig
 
 #: Environment variable through which ``serve --workers N`` hands its config to each worker.
@@ -407,7 +407,9 @@ def _ms(start: float) -> float:
 def _header_size(data: bytes, filename: str) -> tuple[int, int]:
     """Width and height from the file's header alone; a 415 when Pillow cannot read it."""
     try:
-        with Image.open(io.BytesIO(data)) as image:  # lazy: reads the header only
+        # lazy: reads the header only, and only with the decoders the loaders allow (an EPS
+        # named .jpg never reaches its plugin)
+        with Image.open(io.BytesIO(data), formats=DECODERS) as image:
             return image.size
     except Image.DecompressionBombError as e:
         raise ApiError(413, "too_many_pixels", f"{filename}: {e}") from None
