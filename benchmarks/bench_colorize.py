@@ -42,7 +42,7 @@ from PIL import Image
 from rich.console import Console
 from rich.table import Table
 from skimage import color, data, transform
-from timing import median_seconds
+from timing import interleaved_medians, median_seconds
 
 from zhangcolor.colorize import Colorizer, join
 from zhangcolor.colorize_files import Job, Outcome, OutputOptions, colorize_files, plan_jobs
@@ -370,8 +370,14 @@ def batch_benchmark(args, console: Console) -> None:
     console.print(f"Zhang-demo-style reference, 256²: {1 / reference:.1f} img/s (one at a time)")
     for precision in args.precisions.split(","):
         c = Colorizer.load(args.model, device=args.device, precision=precision)
-        bare = 1 / bare_rate(c, args.n)
-        batch = median_seconds(lambda c=c: c.colorize_batch(pil)) / args.n
+        light = torch.rand(args.n, 1, c.size, c.size) * 100
+        took = interleaved_medians(
+            {
+                "bare": lambda c=c, light=light: (c.network_output(light), sync(c.device)),
+                "batch": lambda c=c: (c.colorize_batch(pil), sync(c.device)),
+            }
+        )
+        bare, batch = took["bare"] / args.n, took["batch"] / args.n
         single = median_seconds(lambda c=c: [c.colorize(p) for p in pil[:4]], 1) / 4
         console.print(
             f"{precision}: batch {1 / batch:.1f} img/s, single {1 / single:.1f} img/s, "

@@ -123,6 +123,36 @@ def test_python_api_single_batched_and_arrays(checkpoint):
         colorizer.colorize(images[0], temperature=0)
 
 
+def test_batch_in_photo_threads_equals_the_plain_steps_and_restores_torch_threads(
+    checkpoint, monkeypatch
+):
+    """colorize_batch prepares, decodes and joins each photo in a pool of single-threaded
+    workers (on a 2-core CPU): the result is the plain, one-thread-of-control pipeline's, each
+    photo is decoded in a worker, and torch's thread count comes back."""
+    colorizer = Colorizer.load(checkpoint, size=64)
+    images = [data.camera()[::5, ::5], data.coffee()[::6, ::5], data.astronaut()[::7, ::7]]
+    prepared = [colorizer.prepare(image) for image in images]
+    ab = colorizer.predict_ab(torch.cat([small for _, small in prepared]), 0.3)
+    plain = [colorizer.join(light, ab[i : i + 1]) for i, (light, _) in enumerate(prepared)]
+    threads, decode = [], colorizer.decode
+
+    def spy(output, temperature=None):
+        threads.append(torch.get_num_threads())
+        return decode(output, temperature)
+
+    monkeypatch.setattr(colorizer, "decode", spy)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        batch = colorizer.colorize_batch(images, temperature=0.3)
+        assert threads == [1, 1, 1]  # each photo decoded apart, in a one-thread worker
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    for got, want in zip(batch, plain, strict=True):
+        assert np.array_equal(np.asarray(got), np.asarray(want))
+
+
 def test_bad_input_corpus_each_gets_its_reason_and_the_rest_is_done(
     checkpoint, tmp_path, small_bomb
 ):

@@ -7,9 +7,11 @@ every detail and its L equals the input's.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.util
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,8 +34,10 @@ from zhangcolor.device import precision_context, resolve_device, resolve_precisi
 from zhangcolor.images import LoadedImage
 from zhangcolor.options import BACKENDS, ColorizeConfig, Head, ServeConfig
 
-#: Rows of the full-resolution image converted at a time, to bound memory on huge photos.
-_ROWS_PER_CHUNK = 128
+#: Pixels of the full-resolution image converted at a time on the CPU: bands of rows bound the
+#: memory of huge photos (about 30 MB of temporaries a band), while a photo of up to 0.5 MP goes
+#: in one band, as each band's two dozen small ops cost a wake-up of torch's threads.
+_CPU_PIXELS_PER_BAND = 1 << 19
 #: Rows joined at a time on a GPU: a photo of up to 1024 rows (1 MP and more) in one go, as each
 #: band costs kernel launches, yet a 24 MP photo's full-size Lab (about 2 GB of temporaries) is
 #: never built at once.
@@ -204,12 +208,14 @@ class Colorizer:
     ) -> list[Image.Image]:
         """Colorize several images in one network batch."""
         t = self.resolve_temperature(temperature)
-        prepared = [self.prepare(image) for image in images]
-        ab = self.predict_ab(torch.cat([small for _, small in prepared]), t)  # (B, 2, s/4, s/4)
-        return [self.join(light, ab[i : i + 1]) for i, (light, _) in enumerate(prepared)]
+        with photo_threads(min(len(images), torch.get_num_threads())) as pool:
+            prepared = list(pool.map(self.prepare, images))
+            predicted = self.predict(torch.cat([small for _, small in prepared]), t)
+            lights = [light for light, _ in prepared]
+            return list(pool.map(self.finish, lights, predicted, [t] * len(lights)))
 
-    # The three steps of colorize_batch, for pipelines (colorize_files) that run the per-photo
-    # steps, prepare and join, in threads around the network.
+    # The steps of colorize_batch, for pipelines (colorize_files) that run the per-photo steps,
+    # prepare and finish, in threads around the network.
 
     def prepare(self, image: Image.Image | np.ndarray | LoadedImage) -> tuple[Tensor, Tensor]:
         """A photo's L at full size ``(1, 1, H, W)`` (for :meth:`join`) and at the working size
@@ -222,6 +228,22 @@ class Colorizer:
         decoding at T (the model's own when None)."""
         return self.decode(self.network_output(lightness), temperature)
 
+    def predict(self, lightness: Tensor, temperature: float) -> list[Tensor]:
+        """The network on L ``(B, 1, s, s)``, per photo as :meth:`finish` takes it: on a GPU,
+        its ab ``(1, 2, s/4, s/4)`` (the batch decoded there at once); on the CPU, its network
+        output, which :meth:`finish` decodes in the caller's photo thread, where the ops of one
+        photo run without waking torch's thread team for each."""
+        output = self.network_output(lightness)
+        if self.device.type != "cpu":
+            output = self.decode(output, temperature)
+        return list(output.split(1))
+
+    def finish(self, lightness: Tensor, predicted: Tensor, temperature: float) -> Image.Image:
+        """The photo of full-size L ``(1, 1, H, W)`` and its part of :meth:`predict` (decoded
+        here at T on the CPU). Safe to call from threads."""
+        ab = self.decode(predicted, temperature) if self.device.type == "cpu" else predicted
+        return self.join(lightness, ab)
+
     def join(self, lightness: Tensor, ab: Tensor) -> Image.Image:
         """The photo of full-size L ``(1, 1, H, W)`` and ab ``(1, 2, h, w)``, joined where this
         colorizer runs: in row bands on the CPU, whose memory bound matters for huge photos; on a
@@ -229,6 +251,27 @@ class Colorizer:
         if self.device.type == "cpu":
             return join(lightness, ab.cpu())
         return join_on_device(lightness, ab, self.device)
+
+
+@contextlib.contextmanager
+def photo_threads(workers: int) -> Iterator[ThreadPoolExecutor]:
+    """A pool of ``workers`` threads for the per-photo work around the network (decoding,
+    :meth:`Colorizer.prepare`, :meth:`Colorizer.finish`, writing). Each gets an equal share of
+    torch's threads, so the workers' ops use the cores side by side, not a thread team as large
+    as the machine each (16 workers × 16 threads); with one thread, a photo's many small ops
+    never wait for sleeping team threads to wake (2 ms of a 256² photo's 3 under
+    OMP_WAIT_POLICY=PASSIVE, as the command line runs)."""
+    torch_threads = torch.get_num_threads()
+    share = max(1, torch_threads // max(1, workers))
+    pool = ThreadPoolExecutor(
+        max(1, workers), "colorize", initializer=torch.set_num_threads, initargs=(share,)
+    )
+    try:
+        yield pool
+    finally:  # also when a generator using it is closed early: drop what has not started
+        pool.shutdown(wait=True, cancel_futures=True)
+        # A thread's set_num_threads also sets the default of threads started later.
+        torch.set_num_threads(torch_threads)
 
 
 def _working_size(lightness: Tensor, size: int) -> Tensor:
@@ -262,8 +305,9 @@ def image_lightness(image: Image.Image | np.ndarray | LoadedImage) -> Tensor:
         # full size would cost a (long side × s/4) matrix, 22 GB for a 2×44,000,000 strip.
         raise ValueError(f"too thin a strip to colorize ({w}×{h}; at most {MAX_ASPECT}:1)")
     out = torch.empty(1, 1, h, w)
-    for top in range(0, h, _ROWS_PER_CHUNK):
-        rows = torch.tensor(pixels[top : top + _ROWS_PER_CHUNK])  # a copy: inputs may be read-only
+    band = _cpu_rows_per_band(w)
+    for top in range(0, h, band):
+        rows = torch.tensor(pixels[top : top + band])  # a copy: inputs may be read-only
         rows = rows.permute(2, 0, 1)  # (3, r, W)
         if rows.dtype == torch.uint8:
             light = srgb8_to_lightness(rows)
@@ -278,7 +322,13 @@ def join(lightness: Tensor, ab: Tensor) -> Image.Image:
     """Upsample ab ``(1, 2, h, w)`` bilinearly to L's size ``(1, 1, H, W)``, join, and convert to
     sRGB, on the CPU in bands of rows (a full-resolution ab is what would cost memory on a 24 MP
     photo)."""
-    return Image.fromarray(join_srgb8(lightness, ab, _ROWS_PER_CHUNK).numpy(), "RGB")
+    band = _cpu_rows_per_band(lightness.shape[-1])
+    return Image.fromarray(join_srgb8(lightness, ab, band).numpy(), "RGB")
+
+
+def _cpu_rows_per_band(width: int) -> int:
+    """Rows of a ``width``-pixel-wide photo converted at a time on the CPU."""
+    return max(1, _CPU_PIXELS_PER_BAND // width)
 
 
 def join_on_device(lightness: Tensor, ab: Tensor, device: torch.device) -> Image.Image:

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from zhangcolor.colorize import Colorizer
+from zhangcolor.colorize import Colorizer, photo_threads
 from zhangcolor.constants import COLORIZE_SUFFIXES
 from zhangcolor.files import atomic_write
 from zhangcolor.images import (
@@ -205,20 +205,9 @@ def colorize_files(
     if batch_size < 1 or workers < 1:
         raise ValueError(f"batch_size and workers must be ≥ 1, got {batch_size} and {workers}")
     t = colorizer.resolve_temperature(temperature)  # a bad T fails before any work
-    torch_threads = torch.get_num_threads()
-    # Each worker takes one photo at a time, so its torch ops (L, the join) get a share of the
-    # cores, not a thread team as large as the machine each (16 workers × 16 threads).
-    share = max(1, torch_threads // workers)
-    pool = ThreadPoolExecutor(
-        workers, "colorize", initializer=torch.set_num_threads, initargs=(share,)
-    )
-    pipeline = _Pipeline(colorizer, pool, t, output or OutputOptions(), batch_size, workers)
-    try:
+    with photo_threads(workers) as pool:
+        pipeline = _Pipeline(colorizer, pool, t, output or OutputOptions(), batch_size, workers)
         yield from pipeline.run(jobs)
-    finally:  # also when the caller stops early: drop what has not started
-        pool.shutdown(wait=True, cancel_futures=True)
-        # A thread's set_num_threads also sets the default of threads started later.
-        torch.set_num_threads(torch_threads)
 
 
 @dataclass
@@ -247,14 +236,18 @@ def _prepare(colorizer: Colorizer, job: Job) -> _Prepared | Outcome:
 
 
 def _finish(
-    colorizer: Colorizer, prepared: _Prepared, ab: torch.Tensor, output: OutputOptions
+    colorizer: Colorizer,
+    prepared: _Prepared,
+    predicted: torch.Tensor,
+    temperature: float,
+    output: OutputOptions,
 ) -> Outcome:
-    """Join a photo's L with its ab and write it (in a worker thread)."""
+    """Finish a photo (:meth:`Colorizer.finish`) and write it (in a worker thread)."""
     job = prepared.job
     if not output.overwrite and job.target.exists():  # appeared since the job was planned
         return Outcome(job.source, "skipped", f"{job.target} exists (use --overwrite)")
     try:
-        color = colorizer.join(prepared.lightness, ab)
+        color = colorizer.finish(prepared.lightness, predicted, temperature)
         save_result(color, prepared.alpha, job.target, output)
     except OSError as e:
         return Outcome(job.source, "failed", f"cannot write {job.target}: {e.strerror or e}")
@@ -331,9 +324,9 @@ class _Pipeline:
         """The network on the gathered batch (in this thread); the joins and writes go to the
         pool."""
         smalls = torch.cat([prepared.small for prepared, _ in self.batch])  # (B, 1, s, s)
-        ab = self.colorizer.predict_ab(smalls, self.temperature)  # (B, 2, s/4, s/4)
-        for i, (prepared, pixels) in enumerate(self.batch):
-            args = (self.colorizer, prepared, ab[i : i + 1], self.output)
+        predicted = self.colorizer.predict(smalls, self.temperature)
+        for (prepared, pixels), part in zip(self.batch, predicted, strict=True):
+            args = (self.colorizer, prepared, part, self.temperature, self.output)
             self.writes[self.pool.submit(_finish, *args)] = pixels
         self.batch = []
 
