@@ -36,7 +36,7 @@ from zhangcolor.options import BACKENDS, ColorizeConfig, Head, ServeConfig
 
 #: Pixels of the full-resolution image converted at a time on the CPU: bands of rows bound the
 #: memory of huge photos (about 30 MB of temporaries a band), while a photo of up to 0.5 MP goes
-#: in one band, as each band's two dozen small ops cost a wake-up of torch's threads.
+#: in one band, in fewer and larger ops (a 256² photo's L: 0.56 -> 0.38 ms against 128-row bands).
 _CPU_PIXELS_PER_BAND = 1 << 19
 #: Rows joined at a time on a GPU: a photo of up to 1024 rows (1 MP and more) in one go, as each
 #: band costs kernel launches, yet a 24 MP photo's full-size Lab (about 2 GB of temporaries) is
