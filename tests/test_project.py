@@ -117,6 +117,17 @@ def test_every_shipped_config_is_installed_reachable_by_name_and_valid():
         resolve_config("no-such-config")
 
 
+def test_the_gpu_recipe_is_the_shipped_recipe_but_for_the_gpu_keys():
+    """configs/default-gpu.yaml is the shipped model's run for one GPU (benchmarks/gpu_train.sh):
+    it may change only what a GPU changes, so a new recipe cannot land in one and not the other."""
+    from zhangcolor.config import resolve_config
+
+    cpu, gpu = (yaml.safe_load(resolve_config(n).read_text()) for n in ("default", "default-gpu"))
+    differ = {k for k in cpu.keys() | gpu.keys() if cpu.get(k) != gpu.get(k)}
+    assert differ == {"out", "crop", "batch_size", "precision", "workers"}
+    assert (gpu["crop"], gpu["precision"]) == (224, "auto")
+
+
 def test_the_licence_pyproject_names_is_there():
     tomllib = pytest.importorskip("tomllib")
 

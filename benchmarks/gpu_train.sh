@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# The shipped model's training run on one GPU, in one call of about 8 minutes, on a machine with
+# no package registry (the `device` tool's), after benchmarks/gpu_prep.sh here. Results go to
+# $OUT (else ./gpu-results): train.txt, calibrate.txt, the evaluation (eval/), the run's
+# metrics, config and sample grids (run/), and default.safetensors, packaged in fp16 with its
+# calibrated T, ready for zhangcolor/weights/ if it beats the shipped one.
+#
+#   [TRAIN_SECONDS=330] bash benchmarks/gpu_train.sh [extra train flags, e.g. --max-steps 20]
+# TRAIN_SECONDS bounds the training (the best checkpoint so far is kept), so that this and
+# gpu_run.sh fit in one device call: TRAIN_SECONDS=150 bash benchmarks/gpu_train.sh; bash benchmarks/gpu_run.sh
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out=${OUT:-gpu-results}
+carry=${CARRY:-.device-carry}
+tmp=${TMPDIR:-/tmp}/zhangcolor-gpu-train
+mkdir -p "$out" "$tmp"
+export PYTHONPATH="$PWD:$PWD/$carry/site${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONUNBUFFERED=1 ZHANGCOLOR_CACHE="$tmp/cache"
+n=$(nproc); workers=$(( n > 10 ? 8 : (n > 2 ? n - 2 : 1) ))
+
+# The WebP copies under the pool's own names (the split is keyed on paths).
+pool="$tmp/photos"
+python3 - "$carry/photos" "$carry/photo-names.txt" "$pool" <<'PY' || exit 1
+import sys
+from pathlib import Path
+
+copies, names, pool = Path(sys.argv[1]).resolve(), Path(sys.argv[2]), Path(sys.argv[3])
+linked = 0
+for name in names.read_text().splitlines():
+    copy, link = copies / Path(name).with_suffix(".webp"), pool / name
+    if copy.is_file() and not link.exists():
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(copy)
+    linked += link.exists()
+print(f"{linked} photos under their own names in {pool}")
+PY
+
+run="$tmp/run"
+rm -rf "$run"
+status=0
+timeout "${TRAIN_SECONDS:-330}" python3 -m zhangcolor train --config default-gpu --data "$pool" --out "$run" \
+    --workers "$workers" "$@" 2>&1 | tee "$out/train.txt" || status=1
+best="$run/checkpoints/best.safetensors"
+[ -f "$best" ] || { echo "no best checkpoint" | tee -a "$out/train.txt"; exit 1; }
+mkdir -p "$out/run"
+cp -r "$run/config.yaml" "$run/metrics.jsonl" "$run/samples" "$run/plots" "$out/run/" 2>/dev/null
+
+t=$(timeout 60 python3 - "$pool" "$best" <<'PY' 2>"$out/calibrate.txt"
+import sys
+from zhangcolor.calibrate import calibrate
+
+result = calibrate(sys.argv[1], sys.argv[2], split="val")
+for row in result["rows"]:
+    print(row["temperature"], round(row["auc_rebalanced"], 2), round(row["auc"], 2),
+          round(row["colorfulness_ratio"], 3), file=sys.stderr)
+print(result["temperature"])
+PY
+) || { status=1; t=0.38; }
+echo "calibrated T = $t" | tee -a "$out/calibrate.txt"
+timeout 60 python3 -m zhangcolor evaluate "$pool" --split val --model "$best" \
+    --temperatures "$t,0.38" --out "$out/eval" 2>&1 | tail -20 || status=1
+timeout 30 python3 -m zhangcolor package-model "$best" --half --temperature "$t" \
+    -o "$out/default.safetensors" || status=1
+exit $status
