@@ -3,9 +3,9 @@
 # package registry (the `device` tool's). Results go to $OUT (else ./gpu-results).
 #
 # Prepare here, where pip reaches the registry (fills .device-carry/, ignored by git):
-#   bash ../shared/tools/device_prep.sh --encoders 0 --photos 256
-# then make one device call that carries .device-carry and runs:
-#   bash benchmarks/gpu_run.sh
+#   bash benchmarks/gpu_prep.sh
+# then make one device call that carries .device-carry and runs (DEVELOPERS.md):
+#   TRAIN_SECONDS=150 bash benchmarks/gpu_train.sh; bash benchmarks/gpu_run.sh
 #
 # 1. tests/test_cuda.py: CPU-equal bins and soft-encoding, 20 training steps of every backbone ×
 #    head, bf16, colorize/serve/evaluate against the CPU, torchrun with nccl (about 2 minutes);
