@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The shipped model's training run on one GPU, in one call of about 8 minutes, on a machine with
 # no package registry (the `device` tool's), after benchmarks/gpu_prep.sh here. Results go to
-# $OUT (else ./gpu-results): train.txt, calibrate.txt, the evaluation (eval/), the run's
-# metrics, config and sample grids (run/), and default.safetensors, packaged in fp16 with its
-# calibrated T, ready for zhangcolor/weights/ if it beats the shipped one.
+# $OUT (else ./gpu-results), as three files (the device tool brings back at most 8 a call):
+# default.safetensors and default.json, the model packaged in fp16 with its calibrated T, ready
+# for zhangcolor/weights/ if it beats the shipped one; and gpu-train.tar.gz with train.txt,
+# calibrate.txt, the evaluation beside the shipped model (eval/) and the run's metrics, config
+# and sample grids (run/).
 #
 #   [TRAIN_SECONDS=330] bash benchmarks/gpu_train.sh [extra train flags, e.g. --max-steps 20]
 # TRAIN_SECONDS bounds the training (the best checkpoint so far is kept), so that this and
@@ -13,7 +15,9 @@ cd "$(dirname "$0")/.."
 out=${OUT:-gpu-results}
 carry=${CARRY:-.device-carry}
 tmp=${TMPDIR:-/tmp}/zhangcolor-gpu-train
-mkdir -p "$out" "$tmp"
+details="$tmp/details"  # what goes into gpu-train.tar.gz
+rm -rf "$details"
+mkdir -p "$out" "$tmp" "$details"
 export PYTHONPATH="$PWD:$PWD/$carry/site${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1 ZHANGCOLOR_CACHE="$tmp/cache"
 n=$(nproc); workers=$(( n > 10 ? 8 : (n > 2 ? n - 2 : 1) ))
@@ -39,13 +43,14 @@ run="$tmp/run"
 rm -rf "$run"
 status=0
 timeout "${TRAIN_SECONDS:-330}" python3 -m zhangcolor train --config default-gpu --data "$pool" --out "$run" \
-    --workers "$workers" "$@" 2>&1 | tee "$out/train.txt" || status=1
+    --workers "$workers" "$@" 2>&1 | tee "$details/train.txt" || status=1
+pack() { tar czf "$out/gpu-train.tar.gz" -C "$details" .; }
 best="$run/checkpoints/best.safetensors"
-[ -f "$best" ] || { echo "no best checkpoint" | tee -a "$out/train.txt"; exit 1; }
-mkdir -p "$out/run"
-cp -r "$run/config.yaml" "$run/metrics.jsonl" "$run/samples" "$run/plots" "$out/run/" 2>/dev/null
+[ -f "$best" ] || { echo "no best checkpoint" | tee -a "$details/train.txt"; pack; exit 1; }
+mkdir -p "$details/run"
+cp -r "$run/config.yaml" "$run/metrics.jsonl" "$run/samples" "$run/plots" "$details/run/" 2>/dev/null
 
-t=$(timeout 60 python3 - "$pool" "$best" <<'PY' 2>"$out/calibrate.txt"
+t=$(timeout 120 python3 - "$pool" "$best" <<'PY' 2>"$details/calibrate.txt"
 import sys
 from zhangcolor.calibrate import calibrate
 
@@ -56,9 +61,11 @@ for row in result["rows"]:
 print(result["temperature"])
 PY
 ) || { status=1; t=0.38; }
-echo "calibrated T = $t" | tee -a "$out/calibrate.txt"
-timeout 60 python3 -m zhangcolor evaluate "$pool" --split val --model "$best" \
-    --temperatures "$t,0.38" --out "$out/eval" 2>&1 | tail -20 || status=1
+echo "calibrated T = $t" | tee -a "$details/calibrate.txt"
+# Beside the shipped model, on the same copies (WebP, so not quite the CPU runs' photos).
+timeout 120 python3 -m zhangcolor evaluate "$pool" --split val --model "$best" --model default \
+    --temperatures "$t,0.38" --out "$details/eval" 2>&1 | tail -20 || status=1
 timeout 30 python3 -m zhangcolor package-model "$best" --half --temperature "$t" \
     -o "$out/default.safetensors" || status=1
+pack
 exit $status
