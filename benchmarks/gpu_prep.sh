@@ -25,11 +25,13 @@ from PIL import Image, ImageOps
 
 pool, carry, quality = Path(sys.argv[1]).resolve(), Path(sys.argv[2]), int(sys.argv[3])
 photos, marker = carry / "photos", carry / "photos-quality.txt"
-if marker.exists() and marker.read_text().strip() != str(quality):
-    for old in photos.rglob("*.webp"):  # made at another quality
+if not marker.exists() or marker.read_text().strip() != str(quality):
+    for old in photos.rglob("*.webp"):  # made at another quality (device_prep's own: 85)
         old.unlink()
 suffixes = {".jpg", ".jpeg", ".png", ".webp"}  # what device_prep.sh converts
-names = sorted(p.relative_to(pool).as_posix() for p in pool.rglob("*") if p.suffix.lower() in suffixes)
+names = sorted(
+    p.relative_to(pool).as_posix() for p in pool.rglob("*") if p.suffix.lower() in suffixes
+)
 for name in names:
     out = photos / Path(name).with_suffix(".webp")
     if out.exists():
@@ -47,8 +49,22 @@ marker.write_text(f"{quality}\n")
 (carry / "photo-names.txt").write_text("".join(f"{name}\n" for name in names))
 print(f"{len(names)} photos in {photos} (WebP quality {quality}) and their names")
 PY
-tree=$(git ls-files -co --exclude-standard -z | du -cb --files0-from=- | tail -1 | cut -f1)
-carried=$(du -sb .device-carry | cut -f1)
-total=$(( (tree + carried) / 1048576 ))
-echo "a device call carries ${total} MiB: the checkout $(( tree / 1048576 )) MiB and .device-carry $(( carried / 1048576 )) MiB (at most 64)"
-[ "$total" -lt 64 ] || { echo "over 64 MiB: try QUALITY=60, or ENCODERS=0 (Lite2 off)" >&2; exit 1; }
+python3 - .device-carry <<'PY'
+import os
+import subprocess
+import sys
+
+listed = subprocess.run(
+    ["git", "ls-files", "-co", "--exclude-standard", "-z"], capture_output=True, check=True
+).stdout.decode().split("\0")
+tree = sum(os.path.getsize(f) for f in set(listed) if f and os.path.isfile(f))
+carried = sum(
+    os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(sys.argv[1]) for f in files
+)
+total = (tree + carried) / 2**20
+print(f"a device call carries {total:.0f} MiB: the checkout {tree / 2**20:.0f} MiB and "
+      f"{sys.argv[1]} {carried / 2**20:.0f} MiB (at most 64)")
+if total >= 64:
+    sys.exit("over 64 MiB: try QUALITY=60, or delete .device-carry/site/efficientnet_lite2_* "
+             "(Lite2, which the shipped recipe does not use)")
+PY

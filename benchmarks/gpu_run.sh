@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Everything this project checks on a GPU, in one call of under 8 minutes, on a machine with no
-# package registry (the `device` tool's). Results go to $OUT (else ./gpu-results).
+# Everything this project checks on a GPU, in one call of about 5 minutes (its timeouts allow
+# 9.5), on a machine with no package registry (the `device` tool's). Results go to $OUT (else
+# ./gpu-results).
 #
 # Prepare here, where pip reaches the registry (fills .device-carry/, ignored by git):
 #   bash benchmarks/gpu_prep.sh
-# then make one device call that carries .device-carry and runs (DEVELOPERS.md):
-#   TRAIN_SECONDS=150 bash benchmarks/gpu_train.sh; bash benchmarks/gpu_run.sh
+# then a device call that carries .device-carry runs it (DEVELOPERS.md: after gpu_train.sh's call):
+#   bash benchmarks/gpu_run.sh
 #
 # 1. tests/test_cuda.py: CPU-equal bins and soft-encoding, 20 training steps of every backbone ×
 #    head, bf16, colorize/serve/evaluate against the CPU, torchrun with nccl (about 2 minutes);

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import re
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -146,9 +147,14 @@ def test_batch_in_photo_threads_equals_the_plain_steps_and_restores_torch_thread
     try:
         batch = colorizer.colorize_batch(images, temperature=0.3)
         assert threads == [1, 1, 1]  # each photo decoded apart, in a one-thread worker
-        assert torch.get_num_threads() == 2
+        later = []  # a worker's set_num_threads is the default of threads started after it
+        thread = threading.Thread(target=lambda: later.append(torch.get_num_threads()))
+        thread.start()
+        thread.join()
+        assert later == [2]
     finally:
         torch.set_num_threads(before)
+    assert colorizer.colorize_batch([]) == []
     for got, want in zip(batch, plain, strict=True):
         assert np.array_equal(np.asarray(got), np.asarray(want))
 

@@ -124,8 +124,10 @@ def test_the_gpu_recipe_is_the_shipped_recipe_but_for_the_gpu_keys():
 
     cpu, gpu = (yaml.safe_load(resolve_config(n).read_text()) for n in ("default", "default-gpu"))
     differ = {k for k in cpu.keys() | gpu.keys() if cpu.get(k) != gpu.get(k)}
-    assert differ == {"out", "crop", "batch_size", "precision", "workers"}
+    assert differ == {"out", "crop", "batch_size", "max_steps", "precision", "workers"}
     assert (gpu["crop"], gpu["precision"]) == (224, "auto")
+    # the same number of photos seen, in bigger batches
+    assert gpu["max_steps"] * gpu["batch_size"] == cpu["max_steps"] * cpu["batch_size"]
 
 
 def test_the_licence_pyproject_names_is_there():

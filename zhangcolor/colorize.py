@@ -208,6 +208,8 @@ class Colorizer:
     ) -> list[Image.Image]:
         """Colorize several images in one network batch."""
         t = self.resolve_temperature(temperature)
+        if not images:
+            return []
         with photo_threads(min(len(images), torch.get_num_threads())) as pool:
             prepared = list(pool.map(self.prepare, images))
             predicted = self.predict(torch.cat([small for _, small in prepared]), t)
@@ -229,14 +231,15 @@ class Colorizer:
         return self.decode(self.network_output(lightness), temperature)
 
     def predict(self, lightness: Tensor, temperature: float) -> list[Tensor]:
-        """The network on L ``(B, 1, s, s)``, per photo as :meth:`finish` takes it: on a GPU,
-        its ab ``(1, 2, s/4, s/4)`` (the batch decoded there at once); on the CPU, its network
-        output, which :meth:`finish` decodes in the caller's photo thread, where the ops of one
-        photo run without waking torch's thread team for each."""
+        """The network on L ``(B, 1, s, s)``, per photo as :meth:`finish` takes it (pair the
+        two; :meth:`join` takes ab): on a GPU, its ab ``(1, 2, s/4, s/4)`` (the batch decoded
+        there at once); on the CPU, its network output, which :meth:`finish` decodes in the
+        caller's photo thread, where the ops of one photo run without waking torch's thread
+        team for each. Each part is its own tensor, so a finished photo frees its share."""
         output = self.network_output(lightness)
         if self.device.type != "cpu":
-            output = self.decode(output, temperature)
-        return list(output.split(1))
+            return list(self.decode(output, temperature).split(1))
+        return [part.clone() for part in output.split(1)]
 
     def finish(self, lightness: Tensor, predicted: Tensor, temperature: float) -> Image.Image:
         """The photo of full-size L ``(1, 1, H, W)`` and its part of :meth:`predict` (decoded
