@@ -238,15 +238,21 @@ class Colorizer:
         team for each. The parts are views of the batch's output, freed with the last of its
         photos (copying each part out measured slower and no smaller in peak memory)."""
         output = self.network_output(lightness)
-        if self.device.type != "cpu":
+        if not self._decodes_per_photo:
             output = self.decode(output, temperature)
         return list(output.split(1))
 
     def finish(self, lightness: Tensor, predicted: Tensor, temperature: float) -> Image.Image:
         """The photo of full-size L ``(1, 1, H, W)`` and its part of :meth:`predict` (decoded
         here at T on the CPU). Safe to call from threads."""
-        ab = self.decode(predicted, temperature) if self.device.type == "cpu" else predicted
+        ab = self.decode(predicted, temperature) if self._decodes_per_photo else predicted
         return self.join(lightness, ab)
+
+    @property
+    def _decodes_per_photo(self) -> bool:
+        """Whether :meth:`finish` decodes (on the CPU) or :meth:`predict` did (on a GPU): the
+        one place the two agree on it."""
+        return self.device.type == "cpu"
 
     def join(self, lightness: Tensor, ab: Tensor) -> Image.Image:
         """The photo of full-size L ``(1, 1, H, W)`` and ab ``(1, 2, h, w)``, joined where this

@@ -321,8 +321,8 @@ class _Pipeline:
             yield future.result()
 
     def _run_batch(self) -> None:
-        """The network on the gathered batch (in this thread); the joins and writes go to the
-        pool."""
+        """The network on the gathered batch (in this thread); finishing each photo (decoding
+        on the CPU, the join) and writing it go to the pool."""
         smalls = torch.cat([prepared.small for prepared, _ in self.batch])  # (B, 1, s, s)
         predicted = self.colorizer.predict(smalls, self.temperature)
         for (prepared, pixels), part in zip(self.batch, predicted, strict=True):
