@@ -44,7 +44,7 @@ from rich.table import Table
 from skimage import color, data, transform
 from timing import interleaved_medians, median_seconds
 
-from zhangcolor.colorize import Colorizer, join
+from zhangcolor.colorize import Colorizer, join_image
 from zhangcolor.colorize_files import Job, Outcome, OutputOptions, colorize_files, plan_jobs
 from zhangcolor.files import atomic_write
 from zhangcolor.images import ImageError, finished_image, load_image, write_image
@@ -91,9 +91,10 @@ def sequential_colorize_files(
     pending: list[tuple[Job, object]] = []
 
     def colorize_batch(images):  # as it was: the join on the CPU, whatever the device
-        prepared = [colorizer.prepare(image) for image in images]
-        ab = colorizer.predict_ab(torch.cat([small for _, small in prepared])).cpu()
-        return [join(light, ab[i : i + 1]) for i, (light, _) in enumerate(prepared)]
+        photos = [colorizer.prepare(image) for image in images]
+        small = torch.cat([photo.small for photo in photos])
+        ab = colorizer.decode(colorizer.network_output(small)).cpu()
+        return [join_image(p.lightness, ab[i : i + 1]) for i, p in enumerate(photos)]
 
     def flush():
         if not pending:

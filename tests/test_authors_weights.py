@@ -21,8 +21,8 @@ from torch.nn import functional as F
 from zhangcolor import constants
 from zhangcolor.authors import from_authors_eccv16, is_authors_eccv16, load_authors_eccv16
 from zhangcolor.bins import ab_bins
-from zhangcolor.checkpoint import convert_weights, load_checkpoint
 from zhangcolor.decode import annealed_mean
+from zhangcolor.model_file import convert_weights, load_model
 from zhangcolor.models import ModelConfig, build_model
 
 #: The paper's 313 centres, read from the test's own copy of pts_in_hull.
@@ -288,25 +288,23 @@ def test_a_release_without_num_batches_tracked_converts(release):
 
 
 def test_load_authors_eccv16(release_file):
-    model, config, bins = load_authors_eccv16(release_file)
+    model, record = load_authors_eccv16(release_file)
     assert not model.training
-    assert (config.model.backbone, config.model.head, config.model.width) == (
-        "eccv16",
-        "classification",
-        1.0,
-    )
-    assert torch.equal(bins["centers"], ab_bins())
-    assert torch.equal(bins["weights"], torch.ones(313))
+    network = record.network
+    assert (network.backbone, network.head, network.width) == ("eccv16", "classification", 1.0)
+    assert torch.equal(record.centers, ab_bins())
+    assert torch.equal(record.weights, torch.ones(313))
+    assert record.temperature == 0.38
 
 
 def test_convert_weights_round_trip(release_file, tmp_path):
     target = tmp_path / "out" / "eccv16-authors.safetensors"
     convert_weights(release_file, target)
-    model, config, bins = load_checkpoint(target)
-    direct, _, _ = load_authors_eccv16(release_file)
-    assert config.model == ModelConfig(backbone="eccv16", head="classification", width=1.0)
-    assert torch.equal(bins["centers"], ab_bins())
-    assert torch.equal(bins["weights"], torch.ones(313))
+    model, file = load_model(target)
+    direct, _ = load_authors_eccv16(release_file)
+    assert file.record.network == ModelConfig(backbone="eccv16", head="classification", width=1.0)
+    assert torch.equal(file.record.centers, ab_bins())
+    assert torch.equal(file.record.weights, torch.ones(313))
     for (k, a), (k2, b) in zip(
         model.state_dict().items(), direct.state_dict().items(), strict=True
     ):
@@ -409,7 +407,7 @@ def test_loading_a_file_that_is_not_the_release(tmp_path, kind):
         with pytest.raises(FileNotFoundError, match="no weights file"):
             load_authors_eccv16(path)
         return
-    message = "not the authors'" if kind == "zhangcolor" else "not a readable"
+    message = "not the authors'" if kind == "zhangcolor" else "not a PyTorch weights file"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch's own warnings about the refused pickle
         with pytest.raises(ValueError, match=message):

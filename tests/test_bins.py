@@ -6,9 +6,27 @@ import numpy as np
 import pytest
 import torch
 from sklearn.neighbors import NearestNeighbors
+from torch import Tensor
 
-from zhangcolor.bins import ab_bins, grid_index, load_bins, nearest_bins, nearest_bins_plain
+from zhangcolor.bins import ab_bins, grid_index, load_bins, nearest_bins
 from zhangcolor.color import rgb_to_lab
+
+
+def nearest_bins_plain(ab: Tensor, centers: Tensor, k: int = 1) -> tuple[Tensor, Tensor]:
+    """What :func:`nearest_bins` computes, plainly: all distances, then the k smallest.
+
+    Returns ``dist2 (B, k, H, W)`` and ``index (B, k, H, W)``, nearest first.
+    """
+    b, _, h, w = ab.shape
+    points = ab.permute(0, 2, 3, 1).reshape(-1, 2)  # (N, 2)
+    dist2 = torch.cdist(points, centers.to(points)).square()  # (N, Q)
+    dist2, index = dist2.topk(k, dim=1, largest=False)  # (N, k), sorted
+
+    def back(x: Tensor) -> Tensor:
+        return x.view(b, h, w, k).permute(0, 3, 1, 2).contiguous()
+
+    return back(dist2), back(index)
+
 
 #: SHA-256 of the authors' pts_in_hull.npy values, as the int16 pairs (a, b) in their order,
 #: computed from the reference copy the project was given (../shared/reference).

@@ -4,6 +4,8 @@ join; PNG levels; the auto backend."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -23,10 +25,12 @@ from makers import (
     text_bomb_png,
 )
 from PIL import Image
+from skimage import color as skcolor
 from test_colorize import invoke, make_checkpoint
 
+import zhangcolor.colorize as colorize_module
 import zhangcolor.colorize_files as colorize_files_module
-from zhangcolor.colorize import Colorizer, join, join_on_device, resolve_backend
+from zhangcolor.colorize import Colorizer, join_image, resolve_backend
 from zhangcolor.colorize_files import OutputOptions, colorize_files, plan_jobs
 from zhangcolor.device import resolve_precision
 from zhangcolor.images import finished_image, load_image, write_image
@@ -233,13 +237,13 @@ def test_png_compress_changes_the_size_not_the_pixels_and_one_worker_works(check
 
 @pytest.mark.parametrize("size", [(37, 53), (300, 701), (1100, 40)])  # 1, 1 and 2 device bands
 def test_the_device_join_gives_the_cpu_joins_pixels(size):
-    """join_on_device, run here with the CPU standing in for the GPU (tests/test_cuda.py runs it
-    on CUDA): the same pixels as the banded CPU join, but for rounding-boundary values."""
+    """The device join, run here with the CPU standing in for the GPU (tests/test_cuda.py runs
+    it on CUDA): the same pixels as the CPU's tiled join, but for rounding-boundary values."""
     torch.manual_seed(0)
     light = torch.rand(1, 1, *size) * 100
     ab = torch.randn(1, 2, 64, 48) * 40
-    ours = np.asarray(join_on_device(light, ab, torch.device("cpu")), dtype=int)
-    expected = np.asarray(join(light, ab), dtype=int)
+    ours = np.asarray(join_image(light, ab, torch.device("cpu")), dtype=int)
+    expected = np.asarray(join_image(light, ab), dtype=int)
     diff = np.abs(ours - expected)
     assert diff.max() <= 1 and (diff > 0).mean() < 0.001
 
@@ -254,7 +258,10 @@ def test_auto_backend_is_onnx_on_the_cpu_within_one_ab_level_and_exports_once(
     auto = Colorizer.load(checkpoint, size=32, precision="fp32", backend="auto")
     assert auto.backend == "onnx" and torch_colorizer.backend == "torch"
     light = torch.rand(3, 1, 32, 32) * 100
-    error = (auto.predict_ab(light) - torch_colorizer.predict_ab(light)).norm(dim=1)
+    error = (
+        auto.decode(auto.network_output(light))
+        - torch_colorizer.decode(torch_colorizer.network_output(light))
+    ).norm(dim=1)
     assert error.max() <= 1.0
 
     def fail(*args, **kwargs):
@@ -298,10 +305,47 @@ def test_a_bad_file_in_a_batch_loses_none_of_the_good_ones(checkpoint, tmp_path,
     assert sorted(p.name for p in out.iterdir()) == [f"{i:02d}.png" for i in range(5)]
 
 
-def test_the_python_api_refuses_a_thin_strip_before_joining(colorizer):
-    with pytest.raises(ValueError, match="too thin a strip"):
-        colorizer.colorize(np.zeros((2, 101), np.uint8))
-    assert colorizer.colorize(np.zeros((2, 100), np.uint8)).size == (100, 2)  # 50:1 is kept
+@pytest.mark.parametrize("shape", [(1, 1), (1, 7), (2, 2), (3, 500), (700, 2), (2, 5000)])
+def test_the_python_api_colorizes_any_shape(colorizer, shape):
+    gray = (96 + np.arange(shape[0] * shape[1]).reshape(shape) % 64).astype(np.uint8)
+    out = colorizer.colorize(gray)
+    assert out.size == shape[::-1]
+    lightness = skcolor.rgb2lab(np.asarray(out) / 255.0)[..., 0]
+    truth = skcolor.rgb2lab(gray[..., None].repeat(3, 2) / 255.0)[..., 0]
+    assert np.abs(lightness - truth).mean() <= 1.0
+
+
+def test_the_join_in_column_tiles_gives_the_row_bands_pixels(monkeypatch):
+    """A strip too long for its ab to be widened at once is joined in tiles of rows and
+    columns: the same pixels as the row bands, but for rounding-boundary values."""
+    torch.manual_seed(0)
+    light = torch.rand(1, 1, 37, 3001) * 100
+    ab = torch.randn(1, 2, 16, 16) * 40
+    bands = np.asarray(join_image(light, ab), dtype=int)
+    monkeypatch.setattr(colorize_module, "_WIDE_AB_BYTES", 0)
+    monkeypatch.setattr(colorize_module, "_CPU_PIXELS_PER_TILE", 1000)  # 1000-px pieces of rows
+    tiled = np.asarray(join_image(light, ab), dtype=int)
+    diff = np.abs(tiled - bands)
+    assert diff.max() <= 1 and (diff > 0).mean() < 0.001
+
+
+def test_a_long_strip_costs_the_memory_of_its_pixels_not_of_its_long_side(checkpoint):
+    """2 × 10,000,000 px: widening its ab at once would take 5 GB, and the resampling matrix
+    of its long side 2.5 GB. In tiles, the photo's own arrays dominate."""
+    code = (
+        "import resource, sys, numpy as np; "
+        "from zhangcolor.colorize import Colorizer; "
+        f"c = Colorizer.load({str(checkpoint)!r}, size=32, precision='fp32'); "
+        "gray = np.zeros((2, 10_000_000), np.uint8); "
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; "
+        "out = c.colorize(gray); "
+        "grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before; "
+        "print(out.size, grown // 1024)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    size, grown_mb = done.stdout.rsplit(maxsplit=1)
+    assert size == "(10000000, 2)"
+    assert int(grown_mb) < 800, f"grew by {grown_mb} MB"
 
 
 def test_same_stem_inputs_in_one_folder_fail_the_second_and_lose_no_output(checkpoint, tmp_path):

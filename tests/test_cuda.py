@@ -112,7 +112,7 @@ def _label(variant) -> str:
 def test_twenty_training_steps_of_every_backbone_and_head(variant, tmp_path_factory):
     """The real training loop (loader, soft-encoding, loss, optimizer, evaluation, sample grid,
     checkpoints) on the device, at the precision auto picks (bf16 on a recent GPU)."""
-    from zhangcolor.checkpoint import load_checkpoint
+    from zhangcolor.model_file import load_model
     from zhangcolor.models import ModelConfig
     from zhangcolor.train import TrainConfig, run
 
@@ -143,7 +143,7 @@ def test_twenty_training_steps_of_every_backbone_and_head(variant, tmp_path_fact
     losses = [m["loss"] for m in lines if "loss" in m]
     assert len(losses) == 20 and all(np.isfinite(losses))
     assert all(np.isfinite(m["val_loss"]) for m in lines if "val_loss" in m)
-    net, _, _ = load_checkpoint(tmp / "run" / "checkpoints" / "last.safetensors")
+    net, _ = load_model(tmp / "run" / "checkpoints" / "last.safetensors")
     assert all(torch.isfinite(p).all() for p in net.parameters())
 
 
@@ -195,13 +195,13 @@ def test_colorize_on_the_device_is_within_one_ab_level_of_the_cpu():
 def test_join_on_the_device_equals_the_cpu_join(size):
     """The ab upsampling and Lab -> sRGB8 on the device give the banded CPU join's pixels, but
     for rounding-boundary values."""
-    from zhangcolor.colorize import join, join_on_device
+    from zhangcolor.colorize import join_image
 
     torch.manual_seed(0)
     light = torch.rand(1, 1, *size) * 100
     ab = torch.randn(1, 2, 64, 64) * 40
-    on_device = np.asarray(join_on_device(light, ab, DEVICE), dtype=int)
-    on_cpu = np.asarray(join(light, ab), dtype=int)
+    on_device = np.asarray(join_image(light, ab, DEVICE), dtype=int)
+    on_cpu = np.asarray(join_image(light, ab), dtype=int)
     diff = np.abs(on_device - on_cpu)
     assert diff.max() <= 1 and (diff > 0).mean() < 0.001
 

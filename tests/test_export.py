@@ -12,13 +12,14 @@ from test_colorize import make_checkpoint
 
 from zhangcolor.cli import main
 from zhangcolor.colorize import Colorizer
-from zhangcolor.export import OnnxNetwork, export_onnx
+from zhangcolor.export import OnnxNetwork
+from zhangcolor.model_file import export_model_onnx
 
 
 @pytest.mark.parametrize("head", ["classification", "regression"])
 def test_onnxruntime_matches_torch_on_ab_within_1e_3_for_any_batch(tmp_path, head):
     checkpoint = make_checkpoint(tmp_path / "m.safetensors", head=head)
-    path = export_onnx(checkpoint, tmp_path / "m.onnx", size=64)
+    path = export_model_onnx(checkpoint, tmp_path / "m.onnx", size=64)
     ours = Colorizer.load(checkpoint, size=64, precision="fp32")
     ort = Colorizer.load(path, size=64, backend="onnx")
     assert ort.kind == head and torch.equal(ort.centers, ours.centers)
@@ -49,7 +50,7 @@ def test_colorize_cli_with_the_onnx_backend(tmp_path):
 
 def test_onnx_files_without_zhangcolor_metadata_are_refused(tmp_path):
     checkpoint = make_checkpoint(tmp_path / "m.safetensors")
-    path = export_onnx(checkpoint, tmp_path / "m.onnx", size=32)
+    path = export_model_onnx(checkpoint, tmp_path / "m.onnx", size=32)
     import onnx
 
     proto = onnx.load(str(path))

@@ -802,7 +802,7 @@ def test_a_client_that_disconnects_mid_upload_leaves_one_line_and_no_traceback(l
     assert not any(r.exc_info for r in records), [r.getMessage() for r in records]
 
 
-@pytest.mark.parametrize("corruption", ["centers of the wrong count", "NaN centers", "no config"])
+@pytest.mark.parametrize("corruption", ["centers of the wrong count", "NaN centers", "no network"])
 def test_serve_refuses_to_start_with_corrupt_model_metadata(tmp_path, monkeypatch, corruption):
     """Such a model loaded, and the server said healthy while every request failed."""
     import uvicorn
@@ -812,13 +812,14 @@ def test_serve_refuses_to_start_with_corrupt_model_metadata(tmp_path, monkeypatc
 
     path = make_checkpoint(tmp_path / "good.safetensors")
     metadata = read_metadata(path)
-    centers = json.loads(metadata["centers"])
+    record = json.loads(metadata["model"])
     if corruption == "centers of the wrong count":
-        metadata["centers"] = json.dumps(centers[:-5])
+        record["centers"] = record["centers"][:-5]
     elif corruption == "NaN centers":
-        metadata["centers"] = json.dumps([[float("nan"), b] for _, b in centers])
+        record["centers"] = [[float("nan"), b] for _, b in record["centers"]]
     else:
-        del metadata["config"]
+        del record["network"]
+    metadata["model"] = json.dumps(record)
     corrupt = tmp_path / "corrupt.safetensors"
     save_file(load_file(str(path)), str(corrupt), metadata=metadata)
 

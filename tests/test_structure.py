@@ -100,7 +100,7 @@ def test_colorizing_a_photo_loads_nothing_of_training():
     loaded = set(json.loads(done.stdout))
     training = {f"zhangcolor.{m}" for m in ("train", "data", "prior", "split", "loss", "encode")}
     assert not loaded & (training | {"zhangcolor.evaluate", "zhangcolor.serve"})
-    assert "zhangcolor.colorize" in loaded and "zhangcolor.checkpoint" in loaded
+    assert "zhangcolor.colorize" in loaded and "zhangcolor.model_file" in loaded
 
 
 def test_the_command_line_starts_without_torch():

@@ -31,8 +31,8 @@ from torch import Tensor
 
 from zhangcolor.bins import ab_bins
 from zhangcolor.constants import AB_NORM, Q
+from zhangcolor.model_record import ModelRecord, make_record
 from zhangcolor.models import ColorizationNet, ModelConfig, build_model
-from zhangcolor.options import TrainConfig
 
 #: The file name the authors' code downloads (``colorizers/eccv16.py``).
 RELEASE_FILE = "colorization_release_v2-9b330a0b.pth"
@@ -148,17 +148,13 @@ def _checked(state: Mapping[str, Tensor], key: str, shape: tuple[int, ...]) -> T
     return value.float()  # what our network holds, whatever precision the file has
 
 
-def load_authors_eccv16(
-    path: str | Path,
-) -> tuple[ColorizationNet, TrainConfig, dict[str, Tensor]]:
-    """The authors' eccv16 release as ``load_checkpoint`` returns a checkpoint of ours.
+def load_authors_eccv16(path: str | Path) -> tuple[ColorizationNet, ModelRecord]:
+    """The authors' eccv16 release as a network and its record.
 
     Returns:
-        The network in eval mode, a ``TrainConfig`` whose ``model`` is
-        :func:`authors_model_config` (the other fields are defaults: the file says nothing of
-        how it was trained), and bins ``{"centers": (313, 2), "weights": (313,)}``. The weights
-        are all ones: the authors' class-rebalancing weights are not in the file, and only
-        training reads them.
+        The network in eval mode, and its record: :func:`authors_model_config`, the file's bins
+        (the paper's), class weights of one (the authors' class-rebalancing weights are not in
+        the file, and only training reads them) and the paper's T = 0.38.
 
     Raises:
         FileNotFoundError: no file at ``path``.
@@ -169,16 +165,19 @@ def load_authors_eccv16(
         raise FileNotFoundError(f"no weights file at {path}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # pickle, zip and weights_only errors have no common type
-        raise ValueError(f"{path} is not a readable PyTorch weights file ({e})") from None
+    except Exception:  # pickle, zip and weights_only errors have no common type
+        # torch's own message is pages long and suggests unsafe loading: say it in one line.
+        raise ValueError(
+            f"{path} is not a PyTorch weights file (a state_dict saved with torch.save) that "
+            "loads without running code"
+        ) from None
     if not is_authors_eccv16(state):
         raise ValueError(
             f"{path} is not the authors' eccv16 release ({RELEASE_FILE}): expected a "
             f"state_dict with keys model1.* … model8.* and {CENTERS_KEY}"
         )
     ours, centers = from_authors_eccv16(state)
-    config = TrainConfig(model=authors_model_config())
-    model = build_model(config.model)
+    record = make_record(authors_model_config(), {"centers": centers, "weights": torch.ones(Q)})
+    model = build_model(record.network)
     model.load_state_dict(ours)
-    bins = {"centers": centers, "weights": torch.ones(Q)}
-    return model.eval(), config, bins
+    return model.eval(), record

@@ -1,9 +1,9 @@
 """The quantised ab space: the paper's 313 in-gamut bin centres (grid 10), and nearest-bin search.
 
-The plain search is :func:`nearest_bins_plain`: the distances to all 313 centres (``cdist``),
-then ``topk``. :func:`nearest_bins` gives the same answer (tests/test_bins.py checks them against
-each other and against sklearn) about 10× faster (k = 5) to 25× (k = 1) on this project's CPU,
-since training soft-encodes every target pixel of every batch: for bins on the grid, the k ≤ 5
+The plain search computes the distances to all 313 centres (``cdist``), then takes the
+``topk``. :func:`nearest_bins` gives the same answer (tests/test_bins.py checks it against that
+and against sklearn) about 10× faster (k = 5) to 25× (k = 1) on a CPU, which matters since
+training soft-encodes every target pixel of every batch: for bins on the grid, the k ≤ 5
 nearest of a point are among 6 grid nodes around it, found by arithmetic. Points near the
 gamut's edge use per-cell candidate tables (for each cell, every centre that can be among the k
 nearest of any point in it), and points far outside any colour a brute-force search.
@@ -182,22 +182,6 @@ def _distances(points: Tensor, centers: Tensor, index: Tensor) -> Tensor:
     a = centers[:, 0][index]  # (N, M)
     b = centers[:, 1][index]
     return (points[:, :1] - a).square_() + (points[:, 1:] - b).square_()
-
-
-def nearest_bins_plain(ab: Tensor, centers: Tensor, k: int = 1) -> tuple[Tensor, Tensor]:
-    """What :func:`nearest_bins` computes, plainly: all distances, then the k smallest.
-
-    Returns ``dist2 (B, k, H, W)`` and ``index (B, k, H, W)``, nearest first.
-    """
-    b, _, h, w = ab.shape
-    points = ab.permute(0, 2, 3, 1).reshape(-1, 2)  # (N, 2)
-    dist2 = torch.cdist(points, centers.to(points)).square()  # (N, Q)
-    dist2, index = dist2.topk(k, dim=1, largest=False)  # (N, k), sorted
-
-    def back(x: Tensor) -> Tensor:
-        return x.view(b, h, w, k).permute(0, 3, 1, 2).contiguous()
-
-    return back(dist2), back(index)
 
 
 def nearest_bins(ab: Tensor, centers: Tensor, k: int = 1) -> tuple[Tensor, Tensor]:

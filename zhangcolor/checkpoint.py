@@ -1,13 +1,15 @@
-"""Checkpoints: saving, loading and packaging trained networks.
+"""Model files in zhangcolor's own format, and the training-state file.
 
-A checkpoint is one ``.safetensors`` file: the network's weights, and in its metadata everything
-colorizing needs besides (the resolved training config, the bins and class weights it was
-trained with, the step, and for a packaged model its calibrated temperature). Training keeps a
-second file beside it, ``last.state.pt``, with the optimizer, scheduler, RNG and progress
+A model file is one ``.safetensors``: the network's weights, and in its metadata the
+:class:`~zhangcolor.model_record.ModelRecord` (what colorizing needs: the network's description,
+bins, class weights, temperature, colour space) and the provenance (the training config, the
+step, the version that wrote it), which loading never validates. Training keeps a second file
+beside its checkpoints, ``last.state.pt``, with the optimizer, scheduler, RNG and progress
 (:func:`save_training_state`); the two together resume a run exactly.
 
-The authors' released eccv16 weights (a ``.pth`` state_dict) load here too
-(:mod:`zhangcolor.authors`), and :func:`convert_weights` turns them into a checkpoint.
+Files written by zhangcolor 0.1.0 (format ``zhangcolor-checkpoint-1``, the whole training config
+in the metadata) are read too. :mod:`zhangcolor.model_file` reads every kind of model file
+(this one, ONNX exports and the authors' releases) through one entry point.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-from importlib import resources
 from pathlib import Path
 
 import torch
@@ -24,150 +25,122 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from zhangcolor import __version__
-from zhangcolor.config import build_config, config_dict
-from zhangcolor.constants import TEMPERATURE
-from zhangcolor.decode import check_colorize_temperature
+from zhangcolor.config import config_dict
 from zhangcolor.files import atomic_write
-from zhangcolor.models import ColorizationNet, build_model, unwrap
+from zhangcolor.model_record import (
+    ModelRecord,
+    ModelRecordError,
+    make_record,
+    provenance_from_json,
+    record_from_json,
+    record_from_legacy,
+)
+from zhangcolor.models import ModelConfig, build_model, unwrap
 from zhangcolor.options import TrainConfig
 
-#: The metadata "format" of a zhangcolor checkpoint.
-FORMAT = "zhangcolor-checkpoint-1"
+#: The metadata "format" of the model files this version writes.
+FORMAT = "zhangcolor-model"
+#: The format of zhangcolor 0.1.0's checkpoints, still read.
+LEGACY_FORMAT = "zhangcolor-checkpoint-1"
 
 
-def default_model_path() -> Path:
-    """The model shipped inside the package."""
-    return Path(str(resources.files("zhangcolor").joinpath("weights", "default.safetensors")))
-
-
-def model_path(model: str | Path) -> Path:
-    """``"default"`` (the shipped model) or a checkpoint's path, checked to exist."""
-    if str(model) == "default":
-        path = default_model_path()
-        if not path.is_file():
-            raise FileNotFoundError(f"the shipped default model is missing ({path}); reinstall")
-        return path
-    path = Path(model)
-    if not path.is_file():
-        raise FileNotFoundError(f"no model file at {path}")
-    return path
-
-
-def model_temperature(metadata: dict[str, str]) -> float:
-    """The T a checkpoint says to decode it at: its calibrated one (``package-model
-    --temperature``), else the paper's 0.38."""
-    return check_colorize_temperature(float(metadata.get("temperature", TEMPERATURE)))
-
-
-def checkpoint_metadata(
-    config: TrainConfig, bins: dict[str, Tensor], step: int, extra: dict[str, str] | None = None
-) -> dict[str, str]:
-    """What a .safetensors checkpoint carries besides weights: all strings, as safetensors wants."""
-    return {
-        "format": FORMAT,
-        "step": str(step),
-        "zhangcolor_version": __version__,
-        "config": json.dumps(config_dict(config)),
-        "centers": json.dumps(bins["centers"].tolist()),
-        "weights": json.dumps(bins["weights"].tolist()),
-        **(extra or {}),
-    }
-
-
-def save_model(
-    path: str | Path,
-    model: nn.Module,
-    config: TrainConfig,
-    bins: dict[str, Tensor],
-    step: int,
-    *,
-    extra: dict[str, str] | None = None,
+def write_model(
+    path: str | Path, state: dict[str, Tensor], record: ModelRecord, provenance: dict
 ) -> None:
-    """The model's weights as .safetensors, with what colorizing needs in the metadata."""
-    state = {
-        k: v.detach().to("cpu", copy=True).contiguous()
-        for k, v in unwrap(model).state_dict().items()
+    """Weights ``state`` with their record and provenance, as .safetensors, atomically and
+    durably."""
+    metadata = {
+        "format": FORMAT,
+        "model": record.to_json(),
+        "provenance": json.dumps(provenance),
     }
-    metadata = checkpoint_metadata(config, bins, step, extra)
+    state = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in state.items()}
     atomic_write(path, lambda tmp: save_file(state, str(tmp), metadata=metadata), durable=True)
 
 
+def save_model(
+    path: str | Path, model: nn.Module, config: TrainConfig, bins: dict[str, Tensor], step: int
+) -> None:
+    """A training checkpoint: the model's weights, its record (network and ``bins``), and the
+    training ``config`` and ``step`` as provenance."""
+    provenance = {
+        "step": step,
+        "zhangcolor_version": __version__,
+        "training": config_dict(config),
+    }
+    record = make_record(config.model, bins)
+    write_model(path, unwrap(model).state_dict(), record, provenance)
+
+
 def read_metadata(path: str | Path) -> dict[str, str]:
-    """A checkpoint's metadata; ValueError when the file is not a readable one."""
+    """A .safetensors file's metadata; ValueError when the file is not a readable one."""
     try:
         with safe_open(str(path), framework="pt") as f:
             return f.metadata() or {}
     except Exception as e:  # safetensors raises its own error types for corrupt files
-        raise ValueError(f"{path} is not a readable .safetensors checkpoint ({e})") from None
+        raise ValueError(f"{path} is not a readable .safetensors file ({e})") from None
+
+
+def read_checkpoint(path: str | Path) -> tuple[ModelRecord, dict]:
+    """The record and provenance of a zhangcolor .safetensors file, from its header alone.
+
+    Raises:
+        ValueError: not a readable .safetensors file, not a zhangcolor one, or a damaged or
+            newer record (the message names the file and what is wrong).
+    """
+    metadata = read_metadata(path)
+    kind = metadata.get("format")
+    try:
+        if kind == FORMAT:
+            return (
+                record_from_json(metadata.get("model")),
+                provenance_from_json(metadata.get("provenance")),
+            )
+        if kind == LEGACY_FORMAT:
+            return record_from_legacy(metadata), _legacy_provenance(metadata)
+    except ModelRecordError as e:
+        raise ValueError(f"{path}: {e}") from None
+    raise ValueError(f"{path} is not a zhangcolor model (no zhangcolor metadata)")
+
+
+def _legacy_provenance(metadata: dict[str, str]) -> dict:
+    """What a 0.1.0 checkpoint said of its training, unvalidated."""
+    provenance = {"format": LEGACY_FORMAT, "zhangcolor_version": metadata.get("zhangcolor_version")}
+    if "step" in metadata:
+        provenance["step"] = metadata["step"]
+    provenance["training"] = provenance_from_json(metadata.get("config"))
+    return provenance
 
 
 def checkpoint_step(path: Path) -> int | None:
     """The step a weights file was saved at; None when it is missing or unreadable."""
     try:
-        return int(read_metadata(path).get("step", -1))
-    except (ValueError, OSError):
+        return int(read_checkpoint(path)[1].get("step", -1))
+    except (ValueError, TypeError, OSError):
         return None
 
 
-def load_checkpoint(path: str | Path) -> tuple[ColorizationNet, TrainConfig, dict[str, Tensor]]:
-    """A model, its training config and bins, from a ``.safetensors`` checkpoint, or from the
-    authors' released eccv16 ``.pth``."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}")
-    if path.suffix == ".pth":
-        from zhangcolor.authors import load_authors_eccv16
-
-        return load_authors_eccv16(path)
-    meta = read_metadata(path)
-    if meta.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a zhangcolor checkpoint (no zhangcolor metadata)")
-    config, bins = _parse_metadata(meta, path)
-    check_architecture(path, config)  # before the network takes any memory
+def load_weights(path: str | Path, network: ModelConfig) -> nn.Module:
+    """The network ``network`` describes, with the weights of the .safetensors at ``path``,
+    once their names and shapes are checked against it (:func:`check_architecture`)."""
+    check_architecture(path, network)  # before the network takes any memory
     try:
         state = load_file(str(path))
     except Exception as e:  # safetensors raises its own error types for damaged files
         raise ValueError(f"{path} holds unreadable weights ({e})") from None
-    model = build_model(config.model)
+    model = build_model(network)
     model.load_state_dict(state)
-    return model, config, bins
+    return model
 
 
-def _parse_metadata(meta: dict[str, str], path: Path) -> tuple[TrainConfig, dict[str, Tensor]]:
-    """The training config and bins a checkpoint's metadata holds; ValueError naming what is
-    damaged."""
-    try:
-        values = json.loads(meta["config"])
-        if not isinstance(values, dict):
-            raise TypeError(f"the config is a {type(values).__name__}, not a mapping")
-        config = build_config(TrainConfig, values, f" in {path}")
-        bins = {
-            name: torch.tensor(json.loads(meta[name]), dtype=torch.float32)
-            for name in ("centers", "weights")
-        }
-        model_temperature(meta)
-    except KeyError as e:
-        raise ValueError(f"{path}: corrupt zhangcolor metadata (no {e.args[0]!r})") from None
-    except (ValueError, TypeError) as e:  # json's errors are ValueErrors
-        raise ValueError(f"{path}: corrupt zhangcolor metadata ({e})") from None
-    centers, weights = bins["centers"], bins["weights"]
-    if centers.ndim != 2 or centers.shape[1] != 2 or weights.shape != centers.shape[:1]:
-        raise ValueError(
-            f"{path}: corrupt zhangcolor metadata (centers {tuple(centers.shape)} and weights "
-            f"{tuple(weights.shape)}; expected (Q, 2) and (Q,))"
-        )
-    config.model.pretrained = False  # the weights come from the checkpoint
-    return config, bins
-
-
-def check_architecture(path: str | Path, config: TrainConfig) -> None:
-    """Raise ValueError unless the network ``config`` describes has exactly the weights' names
+def check_architecture(path: str | Path, network: ModelConfig) -> None:
+    """Raise ValueError unless the network ``network`` describes has exactly the weights' names
     and shapes in the file's header. The network is built on the meta device, so a damaged
-    metadata (an eccv16 of width 200 is 12 GB) allocates nothing."""
+    record (an eccv16 of width 200 is 12 GB) allocates nothing."""
     with safe_open(str(path), framework="pt") as f:
         found = {name: tuple(f.get_slice(name).get_shape()) for name in f.keys()}
     with torch.device("meta"):
-        model = build_model(config.model)
+        model = build_model(network)
     expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
     if found == expected:
         return
@@ -181,18 +154,16 @@ def check_architecture(path: str | Path, config: TrainConfig) -> None:
             f"{len(differ)} of another shape, e.g. {first} is {found[first]} in the file and "
             f"{expected[first]} in the network"
         )
-    model_config = config.model
     raise ValueError(
-        f"{path}: its metadata describes a network ({model_config.backbone}, "
-        f"{_architecture_words(model_config)}) that its weights do not fit: "
-        f"{'; '.join(problems)}"
+        f"{path}: its record describes a network ({describe_network(network)}) that its "
+        f"weights do not fit: {'; '.join(problems)}"
     )
 
 
-def _architecture_words(model_config) -> str:
-    if model_config.backbone == "eccv16":
-        return f"width {model_config.width:g}, {model_config.head.value} head"
-    return f"{model_config.encoder}, {model_config.head.value} head"
+def describe_network(network: ModelConfig) -> str:
+    """A network in a few words, e.g. ``unet, efficientnet-lite0, classification head``."""
+    variant = f"width {network.width:g}" if network.backbone == "eccv16" else network.encoder
+    return f"{network.backbone}, {variant}, {network.head.value} head"
 
 
 def package_model(
@@ -204,46 +175,42 @@ def package_model(
     notes: dict | None = None,
 ) -> dict:
     """Copy a checkpoint for shipping, optionally with its float weights in fp16 and a calibrated
-    ``temperature`` in its metadata (colorize's default for it), and write a provenance JSON
-    beside it. Returns the provenance."""
+    ``temperature`` in its record (colorize's default for it), and write a provenance JSON
+    beside it (``TARGET.json``). Returns the provenance."""
     source, target = Path(source), Path(target)
     if source.suffix == ".pth":
         raise ValueError(f"{source} is the authors' release: convert it with convert-weights first")
-    load_checkpoint(source)  # refuse anything that is not a loadable zhangcolor checkpoint
-    metadata = read_metadata(source)
+    if target.suffix != ".safetensors":
+        raise ValueError(
+            f"the packaged model must be a .safetensors file, got {target} (its provenance "
+            "is written beside it, with the suffix .json)"
+        )
+    record, provenance = read_checkpoint(source)
+    load_weights(source, record.network)  # refuse weights that do not fit the record
     if temperature is not None:
-        metadata["temperature"] = repr(float(temperature))
+        try:
+            record = record.with_temperature(temperature)
+        except ModelRecordError as e:
+            raise ValueError(str(e)) from None
     state = load_file(str(source))
     if half:
         state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
     target.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(target, lambda tmp: save_file(state, str(tmp), metadata=metadata), durable=True)
-    provenance = {
-        "source": str(source),
+    write_model(target, state, record, provenance)
+    summary = {
+        "source": source.name,
         "sha256": hashlib.sha256(target.read_bytes()).hexdigest(),
         "dtype": "float16" if half else "float32",
-        "step": int(metadata.get("step", -1)),
+        "step": provenance.get("step"),
         "temperature": temperature,
-        "config": json.loads(metadata["config"]),
+        "config": provenance.get("training"),
         "zhangcolor_version": __version__,
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         **(notes or {}),
     }
-    target.with_suffix(".json").write_text(json.dumps(provenance, indent=2) + "\n")
-    return provenance
-
-
-def convert_weights(source: str | Path, target: str | Path) -> None:
-    """Write the authors' eccv16 release ``source`` as a zhangcolor ``.safetensors`` checkpoint at
-    ``target``: classification head, the file's bins (the paper's) and class weights of one."""
-    from zhangcolor.authors import load_authors_eccv16
-
-    target = Path(target)
-    if target.suffix != ".safetensors":
-        raise ValueError(f"the target must be a .safetensors file, got {target}")
-    model, config, bins = load_authors_eccv16(source)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    save_model(target, model, config, bins, step=0)
+    text = json.dumps(summary, indent=2) + "\n"
+    atomic_write(target.with_suffix(".json"), lambda tmp: tmp.write_text(text), durable=True)
+    return summary
 
 
 # ----------------------------------------------------------------------------- training state

@@ -688,7 +688,7 @@ def convert_weights_command(source: Path, target: Path) -> None:
     """
     import warnings
 
-    from zhangcolor.checkpoint import convert_weights
+    from zhangcolor.model_file import convert_weights
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)  # only ours: the bin centres' warning
@@ -735,11 +735,11 @@ def export_onnx_command(model: str, target: Path, size: int | None) -> None:
 
     Run it with `zhangcolor colorize --backend onnx --model model.onnx`.
     """
-    from zhangcolor.export import export_onnx
+    from zhangcolor.model_file import export_model_onnx
 
     config = build(ColorizeConfig, model=model, size=size)
     try:
-        export_onnx(config.model, target, size=config.size)
+        export_model_onnx(config.model, target, size=config.size)
     except (FileNotFoundError, ValueError, RuntimeError) as e:
         raise click.ClickException(str(e)) from None
     except OSError as e:  # a full disk or a read-only folder; no partial file is left

@@ -1,8 +1,21 @@
-"""Colorizing photos with a trained model: the ``Colorizer`` API behind ``zhangcolor colorize``.
+"""Colorizing photos with a trained model: the ``Colorizer`` API behind ``zhangcolor colorize``,
+the server, ``evaluate`` and ``calibrate``.
 
-As in the authors' demo, the network sees L resized to a working size; its ab prediction is
-upsampled to the photo's own size and joined with the photo's **original** L, so the output keeps
-every detail and its L equals the input's.
+One sequence, as in the authors' demo, and each step one method of :class:`Colorizer`:
+
+1. :meth:`~Colorizer.prepare`: the photo's L, at full size and resized to the working size the
+   network sees (a square);
+2. :meth:`~Colorizer.predict`: the network on a batch of prepared photos, one output each
+   (logits over the bins, or ab);
+3. :meth:`~Colorizer.decode`: the output as ab, head-aware (the annealed mean at T for the
+   classification head), on the device the output is on;
+4. :meth:`~Colorizer.join`: ab upsampled to the photo's size and joined with its **original**
+   L, so the output keeps every detail and its L equals the input's.
+
+:meth:`~Colorizer.colorize_batch` runs them in order; the folder pipeline and the server run
+the same steps, with threads and a cache of their own around them. Any photo of any shape goes
+through: the joins work in tiles of bounded size, so a 2 × 44,000,000 strip costs the memory of
+its pixels, not of its long side.
 """
 
 from __future__ import annotations
@@ -12,7 +25,7 @@ import functools
 import importlib.util
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -21,27 +34,37 @@ from PIL import Image
 from torch import Tensor
 from torch.nn import functional as F
 
-from zhangcolor.checkpoint import (
-    load_checkpoint,
-    model_path,
-    model_temperature,
-    read_metadata,
-)
 from zhangcolor.color import lab_to_srgb8, rgb_to_lab, srgb8_to_lightness
-from zhangcolor.constants import MAX_ASPECT, STRIDE, TEMPERATURE, WORKING_SIZE
+from zhangcolor.constants import STRIDE, WORKING_SIZE
 from zhangcolor.decode import check_colorize_temperature
 from zhangcolor.device import precision_context, resolve_device, resolve_precision
 from zhangcolor.images import LoadedImage
+from zhangcolor.model_file import (
+    ModelFile,
+    load_network,
+    onnx_export_of,
+    onnx_network,
+    read_model,
+)
+from zhangcolor.model_record import ModelRecord
 from zhangcolor.options import BACKENDS, ColorizeConfig, Head, ServeConfig
 
-#: Pixels of the full-resolution image converted at a time on the CPU: bands of rows bound the
-#: memory of huge photos (about 30 MB of temporaries a band), while a photo of up to 0.5 MP goes
-#: in one band, in fewer and larger ops (a 256² photo's L: 0.56 -> 0.38 ms against 128-row bands).
-_CPU_PIXELS_PER_BAND = 1 << 19
-#: Rows joined at a time on a GPU: a photo of up to 1024 rows (1 MP and more) in one go, as each
-#: band costs kernel launches, yet a 24 MP photo's full-size Lab (about 2 GB of temporaries) is
+#: Pixels converted at a time on the CPU: tiles of rows (and, for very wide photos, of columns)
+#: bound the memory of huge photos to about 30 MB of temporaries, while a photo of up to 0.5 MP
+#: goes in one tile, in fewer and larger ops.
+_CPU_PIXELS_PER_TILE = 1 << 19
+#: Pixels joined at a time on a GPU: a photo of up to 1024 rows of 4096 px in one go, as each
+#: tile costs kernel launches, yet a 24 MP photo's full-size Lab (about 2 GB of temporaries) is
 #: never built at once.
-_DEVICE_ROWS_PER_BAND = 1024
+_DEVICE_PIXELS_PER_TILE = 1024 * 4096
+#: The most bytes the ab of a whole row band's width may take before the join also cuts the
+#: photo into columns: only strips thousands of times longer than wide get there.
+_WIDE_AB_BYTES = 64 << 20
+#: The working-size resize first averages a side down by a whole factor when it is more than
+#: this many times the working size, so that the antialiasing filter's weights stay small.
+_PRE_REDUCE_RATIO = 64
+
+Image_ = Image.Image | np.ndarray | LoadedImage
 
 
 def check_size(size: int) -> int:
@@ -51,45 +74,65 @@ def check_size(size: int) -> int:
     return size
 
 
-def resolve_backend(model: str | Path, device: str, precision: str) -> str:
+def resolve_backend(model: str | Path | ModelFile, device: str, precision: str) -> str:
     """What ``backend="auto"`` runs ``model`` with: onnx where torch would run it on the CPU in
     fp32 (``precision`` resolves to fp32 there), onnxruntime is installed and the model exports
     to ONNX (or is an .onnx file); else torch. onnxruntime runs fp32, with ab within 1e-3 of
-    torch's. Per core on this project's AVX-512-BF16 CPU, the shipped model's forward ran at 51
-    img/s in onnxruntime, 31 in torch fp32 and 75 in torch's native bf16: so bf16, where the
-    CPU has it, stays with torch. The export is made here, once, into the cache folder, so a
-    failed one falls back to torch. An .onnx file is always onnx."""
-    if Path(model).suffix == ".onnx":
-        return "onnx"
-    if resolve_device(device).type != "cpu" or resolve_precision(precision, torch.device("cpu")):
-        return "torch"
-    if any(importlib.util.find_spec(m) is None for m in ("onnx", "onnxruntime")):
-        return "torch"
-    from zhangcolor.export import cached_onnx
+    torch's; torch's bf16, where the CPU runs it natively, is faster still, so it stays with
+    torch there. The export is made here, once, into the cache folder, so a failed one falls
+    back to torch."""
+    file = model if isinstance(model, ModelFile) else read_model(model)
+    return _auto_backend(file, device, precision)[0]
 
-    model_path(model)  # a missing model is an error, not a reason to fall back
+
+def _auto_backend(file: ModelFile, device: str, precision: str) -> tuple[str, Path | None]:
+    """:func:`resolve_backend`, with the ONNX file it found or made (None for torch)."""
+    if file.kind == "onnx":
+        return "onnx", file.path
+    if resolve_device(device).type != "cpu" or resolve_precision(precision, torch.device("cpu")):
+        return "torch", None
+    if any(importlib.util.find_spec(m) is None for m in ("onnx", "onnxruntime")):
+        return "torch", None
     try:
-        cached_onnx(model)
+        return "onnx", onnx_export_of(file)
     except Exception:  # the exporter raises many kinds (unsupported op, tracer errors, ...)
-        return "torch"
-    return "onnx"
+        return "torch", None
+
+
+@dataclass(frozen=True)
+class Photo:
+    """A photo prepared for the network (:meth:`Colorizer.prepare`).
+
+    Attributes:
+        lightness: ``(1, 1, H, W)`` float32 L in [0, 100] at the photo's own size, on the CPU:
+            what the result is joined onto.
+        small: ``(1, 1, s, s)`` the same L at the working size s: what the network sees.
+        alpha: ``(H, W)`` float32 opacity in [0, 1] of the input, or None.
+    """
+
+    lightness: Tensor
+    small: Tensor
+    alpha: np.ndarray | None = None
 
 
 @dataclass
 class Colorizer:
-    """A trained network with its bins, ready to colorize photos.
+    """A trained network with its record (bins, head, temperature), ready to colorize photos.
 
-    Use :meth:`load`, then :meth:`colorize` (one image) or :meth:`colorize_batch`.
+    Use :meth:`load`, then :meth:`colorize` (one image) or :meth:`colorize_batch`; pipelines
+    call the steps themselves (see the module's docstring).
     """
 
-    model: torch.nn.Module
-    centers: Tensor  # (Q, 2) bins the model was trained with
-    kind: Head  # classification or regression
+    model: torch.nn.Module  # or an OnnxNetwork, called alike
+    record: ModelRecord
     device: torch.device
     autocast: torch.dtype | None
     size: int = WORKING_SIZE  # working size the network sees (size × size)
-    temperature: float = TEMPERATURE  # the model's default T (its calibrated one, if packaged)
     backend: str = "torch"  # what runs the network: torch, or onnx (onnxruntime on the CPU)
+    centers: Tensor = field(init=False, repr=False)  # (Q, 2) bins on the device
+
+    def __post_init__(self) -> None:
+        self.centers = self.record.centers.to(self.device)
 
     @classmethod
     def load(
@@ -101,35 +144,26 @@ class Colorizer:
         size: int = WORKING_SIZE,
         backend: str = "torch",
     ) -> Colorizer:
-        """Load ``"default"`` (the shipped model), a ``.safetensors`` checkpoint of ``train``,
-        or the authors' released eccv16 ``.pth``.
+        """Load ``"default"`` (the shipped model), a ``.safetensors`` model of ``train`` or
+        ``package-model``, an ``.onnx`` export, or the authors' released eccv16 ``.pth``.
 
-        With ``backend="onnx"`` the network runs in onnxruntime on the CPU: ``model`` is then an
-        ``.onnx`` file from ``zhangcolor export onnx``, or any model above, exported once into
-        the cache folder. ``backend="auto"`` picks onnx where that is the faster choice (see
-        :func:`resolve_backend`), else torch; :attr:`backend` says which it took.
+        With ``backend="onnx"`` the network runs in onnxruntime on the CPU: an ``.onnx`` file
+        as it is, any other model exported once into the cache folder. ``backend="auto"`` picks
+        onnx where that is the faster choice (see :func:`resolve_backend`), else torch;
+        :attr:`backend` says which it took. The file is read once.
         """
         check_size(size)
-        if backend == "auto":
-            backend = resolve_backend(model, device, precision)
-        if backend == "onnx":
-            return cls._load_onnx(model, size)
-        if backend != "torch":
+        if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
-        path = model_path(model)
-        net, _, bins = load_checkpoint(path)
-        metadata = read_metadata(path) if path.suffix == ".safetensors" else {}
+        file = read_model(model)
+        onnx_path = None
+        if backend == "auto":
+            backend, onnx_path = _auto_backend(file, device, precision)
+        if backend == "onnx" or file.kind == "onnx":
+            return cls._load_onnx(file, onnx_path, size)
         dev = resolve_device(device)
-        net = net.to(dev).eval().to(memory_format=torch.channels_last)
-        return cls(
-            model=net,
-            centers=bins["centers"].to(dev),
-            kind=net.kind,
-            device=dev,
-            autocast=resolve_precision(precision, dev),
-            size=size,
-            temperature=model_temperature(metadata),
-        )
+        net = load_network(file).to(dev).to(memory_format=torch.channels_last)
+        return cls(net, file.record, dev, resolve_precision(precision, dev), size)
 
     @classmethod
     def load_as(cls, config: ColorizeConfig | ServeConfig) -> Colorizer:
@@ -144,123 +178,100 @@ class Colorizer:
         )
 
     @classmethod
-    def _load_onnx(cls, model: str | Path, size: int) -> Colorizer:
-        from zhangcolor.export import OnnxNetwork, cached_onnx
+    def _load_onnx(cls, file: ModelFile, onnx_path: Path | None, size: int) -> Colorizer:
+        net = onnx_network(file, onnx_path)
+        return cls(net, file.record, torch.device("cpu"), None, size, backend="onnx")
 
-        path = Path(model)
-        if path.suffix != ".onnx":
-            path = cached_onnx(model)
-        net = OnnxNetwork(path)
-        cpu = torch.device("cpu")
-        return cls(
-            model=net,
-            centers=net.centers,
-            kind=net.kind,
-            device=cpu,
-            autocast=None,
-            size=size,
-            temperature=net.temperature,
-            backend="onnx",
-        )
+    @property
+    def kind(self) -> Head:
+        """The head: classification (313 logits) or regression."""
+        return self.record.head
+
+    @property
+    def temperature(self) -> float:
+        """The model's own T: its calibrated one, else the paper's 0.38."""
+        return self.record.temperature
 
     @property
     def uses_temperature(self) -> bool:
         """Whether T matters: the classification head's annealed mean; not regression."""
         return self.kind.uses_temperature
 
-    @torch.no_grad()
-    def network_output(self, lightness: Tensor) -> Tensor:
-        """Run the network on L at the working size.
-
-        Args:
-            lightness: ``(B, 1, H, W)`` L in [0, 100], any size.
-
-        Returns:
-            ``(B, Q, s/4, s/4)`` logits or ``(B, 2, s/4, s/4)`` ab (s = working size), float32.
-        """
-        small = _working_size(lightness.to(self.device), self.size)
-        small = small.contiguous(memory_format=torch.channels_last)
-        with precision_context(self.device, self.autocast):
-            return self.model(small).float()
-
     def resolve_temperature(self, temperature: float | None) -> float:
         """The T to decode at: ``temperature``, or the model's own when None; a T outside
         [0.001, 1] is a ValueError."""
         return check_colorize_temperature(self.temperature if temperature is None else temperature)
 
-    def decode(self, output: Tensor, temperature: float | None = None) -> Tensor:
-        """ab ``(B, 2, h, w)`` from :meth:`network_output` at temperature T (the model's own
-        when None; ignored for regression models)."""
-        t = self.temperature if temperature is None else temperature
-        return self.kind.decode(output, self.centers, t)
+    # ------------------------------------------------------------------------- the sequence
 
-    def colorize(
-        self, image: Image.Image | np.ndarray, temperature: float | None = None
-    ) -> Image.Image:
+    def prepare(self, image: Image_ | Tensor) -> Photo:
+        """Step 1: a PIL image, an ``(H, W)`` / ``(H, W, 3)`` array, a decoded file, or an L
+        tensor ``(1, 1, H, W)`` in [0, 100], as the network and the join need it. Any size.
+        Safe to call from threads."""
+        alpha = image.alpha if isinstance(image, LoadedImage) else None
+        lightness = image if isinstance(image, Tensor) else image_lightness(image)
+        return Photo(lightness, working_size(lightness, self.size), alpha)
+
+    def predict(self, photos: Sequence[Photo]) -> list[Tensor]:
+        """Step 2: the network on a batch of photos; each photo's output ``(1, C, s/4, s/4)``
+        (float32, on :attr:`device`; views of the batch's output, freed with the last)."""
+        return list(self.network_output(torch.cat([p.small for p in photos])).split(1))
+
+    @torch.no_grad()
+    def network_output(self, lightness: Tensor) -> Tensor:
+        """The network on L ``(B, 1, H, W)`` in [0, 100], any size (resized to the working
+        size): ``(B, Q, s/4, s/4)`` logits or ``(B, 2, s/4, s/4)`` ab, float32."""
+        small = working_size(lightness.to(self.device), self.size)
+        small = small.contiguous(memory_format=torch.channels_last)
+        with precision_context(self.device, self.autocast):
+            return self.model(small).float()
+
+    def decode(self, output: Tensor, temperature: float | None = None) -> Tensor:
+        """Step 3: ab ``(B, 2, h, w)`` of :meth:`predict`'s outputs at temperature T (the
+        model's own when None; ignored for regression models), on the output's device."""
+        t = self.temperature if temperature is None else temperature
+        return self.kind.decode(output, self.centers.to(output.device), t)
+
+    def join(self, lightness: Tensor, ab: Tensor) -> Image.Image:
+        """Step 4: the photo of full-size L ``(1, 1, H, W)`` and ab ``(1, 2, h, w)``, joined
+        where this colorizer runs: in tiles on the CPU; on a GPU there, with only the 8-bit
+        result copied back. Safe to call from threads."""
+        return join_image(lightness, ab, None if self.device.type == "cpu" else self.device)
+
+    def finish(self, lightness: Tensor, output: Tensor, temperature: float) -> Image.Image:
+        """Steps 3 and 4 for one photo: its L ``(1, 1, H, W)`` (full size, or a preview's) and
+        its output of :meth:`predict`, decoded at T where this colorizer runs. Safe to call
+        from threads (on the CPU each photo's ops then run side by side, one thread each)."""
+        ab = self.decode(output.to(self.device), temperature)
+        return self.join(lightness, ab)
+
+    def upsampled_ab(self, photo: Photo, output: Tensor, temperature: float | None) -> Tensor:
+        """Step 3, then ab upsampled to the photo's size as :meth:`join` does it: ``(1, 2, H,
+        W)`` float32 on the CPU, for scoring against the truth (``evaluate``)."""
+        ab = self.decode(output, temperature).float().cpu()
+        h, w = photo.lightness.shape[-2:]
+        rows = bilinear_weights(ab.shape[-2], h, torch.device("cpu"))  # (H, h)
+        cols = bilinear_weights(ab.shape[-1], w, torch.device("cpu"))  # (W, w)
+        return (rows @ ab[0] @ cols.T)[None]  # (1, 2, H, W)
+
+    def colorize(self, image: Image_, temperature: float | None = None) -> Image.Image:
         """Colorize one PIL image or ``(H, W)`` / ``(H, W, 3)`` array; returns an RGB PIL image
         of the same size whose L is the input's. ``temperature`` None is the model's own T."""
         return self.colorize_batch([image], temperature)[0]
 
     def colorize_batch(
-        self,
-        images: Sequence[Image.Image | np.ndarray | LoadedImage],
-        temperature: float | None = None,
+        self, images: Sequence[Image_], temperature: float | None = None
     ) -> list[Image.Image]:
-        """Colorize several images in one network batch."""
+        """Colorize several images in one network batch: each photo prepared and finished in a
+        pool of photo threads (:func:`photo_threads`), the network once for all."""
         t = self.resolve_temperature(temperature)
         if not images:
             return []
         with photo_threads(min(len(images), torch.get_num_threads())) as pool:
-            prepared = list(pool.map(self.prepare, images))
-            predicted = self.predict(torch.cat([small for _, small in prepared]), t)
-            lights = [light for light, _ in prepared]
-            return list(pool.map(self.finish, lights, predicted, [t] * len(lights)))
-
-    # The steps of colorize_batch, for pipelines (colorize_files) that run the per-photo steps,
-    # prepare and finish, in threads around the network.
-
-    def prepare(self, image: Image.Image | np.ndarray | LoadedImage) -> tuple[Tensor, Tensor]:
-        """A photo's L at full size ``(1, 1, H, W)`` (for :meth:`join`) and at the working size
-        ``(1, 1, s, s)`` (for the network), float32 on the CPU. Safe to call from threads."""
-        lightness = image_lightness(image)
-        return lightness, _working_size(lightness, self.size)
-
-    def predict_ab(self, lightness: Tensor, temperature: float | None = None) -> Tensor:
-        """ab ``(B, 2, s/4, s/4)`` on :attr:`device` of L ``(B, 1, s, s)``: the network and
-        decoding at T (the model's own when None)."""
-        return self.decode(self.network_output(lightness), temperature)
-
-    def predict(self, lightness: Tensor, temperature: float) -> list[Tensor]:
-        """The network on L ``(B, 1, s, s)``, per photo as :meth:`finish` takes it (pair the
-        two; :meth:`join` takes ab): on a GPU, its ab ``(1, 2, s/4, s/4)`` (the batch decoded
-        there at once); on the CPU, its network output, which :meth:`finish` decodes in the
-        caller's photo thread, where the ops of one photo run without waking torch's thread
-        team for each. The parts are views of the batch's output, freed with the last of its
-        photos (copying each part out measured slower and no smaller in peak memory)."""
-        output = self.network_output(lightness)
-        if not self._decodes_per_photo:
-            output = self.decode(output, temperature)
-        return list(output.split(1))
-
-    def finish(self, lightness: Tensor, predicted: Tensor, temperature: float) -> Image.Image:
-        """The photo of full-size L ``(1, 1, H, W)`` and its part of :meth:`predict` (decoded
-        here at T on the CPU). Safe to call from threads."""
-        ab = self.decode(predicted, temperature) if self._decodes_per_photo else predicted
-        return self.join(lightness, ab)
-
-    @property
-    def _decodes_per_photo(self) -> bool:
-        """Whether :meth:`finish` decodes (on the CPU) or :meth:`predict` did (on a GPU): the
-        one place the two agree on it."""
-        return self.device.type == "cpu"
-
-    def join(self, lightness: Tensor, ab: Tensor) -> Image.Image:
-        """The photo of full-size L ``(1, 1, H, W)`` and ab ``(1, 2, h, w)``, joined where this
-        colorizer runs: in row bands on the CPU, whose memory bound matters for huge photos; on a
-        GPU there, with only the 8-bit result copied back. Safe to call from threads."""
-        if self.device.type == "cpu":
-            return join(lightness, ab.cpu())
-        return join_on_device(lightness, ab, self.device)
+            photos = list(pool.map(self.prepare, images))
+            outputs = self.predict(photos)
+            lights = [p.lightness for p in photos]
+            return list(pool.map(self.finish, lights, outputs, [t] * len(photos)))
 
 
 @contextlib.contextmanager
@@ -284,8 +295,13 @@ def photo_threads(workers: int) -> Iterator[ThreadPoolExecutor]:
         torch.set_num_threads(torch_threads)
 
 
-def _working_size(lightness: Tensor, size: int) -> Tensor:
-    """L ``(B, 1, H, W)`` resized to ``(B, 1, size, size)``: the network's view."""
+def working_size(lightness: Tensor, size: int) -> Tensor:
+    """L ``(B, 1, H, W)`` resized to ``(B, 1, size, size)``: the network's view. A side over
+    :data:`_PRE_REDUCE_RATIO` × ``size`` (a long strip) is first box-averaged by a whole factor,
+    so the antialiasing filter's weights stay small."""
+    factors = [max(1, side // (_PRE_REDUCE_RATIO * size)) for side in lightness.shape[-2:]]
+    if max(factors) > 1:
+        lightness = F.avg_pool2d(lightness, factors, ceil_mode=True)
     return resize_lightness(lightness, (size, size))
 
 
@@ -297,7 +313,7 @@ def resize_lightness(lightness: Tensor, size: tuple[int, int]) -> Tensor:
 
 
 def image_lightness(image: Image.Image | np.ndarray | LoadedImage) -> Tensor:
-    """The input's L ``(1, 1, H, W)`` in [0, 100], float32, converted in row chunks."""
+    """The input's L ``(1, 1, H, W)`` in [0, 100], float32, converted in tiles."""
     if isinstance(image, LoadedImage):
         pixels = image.pixels
     elif isinstance(image, Image.Image):
@@ -306,72 +322,89 @@ def image_lightness(image: Image.Image | np.ndarray | LoadedImage) -> Tensor:
         pixels = np.asarray(image)
         if pixels.ndim == 2:
             pixels = np.repeat(pixels[..., None], 3, axis=2)
-        if pixels.ndim != 3 or pixels.shape[2] not in (3, 4):
+        if pixels.ndim != 3 or pixels.shape[2] not in (3, 4) or min(pixels.shape[:2]) < 1:
             raise ValueError(f"an image array must be (H, W) or (H, W, 3), got {pixels.shape}")
         pixels = pixels[..., :3]
     h, w = pixels.shape[:2]
-    if max(h, w) > MAX_ASPECT * min(h, w):
-        # The network sees a square: a thin strip means nothing to it, and joining its ab at
-        # full size would cost a (long side × s/4) matrix, 22 GB for a 2×44,000,000 strip.
-        raise ValueError(f"too thin a strip to colorize ({w}×{h}; at most {MAX_ASPECT}:1)")
     out = torch.empty(1, 1, h, w)
-    band = _cpu_rows_per_band(w)
-    for top in range(0, h, band):
-        rows = torch.tensor(pixels[top : top + band])  # a copy: inputs may be read-only
-        rows = rows.permute(2, 0, 1)  # (3, r, W)
-        if rows.dtype == torch.uint8:
-            light = srgb8_to_lightness(rows)
+    for top, bottom, left, right in tiles(h, w, _CPU_PIXELS_PER_TILE):
+        part = torch.tensor(pixels[top:bottom, left:right])  # a copy: inputs may be read-only
+        part = part.permute(2, 0, 1)  # (3, r, c)
+        if part.dtype == torch.uint8:
+            light = srgb8_to_lightness(part)
         else:
             scale = 65535.0 if pixels.dtype == np.uint16 else 1.0
-            light = rgb_to_lab(rows.float() / scale)[:1]
-        out[0, :, top : top + rows.shape[1]] = light
+            light = rgb_to_lab(part.float() / scale)[:1]
+        out[0, :, top:bottom, left:right] = light
     return out
 
 
-def join(lightness: Tensor, ab: Tensor) -> Image.Image:
+def tiles(height: int, width: int, pixels: int) -> Iterator[tuple[int, int, int, int]]:
+    """``(top, bottom, left, right)`` of tiles covering a ``height × width`` photo in row order,
+    each of at most ``pixels`` pixels: bands of whole rows, and for rows wider than ``pixels``,
+    pieces of one row."""
+    columns = min(width, pixels)
+    rows = max(1, pixels // columns)
+    for top in range(0, height, rows):
+        for left in range(0, width, columns):
+            yield top, min(height, top + rows), left, min(width, left + columns)
+
+
+def join_image(lightness: Tensor, ab: Tensor, device: torch.device | None = None) -> Image.Image:
     """Upsample ab ``(1, 2, h, w)`` bilinearly to L's size ``(1, 1, H, W)``, join, and convert to
-    sRGB, on the CPU in bands of rows (a full-resolution ab is what would cost memory on a 24 MP
-    photo)."""
-    band = _cpu_rows_per_band(lightness.shape[-1])
-    return Image.fromarray(join_srgb8(lightness, ab, band).numpy(), "RGB")
-
-
-def _cpu_rows_per_band(width: int) -> int:
-    """Rows of a ``width``-pixel-wide photo converted at a time on the CPU."""
-    return max(1, _CPU_PIXELS_PER_BAND // width)
-
-
-def join_on_device(lightness: Tensor, ab: Tensor, device: torch.device) -> Image.Image:
-    """:func:`join` on ``device`` (a GPU, or the CPU to check it against :func:`join`): the
-    upsampling and the conversion run there, in wide bands; only the 8-bit result comes back."""
-    rgb = join_srgb8(lightness.to(device), ab.to(device), _DEVICE_ROWS_PER_BAND)
+    8-bit sRGB, tile by tile: without a ``device``, on the CPU in tiles of at most half a
+    megapixel, whose memory bound matters for huge photos; on a ``device`` (a GPU; the CPU to
+    check it) in larger tiles, with only the 8-bit result copied back."""
+    if device is None:
+        return Image.fromarray(join_srgb8(lightness, ab.cpu(), _CPU_PIXELS_PER_TILE).numpy())
+    rgb = join_srgb8(lightness.to(device), ab.to(device), _DEVICE_PIXELS_PER_TILE)
     return Image.fromarray(rgb.cpu().numpy(), "RGB")
 
 
-def join_srgb8(lightness: Tensor, ab: Tensor, rows_per_band: int) -> Tensor:
+def join_srgb8(lightness: Tensor, ab: Tensor, pixels_per_tile: int) -> Tensor:
     """8-bit sRGB ``(H, W, 3)`` of L ``(1, 1, H, W)`` and ab ``(1, 2, h, w)`` upsampled
-    bilinearly to L's size, on L's device, ``rows_per_band`` rows at a time."""
+    bilinearly to L's size, on L's device, at most ``pixels_per_tile`` pixels at a time."""
     device = lightness.device
     h, w = lightness.shape[-2:]
-    rows = _bilinear_weights(ab.shape[-2], h, device)  # (H, h)
-    wide = ab[0].float().to(device) @ _bilinear_weights(ab.shape[-1], w, device).T  # (2, h, W)
+    ab = ab[0].float().to(device)  # (2, h', w')
     out = torch.empty((h, w, 3), dtype=torch.uint8, device=device)
-    for top in range(0, h, rows_per_band):
-        bottom = min(h, top + rows_per_band)
-        band = rows[top:bottom] @ wide  # (2, r, W)
-        lab = torch.cat([lightness[0, :, top:bottom].float(), band])  # (3, r, W)
-        out[top:bottom] = lab_to_srgb8(lab).permute(1, 2, 0)  # (r, W, 3)
+    if 2 * ab.shape[-2] * w * 4 <= _WIDE_AB_BYTES:
+        # The common case: ab widened to the photo's width once, then band by band of rows.
+        wide = ab @ bilinear_weights(ab.shape[-1], w, device).T  # (2, h', W)
+        rows = bilinear_weights(ab.shape[-2], h, device)  # (H, h')
+        band = max(1, pixels_per_tile // w)
+        for top in range(0, h, band):
+            bottom = min(h, top + band)
+            upsampled = rows[top:bottom] @ wide  # (2, r, W)
+            out[top:bottom] = _lab_to_srgb8(lightness[0, :, top:bottom], upsampled)
+        return out
+    for top, bottom, left, right in tiles(h, w, pixels_per_tile):
+        rows = bilinear_weights(ab.shape[-2], h, device, top, bottom)  # (r, h')
+        cols = bilinear_weights(ab.shape[-1], w, device, left, right)  # (c, w')
+        upsampled = rows @ ab @ cols.T  # (2, r, c)
+        light = lightness[0, :, top:bottom, left:right]
+        out[top:bottom, left:right] = _lab_to_srgb8(light, upsampled)
     return out
 
 
-def _bilinear_weights(n_in: int, n_out: int, device: torch.device) -> Tensor:
-    """``(n_out, n_in)`` float32 on ``device``: bilinear resampling along one axis as a matrix,
-    with the pixel-centre alignment and edge clamping of ``F.interpolate(align_corners=False)``.
-    Matrices of up to 4 MB are kept for the next photo of that size; larger ones are not, so the
-    cache stays under 256 MB whatever the photos' sizes."""
+def _lab_to_srgb8(lightness: Tensor, ab: Tensor) -> Tensor:
+    """``(r, c, 3)`` uint8 of L ``(1, r, c)`` and ab ``(2, r, c)``."""
+    lab = torch.cat([lightness.float(), ab])  # (3, r, c)
+    return lab_to_srgb8(lab).permute(1, 2, 0)
+
+
+def bilinear_weights(
+    n_in: int, n_out: int, device: torch.device, start: int = 0, stop: int | None = None
+) -> Tensor:
+    """Rows ``start:stop`` of the ``(n_out, n_in)`` float32 matrix, on ``device``, of bilinear
+    resampling along one axis, with the pixel-centre alignment and edge clamping of
+    ``F.interpolate(align_corners=False)``. Whole matrices of up to 4 MB are kept for the next
+    photo of that size; larger ones are not, so the cache stays under 256 MB whatever the
+    photos' sizes."""
+    stop = n_out if stop is None else stop
     if n_in * n_out <= _CACHED_WEIGHTS:
-        return _cached_bilinear_weights(n_in, n_out, device)
-    return _bilinear_matrix(n_in, n_out, device)
+        return _cached_bilinear_weights(n_in, n_out, device)[start:stop]
+    return _bilinear_matrix(n_in, n_out, device, start, stop)
 
 
 #: The most entries of a bilinear matrix that is cached (4 MB of float32).
@@ -388,17 +421,17 @@ def clear_resampling_cache() -> None:
 
 @functools.lru_cache(maxsize=RESAMPLING_CACHE_ENTRIES)
 def _cached_bilinear_weights(n_in: int, n_out: int, device: torch.device) -> Tensor:
-    return _bilinear_matrix(n_in, n_out, device)
+    return _bilinear_matrix(n_in, n_out, device, 0, n_out)
 
 
-def _bilinear_matrix(n_in: int, n_out: int, device: torch.device) -> Tensor:
-    source = (torch.arange(n_out, dtype=torch.float64) + 0.5) * (n_in / n_out) - 0.5
+def _bilinear_matrix(n_in: int, n_out: int, device: torch.device, start: int, stop: int) -> Tensor:
+    source = (torch.arange(start, stop, dtype=torch.float64) + 0.5) * (n_in / n_out) - 0.5
     source = source.clamp(0, n_in - 1)
     left = source.floor().long()
     right = (left + 1).clamp(max=n_in - 1)
     frac = source - left
-    weights = torch.zeros(n_out, n_in, dtype=torch.float64)
-    out = torch.arange(n_out)
+    weights = torch.zeros(stop - start, n_in, dtype=torch.float64)
+    out = torch.arange(stop - start)
     weights.index_put_((out, left), 1 - frac, accumulate=True)
     weights.index_put_((out, right), frac, accumulate=True)
     return weights.float().to(device)

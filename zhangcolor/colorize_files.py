@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from zhangcolor.colorize import Colorizer, photo_threads
+from zhangcolor.colorize import Colorizer, Photo, photo_threads
 from zhangcolor.constants import COLORIZE_SUFFIXES
 from zhangcolor.files import atomic_write
 from zhangcolor.images import (
@@ -212,43 +212,37 @@ def colorize_files(
 
 @dataclass
 class _Prepared:
-    """A decoded photo, reduced to what the rest needs: its L (full and working size) and alpha."""
+    """A decoded file, reduced to what the rest needs: its :class:`~zhangcolor.colorize.Photo`."""
 
     job: Job
-    lightness: torch.Tensor  # (1, 1, H, W)
-    small: torch.Tensor  # (1, 1, s, s)
-    alpha: np.ndarray | None
+    photo: Photo
 
 
 def _prepare(colorizer: Colorizer, job: Job) -> _Prepared | Outcome:
-    """Decode a file and compute its L (in a worker thread); a failure is its Outcome."""
+    """Decode a file and prepare it (in a worker thread); a failure is its Outcome."""
     try:
-        image = load_image(job.source)
-        h, w = image.pixels.shape[:2]
-        if min(h, w) < 2:
-            return Outcome(job.source, "failed", f"too small to colorize ({w}×{h} px)")
-        lightness, small = colorizer.prepare(image)
+        photo = colorizer.prepare(load_image(job.source))
     except ImageError as e:
         return Outcome(job.source, "failed", str(e))
     except Exception as e:  # whatever one file raises is its outcome, never the run's end
         return Outcome(job.source, "failed", f"cannot prepare it ({type(e).__name__}: {e})")
-    return _Prepared(job, lightness, small, image.alpha)
+    return _Prepared(job, photo)
 
 
 def _finish(
     colorizer: Colorizer,
     prepared: _Prepared,
-    predicted: torch.Tensor,
+    output: torch.Tensor,
     temperature: float,
-    output: OutputOptions,
+    options: OutputOptions,
 ) -> Outcome:
     """Finish a photo (:meth:`Colorizer.finish`) and write it (in a worker thread)."""
     job = prepared.job
-    if not output.overwrite and job.target.exists():  # appeared since the job was planned
+    if not options.overwrite and job.target.exists():  # appeared since the job was planned
         return Outcome(job.source, "skipped", f"{job.target} exists (use --overwrite)")
     try:
-        color = colorizer.finish(prepared.lightness, predicted, temperature)
-        save_result(color, prepared.alpha, job.target, output)
+        color = colorizer.finish(prepared.photo.lightness, output, temperature)
+        save_result(color, prepared.photo.alpha, job.target, options)
     except OSError as e:
         return Outcome(job.source, "failed", f"cannot write {job.target}: {e.strerror or e}")
     except Exception as e:  # as in _prepare: this file fails, the others go on
@@ -322,11 +316,10 @@ class _Pipeline:
 
     def _run_batch(self) -> None:
         """The network on the gathered batch (in this thread); finishing each photo (decoding
-        on the CPU, the join) and writing it go to the pool."""
-        smalls = torch.cat([prepared.small for prepared, _ in self.batch])  # (B, 1, s, s)
-        predicted = self.colorizer.predict(smalls, self.temperature)
-        for (prepared, pixels), part in zip(self.batch, predicted, strict=True):
-            args = (self.colorizer, prepared, part, self.temperature, self.output)
+        and the join) and writing it go to the pool."""
+        outputs = self.colorizer.predict([prepared.photo for prepared, _ in self.batch])
+        for (prepared, pixels), output in zip(self.batch, outputs, strict=True):
+            args = (self.colorizer, prepared, output, self.temperature, self.output)
             self.writes[self.pool.submit(_finish, *args)] = pixels
         self.batch = []
 

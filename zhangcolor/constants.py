@@ -44,7 +44,7 @@ LAMBDA = 0.5
 TEMPERATURE = 0.38
 #: The smallest T accepted. Below it the annealed mean is the mode to well under one ab level,
 #: and 1/T times the logits would overflow float32 long before T reaches float32's smallest
-#: normal number (T = 1e-45 used to decode to NaN).
+#: normal number (T = 1e-45 would decode to NaN).
 MIN_TEMPERATURE = 1e-3
 #: The temperatures ``evaluate`` sweeps by default (1 is the mean, 0.01 nearly the mode).
 TEMPERATURES = (1.0, 0.77, 0.58, 0.38, 0.29, 0.14, 0.01)

@@ -169,16 +169,14 @@ def _score(truth, colorizers, sweeps, rows, centers: Tensor, inverse_prior: Tens
     """Add one photo (``truth``: its L and ab at the working size) to every row: Gray, and each
     model at each of its temperatures. A pixel's rebalancing weight is 1 / p̃ of its bin."""
     lightness, true_ab = truth
-    size = true_ab.shape[-1]
     _, index = nearest_bins(true_ab[None], centers, 1)
     pixel_weight = inverse_prior[index[0, 0]]
     rows[(GRAY, None)].add(torch.zeros_like(true_ab), lightness, true_ab, pixel_weight)
     for m, c in colorizers.items():
-        output = c.network_output(lightness[None]).cpu()
+        photo = c.prepare(lightness[None])
+        output = c.predict([photo])[0]
         for t in sweeps[m]:
-            ab = c.decode(output, t if t is not None else 1.0)
-            ab = F.interpolate(ab, size=(size, size), mode="bilinear", align_corners=False)[0]
-            rows[(m, t)].add(ab, lightness, true_ab, pixel_weight)
+            rows[(m, t)].add(c.upsampled_ab(photo, output, t)[0], lightness, true_ab, pixel_weight)
 
 
 def _truth_at(path: Path, size: int) -> tuple[Tensor, Tensor] | str:

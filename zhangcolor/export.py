@@ -1,24 +1,33 @@
 """ONNX export of the network alone (decoding stays outside, so T stays free), and an
 onnxruntime stand-in for the torch network (``colorize --backend onnx``).
 
-The .onnx file carries what decoding needs in its metadata: the head and the bin centres.
+The .onnx file carries the model's record (:mod:`zhangcolor.model_record`) in its metadata, as
+a .safetensors model does; exports of zhangcolor 0.1.0, which carried only the head, the bin
+centres and T, are read too.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from zhangcolor.checkpoint import load_checkpoint, model_path, model_temperature, read_metadata
 from zhangcolor.constants import TEMPERATURE, WORKING_SIZE
-from zhangcolor.files import atomic_write, cache_dir
-from zhangcolor.options import Head
+from zhangcolor.files import atomic_write
+from zhangcolor.model_record import (
+    ModelRecord,
+    ModelRecordError,
+    provenance_from_json,
+    record_for_head,
+    record_from_json,
+)
+
+#: The metadata keys of the record and the provenance in an .onnx file.
+RECORD_KEY, PROVENANCE_KEY = "zhangcolor.model", "zhangcolor.provenance"
 
 
 def _need(module: str):
@@ -31,18 +40,21 @@ def _need(module: str):
 
 
 def export_onnx(
-    model: str | Path, target: str | Path, *, size: int = WORKING_SIZE, opset: int = 17
+    network: nn.Module,
+    record: ModelRecord,
+    target: str | Path,
+    *,
+    provenance: dict | None = None,
+    size: int = WORKING_SIZE,
+    opset: int = 17,
 ) -> Path:
-    """Export a checkpoint (or "default") to ONNX, batch size and image size dynamic.
+    """Export ``network`` (with its ``record``) to ONNX, batch size and image size dynamic.
 
     Input ``lightness (B, 1, H, W)`` float32 L in [0, 100]; output ``(B, Q, H/4, W/4)`` logits or
-    ``(B, 2, H/4, W/4)`` ab.
+    ``(B, 2, H/4, W/4)`` ab (``(B, 3, H/4, W/4)`` sRGB for the RGB baseline).
     """
     onnx = _need("onnx")
-    source = model_path(model)
-    net, config, bins = load_checkpoint(source)
-    metadata = read_metadata(source) if source.suffix == ".safetensors" else {}
-    net = net.float().eval()
+    network = network.float().eval()
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     example = torch.full((1, 1, size, size), 50.0)
@@ -54,7 +66,7 @@ def export_onnx(
             warnings.simplefilter("ignore", DeprecationWarning)
             axes = {0: "batch", 2: "height", 3: "width"}
             torch.onnx.export(
-                net,
+                network,
                 (example,),
                 str(tmp),
                 input_names=["lightness"],
@@ -65,10 +77,8 @@ def export_onnx(
             )
         proto = onnx.load(str(tmp))
         for key, value in {
-            "zhangcolor.head": config.model.head.value,
-            "zhangcolor.temperature": repr(model_temperature(metadata)),
-            "zhangcolor.centers": json.dumps(bins["centers"].tolist()),
-            "zhangcolor.source": str(source),
+            RECORD_KEY: record.to_json(),
+            PROVENANCE_KEY: json.dumps(provenance or {}),
         }.items():
             entry = proto.metadata_props.add()
             entry.key, entry.value = key, value
@@ -78,26 +88,28 @@ def export_onnx(
     return target
 
 
-def cached_onnx(model: str | Path) -> Path:
-    """The ONNX export of a checkpoint (or "default") in the cache folder, made on first use.
-
-    Named by the checkpoint's hash, so a changed checkpoint (or a new default model) gets a new
-    export. The first use pays the export (about 1.5 s for the default model on a 2-core CPU).
-    """
-    source = model_path(model)
-    digest = hashlib.sha256()
-    with source.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    name = "default" if str(model) == "default" else source.stem
-    path = cache_dir() / f"{name}-{digest.hexdigest()[:16]}.onnx"
-    if not path.is_file():
-        export_onnx(model, path)
-    return path
+def onnx_record(metadata: dict[str, str], path: Path) -> tuple[ModelRecord, dict]:
+    """The record and provenance in an .onnx file's metadata; ValueError naming the file when
+    there is none or it is damaged."""
+    try:
+        if RECORD_KEY in metadata:
+            return (
+                record_from_json(metadata[RECORD_KEY]),
+                provenance_from_json(metadata.get(PROVENANCE_KEY)),
+            )
+        if "zhangcolor.head" in metadata:  # an export of zhangcolor 0.1.0
+            centers = json.loads(metadata.get("zhangcolor.centers", "null"))
+            temperature = metadata.get("zhangcolor.temperature", TEMPERATURE)
+            record = record_for_head(metadata["zhangcolor.head"], centers, temperature)
+            return record, {"source": metadata.get("zhangcolor.source")}
+    except (ModelRecordError, ValueError) as e:  # json's errors are ValueErrors
+        raise ValueError(f"{path}: {e}") from None
+    raise ValueError(f"{path} was not exported by zhangcolor (no zhangcolor metadata)")
 
 
 class OnnxNetwork:
-    """Runs an exported network with onnxruntime; called like the torch module."""
+    """Runs an exported network with onnxruntime; called like the torch module. Its
+    :attr:`record` and :attr:`provenance` are the file's."""
 
     def __init__(self, path: str | Path) -> None:
         ort = _need("onnxruntime")
@@ -114,12 +126,8 @@ class OnnxNetwork:
             )
         except Exception as e:  # onnxruntime raises its own error types for bad files
             raise ValueError(f"{path} is not a readable ONNX model ({e})") from None
-        meta = self.session.get_modelmeta().custom_metadata_map
-        if "zhangcolor.head" not in meta:
-            raise ValueError(f"{path} was not exported by zhangcolor (no zhangcolor metadata)")
-        self.kind = Head.parse(meta["zhangcolor.head"])
-        self.temperature = float(meta.get("zhangcolor.temperature", TEMPERATURE))
-        self.centers = torch.tensor(json.loads(meta["zhangcolor.centers"]), dtype=torch.float32)
+        metadata = self.session.get_modelmeta().custom_metadata_map
+        self.record, self.provenance = onnx_record(metadata, path)
 
     def __call__(self, lightness: Tensor) -> Tensor:
         x = np.ascontiguousarray(lightness.detach().float().cpu().numpy())

@@ -27,12 +27,13 @@ from zhangcolor.constants import IMAGE_SUFFIXES, MAX_ASPECT, MAX_RESIZED_PIXELS
 #: also opens phones' multi-picture JPEGs, which Pillow calls MPO.)
 DECODERS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF")
 
-#: Pillow modes that hold one gray channel (with or without alpha).
+#: The EXIF tag of a picture's orientation.
 ORIENTATION_TAG = 0x0112
 #: warnings.catch_warnings swaps a process-wide list, so two threads opening files at once
 #: could each restore the other's filters: opening takes this lock (images are decoded in
 #: threads by colorize and build-bins).
 _WARNING_FILTERS = threading.Lock()
+#: Pillow modes that hold one gray channel (with or without alpha).
 _GRAY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 
 

@@ -41,7 +41,7 @@ from PIL import Image
 from torch import Tensor
 
 from zhangcolor import colorize as _colorize
-from zhangcolor.colorize import Colorizer, image_lightness, join, resize_lightness
+from zhangcolor.colorize import Colorizer, resize_lightness
 from zhangcolor.constants import STRIDE, TEMPERATURE
 from zhangcolor.decode import check_colorize_temperature
 from zhangcolor.images import DECODERS, ImageError, finished_image, load_image, write_image
@@ -235,11 +235,11 @@ class ColorizeService:
         behind a healthy /healthz."""
         ramp = np.tile(np.linspace(0, 255, 64).astype(np.uint8), (48, 1))  # (48, 64)
         try:
-            lightness = image_lightness(ramp)
-            ab = self.colorizer.decode(self.colorizer.network_output(lightness)).cpu()
-            if not torch.isfinite(ab).all():
+            photo = self.colorizer.prepare(ramp)
+            output = self.colorizer.predict([photo])[0]
+            if not torch.isfinite(self.colorizer.decode(output)).all():
                 raise ValueError("its colors are not finite")
-            join(lightness, ab)
+            self.colorizer.finish(photo.lightness, output, self.colorizer.temperature)
         except Exception as e:
             raise RuntimeError(
                 f"the model {self.config.model} loads but cannot colorize "
@@ -300,14 +300,14 @@ class ColorizeService:
         if min(image.pixels.shape[:2]) < 2:
             h, w = image.pixels.shape[:2]
             raise ApiError(422, "too_small", f"{filename}: too small to colorize ({w}×{h} px)")
-        lightness = image_lightness(image)
+        photo = self.colorizer.prepare(image)
         timings["read"] = _ms(start)
         start = time.perf_counter()
         with self._network:
-            output = self.colorizer.network_output(lightness).cpu()
+            output = self.colorizer.predict([photo])[0].cpu()
             self.network_runs += 1
         timings["network"] = _ms(start)
-        return Upload(output, lightness, image.alpha)
+        return Upload(output, photo.lightness, photo.alpha)
 
     def _check_header(self, data: bytes, filename: str) -> None:
         """Refuse from the header, before any pixel is decoded, what would cost more than the
@@ -378,10 +378,9 @@ class ColorizeService:
     ) -> Result:
         start = time.perf_counter()
         temperature, fmt = rendering.temperature, rendering.fmt
-        ab = self.colorizer.decode(upload.output, temperature).cpu()  # (1, 2, h, w)
         lightness, alpha = upload.view(rendering.max_side)
         self.cache.settle()
-        color = join(lightness, ab)
+        color = self.colorizer.finish(lightness, upload.output, temperature)
         timings["decode"] = _ms(start)
         start = time.perf_counter()
         buffer = io.BytesIO()

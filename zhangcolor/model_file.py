@@ -1,0 +1,172 @@
+"""Every kind of model file through one reader: zhangcolor's ``.safetensors`` (this version's and
+0.1.0's), ``.onnx`` exports, and the authors' released eccv16 ``.pth``.
+
+:func:`read_model` gives a file's :class:`ModelFile`: its record (what colorizing needs) and its
+provenance, read once. :func:`load_network` builds the network from that, for torch;
+:func:`onnx_export_of` gives the ONNX export of a torch model, made once into the cache folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from torch import nn
+
+from zhangcolor.files import cache_dir
+from zhangcolor.model_record import ModelRecord
+
+#: The model file kinds, by suffix.
+KINDS = {".safetensors": "safetensors", ".onnx": "onnx", ".pth": "pth"}
+
+
+def default_model_path() -> Path:
+    """The model shipped inside the package."""
+    return Path(str(resources.files("zhangcolor").joinpath("weights", "default.safetensors")))
+
+
+def model_path(model: str | Path) -> Path:
+    """``"default"`` (the shipped model) or a model file's path, checked to exist."""
+    if str(model) == "default":
+        path = default_model_path()
+        if not path.is_file():
+            raise FileNotFoundError(f"the shipped default model is missing ({path}); reinstall")
+        return path
+    path = Path(model)
+    if not path.is_file():
+        raise FileNotFoundError(f"no model file at {path}")
+    return path
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    """A model file as read: where it is, its kind, its record and its provenance.
+
+    For an ``.onnx`` file, :attr:`session` is the onnxruntime network made while reading it.
+    """
+
+    path: Path
+    kind: str  # safetensors, onnx or pth
+    record: ModelRecord
+    provenance: dict = field(default_factory=dict, repr=False)
+    session: object | None = field(default=None, repr=False, compare=False)
+    name: str = ""  # "default" for the shipped model, else the file's stem
+
+    @property
+    def label(self) -> str:
+        return self.name or self.path.stem
+
+
+def read_model(model: str | Path) -> ModelFile:
+    """``"default"`` or a model file, read once.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: a suffix other than .safetensors, .onnx and .pth, or a file that is not a
+            zhangcolor model (or the authors' release), is damaged, or was written by a newer
+            zhangcolor; the message names the file.
+        RuntimeError: an .onnx file without the onnx extra installed.
+    """
+    path = model_path(model)
+    kind = KINDS.get(path.suffix.lower())
+    name = "default" if str(model) == "default" else ""
+    if kind == "safetensors":
+        from zhangcolor.checkpoint import read_checkpoint
+
+        record, provenance = read_checkpoint(path)
+        return ModelFile(path, kind, record, provenance, name=name)
+    if kind == "onnx":
+        from zhangcolor.export import OnnxNetwork
+
+        session = OnnxNetwork(path)
+        return ModelFile(path, kind, session.record, session.provenance, session, name=name)
+    if kind == "pth":
+        from zhangcolor.authors import load_authors_eccv16
+
+        network, record = load_authors_eccv16(path)
+        return ModelFile(path, kind, record, {"source": path.name}, network, name=name)
+    raise ValueError(
+        f"{path}: not a model file (expected .safetensors from zhangcolor train, .onnx from "
+        "zhangcolor export onnx, or the authors' .pth)"
+    )
+
+
+def load_network(model: ModelFile) -> nn.Module:
+    """The torch network of a .safetensors or .pth model file, on the CPU, in eval mode."""
+    if model.kind == "onnx":
+        raise ValueError(f"{model.path} is an ONNX model: run it with --backend onnx")
+    if model.kind == "pth":
+        return model.session  # built while reading: the release is one torch.load
+    from zhangcolor.checkpoint import load_weights
+
+    return load_weights(model.path, model.record.network).eval()
+
+
+def load_model(model: str | Path) -> tuple[nn.Module, ModelFile]:
+    """:func:`read_model` then :func:`load_network`: a torch network and its file."""
+    file = read_model(model)
+    return load_network(file), file
+
+
+def file_digest(path: Path) -> str:
+    """The SHA-256 of a file, read in blocks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def onnx_export_of(model: ModelFile) -> Path:
+    """The ONNX export of a torch model file in the cache folder, made on first use; an .onnx
+    file is itself.
+
+    Named by the file's hash, so a changed file (or a new default model) gets a new export. The
+    first use pays the export (about a second for the default model on a 2-core CPU).
+    """
+    if model.kind == "onnx":
+        return model.path
+    from zhangcolor.export import export_onnx
+
+    path = cache_dir() / f"{model.label}-{file_digest(model.path)[:16]}.onnx"
+    if not path.is_file():
+        export_onnx(load_network(model), model.record, path, provenance={"source": model.label})
+    return path
+
+
+def onnx_network(model: ModelFile, onnx_path: Path | None = None):
+    """The onnxruntime network of a model file: an .onnx file's own session, else that of its
+    export (``onnx_path``, or made now by :func:`onnx_export_of`)."""
+    if model.kind == "onnx":
+        return model.session
+    from zhangcolor.export import OnnxNetwork
+
+    return OnnxNetwork(onnx_path or onnx_export_of(model))
+
+
+def export_model_onnx(model: str | Path, target: str | Path, *, size: int) -> Path:
+    """``zhangcolor export onnx``: a torch model file (or "default") exported to ``target``."""
+    from zhangcolor.export import export_onnx
+
+    file = read_model(model)
+    provenance = {**file.provenance, "source": file.label}
+    return export_onnx(load_network(file), file.record, target, provenance=provenance, size=size)
+
+
+def convert_weights(source: str | Path, target: str | Path) -> ModelFile:
+    """Write the authors' release ``source`` (.pth) as a zhangcolor .safetensors at ``target``:
+    its network, its bins (the paper's) and class weights of one. Returns what was read."""
+    from zhangcolor.checkpoint import write_model
+
+    target = Path(target)
+    if target.suffix != ".safetensors":
+        raise ValueError(f"the target must be a .safetensors file, got {target}")
+    file = read_model(source)
+    if file.kind != "pth":
+        raise ValueError(f"{file.path} is not one of the authors' .pth releases")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    provenance = {"converted_from": file.path.name, "step": 0}
+    write_model(target, load_network(file).state_dict(), file.record, provenance)
+    return file
