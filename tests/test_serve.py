@@ -36,12 +36,13 @@ from zhangcolor.serve import (
     ApiError,
     ColorizeService,
     OutputCache,
+    RequestQueue,
     ServeConfig,
     Upload,
-    _Gate,
     background_server,
     create_app,
 )
+from zhangcolor.serve import service as service_module
 
 
 @pytest.fixture(scope="module")
@@ -331,15 +332,15 @@ def test_views_count_against_the_cache_budget(service):
     assert cached.nbytes > cached.output.numel() * 4 + cached.lightness.numel() * 4
 
 
-def test_the_gate_turns_requests_away_beyond_its_queue():
-    gate = _Gate(limit=2)
-    gate.enter()
-    gate.enter()
+def test_the_request_queue_turns_requests_away_beyond_its_places():
+    queue = RequestQueue(limit=2)
+    queue.enter()
+    queue.enter()
     with pytest.raises(ApiError) as refused:
-        gate.enter()
+        queue.enter()
     assert refused.value.status == 503 and "retry" in refused.value.detail
-    gate.leave()
-    gate.enter()
+    queue.leave()
+    queue.enter()
 
 
 def test_serve_config_says_which_values_are_wrong():
@@ -452,7 +453,7 @@ def test_thin_strips_are_refused_from_the_header_before_any_decoding(client, mon
     def never(*args, **kwargs):
         raise AssertionError("the strip was decoded")
 
-    monkeypatch.setattr("zhangcolor.serve.load_image", never)
+    monkeypatch.setattr(service_module, "load_image", never)
     for width, height in [(1_000_000, 2), (2, 1_000_000), (10_000, 199)]:  # all ≤ 2 MP
         start = time.perf_counter()
         response = post(client, png_of(width, height))
@@ -530,7 +531,7 @@ def test_an_unexpected_failure_is_json_and_leaves_the_shared_cache_entry_intact(
     requests for the same image bytes, by POST and by GET, still work from the cache."""
     data = photo_bytes(10)
     broken = {"calls": 0}
-    write = serve.write_image
+    write = service_module.write_image
 
     def fail_once(*args, **kwargs):
         broken["calls"] += 1
@@ -538,7 +539,7 @@ def test_an_unexpected_failure_is_json_and_leaves_the_shared_cache_entry_intact(
             raise OSError("disk on fire")
         return write(*args, **kwargs)
 
-    monkeypatch.setattr(serve, "write_image", fail_once)
+    monkeypatch.setattr(service_module, "write_image", fail_once)
     with TestClient(create_app(service=service), raise_server_exceptions=False) as client:
         failed = post(client, data)
         assert failed.status_code == 500 and failed.json()["error"] == "internal_error"
