@@ -357,6 +357,34 @@ def test_cli_serve_reports_a_missing_model_and_bad_options(tmp_path):
     assert result.exit_code == 2 and "multiple of 4" in result.output
 
 
+def test_serve_with_workers_hands_uvicorn_import_strings_that_resolve(service, monkeypatch):
+    """``--workers N`` hands uvicorn the app factory and the HTTP protocol as import strings,
+    which each worker process resolves: they must name the package's functions, and the factory
+    must build a working app from the config the parent put in the environment."""
+    import uvicorn
+    from uvicorn.importer import import_from_string
+
+    from zhangcolor.serve import server
+
+    calls = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: calls.append((app, kwargs)))
+    monkeypatch.setenv(server.CONFIG_ENV, "")  # serve() sets it; restored after the test
+    threads = torch.get_num_threads()  # a worker's app sets torch's threads for its process
+    server._environment_config.cache_clear()
+    try:
+        server.serve(dataclasses.replace(service.config, workers=2, max_queue=5))
+        [(factory, kwargs)] = calls
+        assert kwargs["workers"] == 2 and kwargs["factory"] is True
+        assert import_from_string(factory) is server.app_from_environment
+        assert import_from_string(kwargs["http"]) is server.worker_http
+        with TestClient(import_from_string(factory)()) as client:
+            assert client.get("/healthz").json()["limits"]["max_queue"] == 5
+            assert decoded(post(client, photo_bytes(18))).size == (96, 72)
+    finally:
+        server._environment_config.cache_clear()
+        torch.set_num_threads(threads)
+
+
 def test_temperature_one_is_the_mean_over_http_as_in_the_paper(client, service, tmp_path):
     """T = 1 decodes to the mean of the predicted distribution: with a sharply peaked model
     the result at small T is far more colorful than at T = 1 (the paper's figure 3)."""
