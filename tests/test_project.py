@@ -136,3 +136,15 @@ def test_the_licence_pyproject_names_is_there():
     licence = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["license"]
     assert "MIT" in str(licence)
     assert (ROOT / "LICENSE").read_text().startswith("MIT License")
+
+
+def test_pyproject_lists_every_package_for_setuptools_to_install():
+    """setuptools installs only the packages pyproject.toml lists: a subpackage left out is
+    missing from a plain `pip install .` (CI's) while the tests still pass from the tree."""
+    tomllib = pytest.importorskip("tomllib")
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    found = {
+        ".".join(init.parent.relative_to(ROOT).parts)
+        for init in (ROOT / "zhangcolor").rglob("__init__.py")
+    }
+    assert sorted(setuptools["packages"]) == sorted(found)

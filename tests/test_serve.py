@@ -36,12 +36,13 @@ from zhangcolor.serve import (
     ApiError,
     ColorizeService,
     OutputCache,
+    RequestQueue,
     ServeConfig,
     Upload,
-    _Gate,
     background_server,
     create_app,
 )
+from zhangcolor.serve import service as service_module
 
 
 @pytest.fixture(scope="module")
@@ -331,15 +332,15 @@ def test_views_count_against_the_cache_budget(service):
     assert cached.nbytes > cached.output.numel() * 4 + cached.lightness.numel() * 4
 
 
-def test_the_gate_turns_requests_away_beyond_its_queue():
-    gate = _Gate(limit=2)
-    gate.enter()
-    gate.enter()
+def test_the_request_queue_turns_requests_away_beyond_its_places():
+    queue = RequestQueue(limit=2)
+    queue.enter()
+    queue.enter()
     with pytest.raises(ApiError) as refused:
-        gate.enter()
+        queue.enter()
     assert refused.value.status == 503 and "retry" in refused.value.detail
-    gate.leave()
-    gate.enter()
+    queue.leave()
+    queue.enter()
 
 
 def test_serve_config_says_which_values_are_wrong():
@@ -354,6 +355,34 @@ def test_cli_serve_reports_a_missing_model_and_bad_options(tmp_path):
     assert result.exit_code == 1 and "no model file" in result.output
     result = invoke("serve", "--size", "66")
     assert result.exit_code == 2 and "multiple of 4" in result.output
+
+
+def test_serve_with_workers_hands_uvicorn_import_strings_that_resolve(service, monkeypatch):
+    """``--workers N`` hands uvicorn the app factory and the HTTP protocol as import strings,
+    which each worker process resolves: they must name the package's functions, and the factory
+    must build a working app from the config the parent put in the environment."""
+    import uvicorn
+    from uvicorn.importer import import_from_string
+
+    from zhangcolor.serve import server
+
+    calls = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: calls.append((app, kwargs)))
+    monkeypatch.setenv(server.CONFIG_ENV, "")  # serve() sets it; restored after the test
+    threads = torch.get_num_threads()  # a worker's app sets torch's threads for its process
+    server._environment_config.cache_clear()
+    try:
+        server.serve(dataclasses.replace(service.config, workers=2, max_queue=5))
+        [(factory, kwargs)] = calls
+        assert kwargs["workers"] == 2 and kwargs["factory"] is True
+        assert import_from_string(factory) is server.app_from_environment
+        assert import_from_string(kwargs["http"]) is server.worker_http
+        with TestClient(import_from_string(factory)()) as client:
+            assert client.get("/healthz").json()["limits"]["max_queue"] == 5
+            assert decoded(post(client, photo_bytes(18))).size == (96, 72)
+    finally:
+        server._environment_config.cache_clear()
+        torch.set_num_threads(threads)
 
 
 def test_temperature_one_is_the_mean_over_http_as_in_the_paper(client, service, tmp_path):
@@ -452,7 +481,7 @@ def test_thin_strips_are_refused_from_the_header_before_any_decoding(client, mon
     def never(*args, **kwargs):
         raise AssertionError("the strip was decoded")
 
-    monkeypatch.setattr("zhangcolor.serve.load_image", never)
+    monkeypatch.setattr(service_module, "load_image", never)
     for width, height in [(1_000_000, 2), (2, 1_000_000), (10_000, 199)]:  # all ≤ 2 MP
         start = time.perf_counter()
         response = post(client, png_of(width, height))
@@ -530,7 +559,7 @@ def test_an_unexpected_failure_is_json_and_leaves_the_shared_cache_entry_intact(
     requests for the same image bytes, by POST and by GET, still work from the cache."""
     data = photo_bytes(10)
     broken = {"calls": 0}
-    write = serve.write_image
+    write = service_module.write_image
 
     def fail_once(*args, **kwargs):
         broken["calls"] += 1
@@ -538,7 +567,7 @@ def test_an_unexpected_failure_is_json_and_leaves_the_shared_cache_entry_intact(
             raise OSError("disk on fire")
         return write(*args, **kwargs)
 
-    monkeypatch.setattr(serve, "write_image", fail_once)
+    monkeypatch.setattr(service_module, "write_image", fail_once)
     with TestClient(create_app(service=service), raise_server_exceptions=False) as client:
         failed = post(client, data)
         assert failed.status_code == 500 and failed.json()["error"] == "internal_error"
