@@ -409,7 +409,14 @@ def train(
 )
 @click.option("--side-by-side", is_flag=True, default=None, help="Write gray | color.")
 @click.option("--overwrite", is_flag=True, default=None, help="Replace existing outputs.")
-def colorize(inputs, out_dir, **flags) -> None:
+@click.option(
+    "--hints",
+    "hints_path",
+    type=click.Path(exists=True, path_type=Path),
+    help='Colour points to steer a guided model: a JSON file {"points": [{"x": 120, "y": 45, '
+    '"color": "#c03020"}, ...]} for one photo, or a folder of <stem>.json at the photos\' paths.',
+)
+def colorize(inputs, out_dir, hints_path, **flags) -> None:
     """Colorize photos: files, folders (recursively) and globs.
 
     The output has the input's full size and its very L; only ab comes from the network.
@@ -420,7 +427,12 @@ def colorize(inputs, out_dir, **flags) -> None:
     # this when torch loads, so before the import below; a value of the user's stands.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from zhangcolor.colorize import Colorizer
-    from zhangcolor.colorize_files import OutputOptions, colorize_files, plan_jobs
+    from zhangcolor.colorize_files import (
+        OutputOptions,
+        assign_hints,
+        colorize_files,
+        plan_jobs,
+    )
     from zhangcolor.progress import progress_bar
 
     config = build(ColorizeConfig, **flags)
@@ -431,6 +443,17 @@ def colorize(inputs, out_dir, **flags) -> None:
     if not colorizer.uses_temperature and config.temperature is not None:
         console.print("[yellow]warning: --temperature is ignored: this is a regression model")
     jobs, outcomes = plan_jobs(inputs, out_dir, config.format, overwrite=config.overwrite)
+    if hints_path is not None:
+        if not colorizer.takes_hints:
+            raise click.BadParameter(
+                "this model takes no colour points (it was trained without them); use a guided "
+                "model",
+                param_hint="--hints",
+            )
+        try:
+            assign_hints(jobs, hints_path)
+        except ValueError as e:
+            raise click.BadParameter(str(e), param_hint="--hints") from None
     with progress_bar(console) as progress:
         task = progress.add_task("colorizing", total=len(jobs), visible=len(jobs) > 1)
         output = OutputOptions(

@@ -4,7 +4,8 @@ the server, ``evaluate`` and ``calibrate``.
 One sequence, as in the authors' demo, and each step one method of :class:`Colorizer`:
 
 1. :meth:`~Colorizer.prepare`: the photo's L, at full size and resized to the working size the
-   network sees (a square);
+   network sees (a square), and a user's colour points, if any (:mod:`zhangcolor.hints`), as
+   hint channels at that size;
 2. :meth:`~Colorizer.predict`: the network on a batch of prepared photos, one output each
    (logits over the bins, or ab);
 3. :meth:`~Colorizer.decode`: the output as ab, head-aware (the annealed mean at T for the
@@ -34,10 +35,11 @@ from PIL import Image
 from torch import Tensor
 from torch.nn import functional as F
 
-from zhangcolor.color import lab_to_srgb8, rgb_to_lab, srgb8_to_lightness
+from zhangcolor.color import lab_to_rgb, lab_to_srgb8, rgb_to_lab, srgb8_to_lightness
 from zhangcolor.constants import STRIDE, WORKING_SIZE
 from zhangcolor.decode import check_colorize_temperature
 from zhangcolor.device import precision_context, resolve_device, resolve_precision
+from zhangcolor.hints import CHANNELS, Hint, HintError, parse_hints, rasterize
 from zhangcolor.images import LoadedImage
 from zhangcolor.model_file import (
     ModelFile,
@@ -65,6 +67,8 @@ _WIDE_AB_BYTES = 64 << 20
 _PRE_REDUCE_RATIO = 64
 
 Image_ = Image.Image | np.ndarray | LoadedImage
+#: A photo's colour points as :func:`zhangcolor.hints.parse_hints` takes them, or None.
+Hints = dict | Sequence[dict] | Sequence[Hint] | None
 
 
 def check_size(size: int) -> int:
@@ -100,6 +104,16 @@ def _auto_backend(file: ModelFile, device: str, precision: str) -> tuple[str, Pa
 
 
 @dataclass(frozen=True)
+class Suggestion:
+    """A colour the network finds likely at a pixel: sRGB hex at that pixel's L, its bin's ab,
+    and the probability of that bin."""
+
+    color: str
+    ab: tuple[float, float]
+    probability: float
+
+
+@dataclass(frozen=True)
 class Photo:
     """A photo prepared for the network (:meth:`Colorizer.prepare`).
 
@@ -108,11 +122,14 @@ class Photo:
             what the result is joined onto.
         small: ``(1, 1, s, s)`` the same L at the working size s: what the network sees.
         alpha: ``(H, W)`` float32 opacity in [0, 1] of the input, or None.
+        hints: ``(1, 3, s, s)`` the user's colour points at the working size (a / 110,
+            b / 110, mask), or None for none.
     """
 
     lightness: Tensor
     small: Tensor
     alpha: np.ndarray | None = None
+    hints: Tensor | None = None
 
 
 @dataclass
@@ -193,6 +210,11 @@ class Colorizer:
         return self.record.temperature
 
     @property
+    def takes_hints(self) -> bool:
+        """Whether the network takes a user's colour points beside L."""
+        return bool(getattr(self.model, "takes_hints", False))
+
+    @property
     def uses_temperature(self) -> bool:
         """Whether T matters: the classification head's annealed mean; not regression."""
         return self.kind.uses_temperature
@@ -204,27 +226,54 @@ class Colorizer:
 
     # ------------------------------------------------------------------------- the sequence
 
-    def prepare(self, image: Image_ | Tensor) -> Photo:
+    def prepare(self, image: Image_ | Tensor, hints: Hints = None) -> Photo:
         """Step 1: a PIL image, an ``(H, W)`` / ``(H, W, 3)`` array, a decoded file, or an L
-        tensor ``(1, 1, H, W)`` in [0, 100], as the network and the join need it. Any size.
-        Safe to call from threads."""
+        tensor ``(1, 1, H, W)`` in [0, 100], as the network and the join need it, with the
+        user's colour points (:func:`zhangcolor.hints.parse_hints` takes them: ``{"points":
+        [...]}``, a list of points or of :class:`~zhangcolor.hints.Hint`). Any size. Safe to
+        call from threads.
+
+        Raises:
+            HintError: hints outside the photo or otherwise bad, or hints for a model that takes
+                none.
+        """
         alpha = image.alpha if isinstance(image, LoadedImage) else None
         lightness = image if isinstance(image, Tensor) else image_lightness(image)
-        return Photo(lightness, working_size(lightness, self.size), alpha)
+        channels = None
+        if hints:
+            if not self.takes_hints:
+                raise HintError(
+                    "this model takes no colour points (it was trained without them); use a "
+                    "guided model"
+                )
+            height, width = lightness.shape[-2:]
+            points = parse_hints(hints, width, height)
+            channels = rasterize(points, width, height, self.size) if points else None
+        return Photo(lightness, working_size(lightness, self.size), alpha, channels)
 
     def predict(self, photos: Sequence[Photo]) -> list[Tensor]:
-        """Step 2: the network on a batch of photos; each photo's output ``(1, C, s/4, s/4)``
-        (float32, on :attr:`device`; views of the batch's output, freed with the last)."""
-        return list(self.network_output(torch.cat([p.small for p in photos])).split(1))
+        """Step 2: the network on a batch of photos (with their hints); each photo's output
+        ``(1, C, h, w)`` (float32, on :attr:`device`; views of the batch's output, freed with
+        the last)."""
+        small = torch.cat([p.small for p in photos])
+        hints = None
+        if any(p.hints is not None for p in photos):
+            empty = torch.zeros(1, CHANNELS, self.size, self.size)
+            hints = torch.cat([empty if p.hints is None else p.hints for p in photos])
+        return list(self.network_output(small, hints).split(1))
 
     @torch.no_grad()
-    def network_output(self, lightness: Tensor) -> Tensor:
+    def network_output(self, lightness: Tensor, hints: Tensor | None = None) -> Tensor:
         """The network on L ``(B, 1, H, W)`` in [0, 100], any size (resized to the working
-        size): ``(B, Q, s/4, s/4)`` logits or ``(B, 2, s/4, s/4)`` ab, float32."""
+        size), with hint channels ``(B, 3, s, s)`` at the working size (None: no hints):
+        ``(B, Q, s/4, s/4)`` logits or ``(B, 2, h, w)`` ab, float32."""
         small = working_size(lightness.to(self.device), self.size)
         small = small.contiguous(memory_format=torch.channels_last)
         with precision_context(self.device, self.autocast):
-            return self.model(small).float()
+            if hints is None:
+                return self.model(small).float()
+            hints = hints.to(self.device).contiguous(memory_format=torch.channels_last)
+            return self.model(small, hints).float()
 
     def decode(self, output: Tensor, temperature: float | None = None) -> Tensor:
         """Step 3: ab ``(B, 2, h, w)`` of :meth:`predict`'s outputs at temperature T (the
@@ -254,24 +303,106 @@ class Colorizer:
         cols = bilinear_weights(ab.shape[-1], w, torch.device("cpu"))  # (W, w)
         return (rows @ ab[0] @ cols.T)[None]  # (1, 2, H, W)
 
-    def colorize(self, image: Image_, temperature: float | None = None) -> Image.Image:
+    def suggest(
+        self, image: Image_, x: float, y: float, *, k: int = 8, hints: Hints = None
+    ) -> list[Suggestion]:
+        """The ``k`` most probable colours at pixel ``(x, y)`` of ``image`` (origin top-left),
+        from the network's distribution over the bins given ``hints`` (the points so far): each
+        as sRGB at the pixel's own L, with its probability. The palette a user picks a colour
+        point from.
+
+        Raises:
+            ValueError: a regression model (it predicts one colour, not a distribution), a
+                point outside the image, or ``k`` < 1.
+        """
+        photo = self.prepare(image, hints)
+        return self.suggestions(photo.lightness, self.predict([photo])[0], x, y, k=k)
+
+    def suggestions(
+        self, lightness: Tensor, output: Tensor, x: float, y: float, *, k: int = 8
+    ) -> list[Suggestion]:
+        """:meth:`suggest` from a photo's L ``(1, 1, H, W)`` and its output of :meth:`predict`
+        (the server keeps both, so a click costs no network run)."""
+        if not self.uses_temperature:
+            raise ValueError(
+                "a regression model predicts one colour per pixel, not a distribution: it has "
+                "no suggestions"
+            )
+        height, width = lightness.shape[-2:]
+        if not (0 <= x < width and 0 <= y < height):
+            raise ValueError(f"({x:g}, {y:g}) is outside the {width}×{height} photo")
+        if k < 1:
+            raise ValueError(f"k must be at least 1, got {k}")
+        probabilities = pixel_distribution(output, (x + 0.5) / width, (y + 0.5) / height)
+        light = float(lightness[0, 0, int(y), int(x)])
+        return palette(probabilities, self.record.centers, light, k)
+
+    def colorize(
+        self, image: Image_, temperature: float | None = None, *, hints: Hints = None
+    ) -> Image.Image:
         """Colorize one PIL image or ``(H, W)`` / ``(H, W, 3)`` array; returns an RGB PIL image
-        of the same size whose L is the input's. ``temperature`` None is the model's own T."""
-        return self.colorize_batch([image], temperature)[0]
+        of the same size whose L is the input's. ``temperature`` None is the model's own T;
+        ``hints`` are the user's colour points (see :meth:`prepare`)."""
+        return self.colorize_batch([image], temperature, hints=[hints])[0]
 
     def colorize_batch(
-        self, images: Sequence[Image_], temperature: float | None = None
+        self,
+        images: Sequence[Image_],
+        temperature: float | None = None,
+        *,
+        hints: Sequence[Hints] | None = None,
     ) -> list[Image.Image]:
-        """Colorize several images in one network batch: each photo prepared and finished in a
-        pool of photo threads (:func:`photo_threads`), the network once for all."""
+        """Colorize several images in one network batch (``hints``: each image's colour points,
+        or None): each photo prepared and finished in a pool of photo threads
+        (:func:`photo_threads`), the network once for all."""
         t = self.resolve_temperature(temperature)
         if not images:
             return []
+        hints = [None] * len(images) if hints is None else list(hints)
+        if len(hints) != len(images):
+            raise ValueError(f"{len(hints)} sets of hints for {len(images)} images")
         with photo_threads(min(len(images), torch.get_num_threads())) as pool:
-            photos = list(pool.map(self.prepare, images))
+            photos = list(pool.map(self.prepare, images, hints))
             outputs = self.predict(photos)
             lights = [p.lightness for p in photos]
             return list(pool.map(self.finish, lights, outputs, [t] * len(photos)))
+
+
+def pixel_distribution(output: Tensor, u: float, v: float) -> Tensor:
+    """The distribution over the bins ``(Q,)`` float64 at the point ``(u, v)`` of an output
+    ``(1, Q, h, w)`` of logits, in [0, 1]² image coordinates: softmax at T = 1 of each of the
+    four nearest output cells, weighted bilinearly as the join upsamples."""
+    _, _, h, w = output.shape
+    probabilities = torch.softmax(output[0].double(), dim=0)  # (Q, h, w)
+    gy, gx = min(max(v * h - 0.5, 0.0), h - 1.0), min(max(u * w - 0.5, 0.0), w - 1.0)
+    y0, x0 = int(gy), int(gx)
+    y1, x1 = min(y0 + 1, h - 1), min(x0 + 1, w - 1)
+    fy, fx = gy - y0, gx - x0
+    return (
+        probabilities[:, y0, x0] * (1 - fy) * (1 - fx)
+        + probabilities[:, y0, x1] * (1 - fy) * fx
+        + probabilities[:, y1, x0] * fy * (1 - fx)
+        + probabilities[:, y1, x1] * fy * fx
+    )
+
+
+def palette(probabilities: Tensor, centers: Tensor, lightness: float, k: int) -> list[Suggestion]:
+    """The ``k`` most probable bins (``probabilities (Q,)``, ``centers (Q, 2)``) whose colour at
+    L = ``lightness`` lies in the sRGB gamut, as suggestions, most probable first."""
+    lab = torch.cat([torch.full((len(centers), 1), lightness), centers.double()], 1)  # (Q, 3)
+    lab = lab.T[:, :, None]  # (3, Q, 1)
+    rgb = lab_to_rgb(lab)  # clipped to the gamut
+    in_gamut = (rgb_to_lab(rgb) - lab).norm(dim=0)[:, 0] < 1.0  # (Q,): unchanged by the clip
+    rgb8 = (rgb[:, :, 0].T * 255).round().to(torch.uint8)  # (Q, 3)
+    order = [int(q) for q in torch.argsort(probabilities, descending=True) if in_gamut[q]]
+    return [
+        Suggestion(
+            color="#" + "".join(f"{int(c):02x}" for c in rgb8[q]),
+            ab=(float(centers[q, 0]), float(centers[q, 1])),
+            probability=float(probabilities[q]),
+        )
+        for q in order[:k]
+    ]
 
 
 @contextlib.contextmanager

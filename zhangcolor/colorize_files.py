@@ -27,6 +27,7 @@ from PIL import Image
 from zhangcolor.colorize import Colorizer, Photo, photo_threads
 from zhangcolor.constants import COLORIZE_SUFFIXES
 from zhangcolor.files import atomic_write
+from zhangcolor.hints import HintError, load_hints
 from zhangcolor.images import (
     ImageError,
     file_size,
@@ -45,10 +46,12 @@ PIXELS_IN_FLIGHT = 40_000_000
 
 @dataclass
 class Job:
-    """One input file and where its result goes."""
+    """One input file, where its result goes, and the file of its colour points, if any."""
 
     source: Path
     target: Path
+    relative: Path | None = None  # the input's path under the inputs' common root
+    hints: Path | None = None
 
 
 @dataclass
@@ -100,8 +103,29 @@ def plan_jobs(
         if _identity(target) in originals:
             outcomes.append(_input_as_output(source, target, overwrite))
             continue
-        jobs.append(Job(source, target))
+        jobs.append(Job(source, target, relative))
     return jobs, outcomes
+
+
+def assign_hints(jobs: Sequence[Job], hints: Path) -> None:
+    """Give each job its colour points: ``hints`` is a JSON file (for one photo), or a folder
+    holding ``<stem>.json`` at each photo's path under the inputs' common root (a photo without
+    one is colorized without points). ValueError for a missing path, or a file for several
+    photos."""
+    if hints.is_dir():
+        for job in jobs:
+            candidate = hints / (job.relative or Path(job.source.name)).with_suffix(".json")
+            job.hints = candidate if candidate.is_file() else None
+        return
+    if not hints.is_file():
+        raise ValueError(f"--hints {hints}: no such file or folder")
+    if len(jobs) > 1:
+        raise ValueError(
+            f"--hints {hints} is one file, for one photo; for {len(jobs)} photos give a folder "
+            "of <stem>.json files at the photos' paths"
+        )
+    for job in jobs:
+        job.hints = hints
 
 
 def _expand(inputs: Sequence[str], out_dir: Path) -> tuple[list[tuple[Path, Path]], list[Outcome]]:
@@ -221,8 +245,13 @@ class _Prepared:
 def _prepare(colorizer: Colorizer, job: Job) -> _Prepared | Outcome:
     """Decode a file and prepare it (in a worker thread); a failure is its Outcome."""
     try:
-        photo = colorizer.prepare(load_image(job.source))
-    except ImageError as e:
+        image = load_image(job.source)
+        points = None
+        if job.hints is not None:
+            height, width = image.pixels.shape[:2]
+            points = load_hints(job.hints, width, height)
+        photo = colorizer.prepare(image, points)
+    except (ImageError, HintError) as e:
         return Outcome(job.source, "failed", str(e))
     except Exception as e:  # whatever one file raises is its outcome, never the run's end
         return Outcome(job.source, "failed", f"cannot prepare it ({type(e).__name__}: {e})")

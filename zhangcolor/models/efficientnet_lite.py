@@ -121,9 +121,14 @@ class EfficientNetLite(nn.Module):
         #: Blocks after which the feature maps at strides 4, 8, 16 and 32 are taken.
         self.taps = tuple(last_block_at[s] for s in (4, 8, 16, 32))
         self.channels = tuple(blocks[i]._bn2.num_features for i in self.taps)
+        #: The stem's output: its stride and channels (what ``stem_extra`` must match).
+        self.stem_stride, self.stem_channels = 2, _STEM
 
-    def forward(self, x: Tensor) -> list[Tensor]:
+    def forward(self, x: Tensor, stem_extra: Tensor | None = None) -> list[Tensor]:
+        """``stem_extra`` ``(B, stem_channels, H/2, W/2)`` is added to the stem's output."""
         x = self.act(self._bn0(self._conv_stem(x)))
+        if stem_extra is not None:
+            x = x + stem_extra
         features = []
         for i, block in enumerate(self._blocks):
             x = block(x)

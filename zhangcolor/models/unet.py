@@ -3,6 +3,11 @@ input resolution (the output stride of the paper's network, so every head and lo
 
 Encoders: torchvision's resnet18 / resnet34, or EfficientNet-Lite0, Lite1 or Lite2. L is repeated
 to 3 channels and normalised as the encoders' ImageNet training expects.
+
+With ``hints``, a user's colour points (a / 110, b / 110, mask) enter twice, each through a 3×3
+convolution of their area average, added to the features: after the encoder's stem, and to the
+decoder's output at 1/4. Both start at zero, so a hint U-Net starts out as the automatic one,
+whose weights it can be initialised from; the encoder's ImageNet input stays RGB.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from zhangcolor.constants import L_MAX
+from zhangcolor.models.eccv16 import HINT_CHANNELS
 from zhangcolor.models.efficientnet_lite import VARIANTS, EfficientNetLite
 from zhangcolor.options import ENCODERS
 
@@ -40,9 +46,13 @@ class ResNetEncoder(nn.Module):
         self.layers = nn.ModuleList([net.layer1, net.layer2, net.layer3, net.layer4])
         self.channels = (64, 128, 256, 512)
         self.name = name
+        self.stem_stride, self.stem_channels = 4, 64
 
-    def forward(self, x: Tensor) -> list[Tensor]:
+    def forward(self, x: Tensor, stem_extra: Tensor | None = None) -> list[Tensor]:
+        """``stem_extra`` ``(B, 64, H/4, W/4)`` is added to the stem's output."""
         x = self.stem(x)
+        if stem_extra is not None:
+            x = x + stem_extra
         features = []
         for layer in self.layers:
             x = layer(x)
@@ -105,11 +115,24 @@ class Up(nn.Module):
 assert set(_NORMALISATION) == set(ENCODERS), "every encoder needs its normalisation"
 
 
+def _zero_conv(c_in: int, c_out: int) -> nn.Conv2d:
+    """A 3×3 convolution that starts at zero: its branch adds nothing until it has learnt to."""
+    conv = nn.Conv2d(c_in, c_out, 3, padding=1)
+    nn.init.zeros_(conv.weight)
+    nn.init.zeros_(conv.bias)
+    return conv
+
+
 class UNet(nn.Module):
-    """L ``(B, 1, H, W)`` in [0, 100] -> features ``(B, 64, H/4, W/4)``."""
+    """L ``(B, 1, H, W)`` in [0, 100] (and, with ``hints``, hint channels ``(B, 3, H, W)``) ->
+    features ``(B, 64, H/4, W/4)``."""
 
     def __init__(
-        self, *, encoder: str = "efficientnet-lite0", pretrained: str | bool = False
+        self,
+        *,
+        encoder: str = "efficientnet-lite0",
+        pretrained: str | bool = False,
+        hints: bool = False,
     ) -> None:
         super().__init__()
         if encoder not in ENCODERS:
@@ -128,8 +151,23 @@ class UNet(nn.Module):
         mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in _NORMALISATION[encoder])
         self.register_buffer("mean", mean, persistent=False)
         self.register_buffer("std", std, persistent=False)
+        self.takes_hints = hints
+        if hints:
+            self.hint_stem = _zero_conv(HINT_CHANNELS, self.encoder.stem_channels)
+            self.hint_out = _zero_conv(HINT_CHANNELS, self.out_channels)
 
-    def forward(self, lightness: Tensor) -> Tensor:
+    def forward(self, lightness: Tensor, hints: Tensor | None = None) -> Tensor:
         gray = (lightness / L_MAX).expand(-1, 3, -1, -1)  # (B, 3, H, W) in [0, 1]
-        f4, f8, f16, f32 = self.encoder((gray - self.mean) / self.std)
-        return self.up4(self.up8(self.up16(f32, f16), f8), f4)
+        if not self.takes_hints:
+            if hints is not None:
+                raise ValueError("this network takes no hints")
+            f4, f8, f16, f32 = self.encoder((gray - self.mean) / self.std)
+            return self.up4(self.up8(self.up16(f32, f16), f8), f4)
+        if hints is None:
+            hints = lightness.new_zeros(lightness.shape[0], HINT_CHANNELS, *lightness.shape[-2:])
+        hints = hints.to(lightness)
+        stride = self.encoder.stem_stride
+        extra = self.hint_stem(F.avg_pool2d(hints, stride))  # (B, C_stem, H/s, W/s)
+        f4, f8, f16, f32 = self.encoder((gray - self.mean) / self.std, extra)
+        features = self.up4(self.up8(self.up16(f32, f16), f8), f4)  # (B, 64, H/4, W/4)
+        return features + self.hint_out(F.avg_pool2d(hints, 4))
