@@ -68,7 +68,7 @@ _PRE_REDUCE_RATIO = 64
 
 Image_ = Image.Image | np.ndarray | LoadedImage
 #: A photo's colour points as :func:`zhangcolor.hints.parse_hints` takes them, or None.
-Hints = dict | Sequence[dict] | Sequence[Hint] | None
+Hints = dict | Sequence[dict] | Sequence[Hint] | Tensor | None
 
 
 def check_size(size: int) -> int:
@@ -230,8 +230,8 @@ class Colorizer:
         """Step 1: a PIL image, an ``(H, W)`` / ``(H, W, 3)`` array, a decoded file, or an L
         tensor ``(1, 1, H, W)`` in [0, 100], as the network and the join need it, with the
         user's colour points (:func:`zhangcolor.hints.parse_hints` takes them: ``{"points":
-        [...]}``, a list of points or of :class:`~zhangcolor.hints.Hint`). Any size. Safe to
-        call from threads.
+        [...]}``, a list of points or of :class:`~zhangcolor.hints.Hint`; or hint channels
+        ``(1, 3, s, s)`` made already). Any size. Safe to call from threads.
 
         Raises:
             HintError: hints outside the photo or otherwise bad, or hints for a model that takes
@@ -240,7 +240,12 @@ class Colorizer:
         alpha = image.alpha if isinstance(image, LoadedImage) else None
         lightness = image if isinstance(image, Tensor) else image_lightness(image)
         channels = None
-        if hints:
+        if isinstance(hints, Tensor):  # hint channels made by the caller (evaluation)
+            expected = (1, CHANNELS, self.size, self.size)
+            if tuple(hints.shape) != expected:
+                raise ValueError(f"hint channels must be {expected}, got {tuple(hints.shape)}")
+            channels = hints
+        elif hints:
             if not self.takes_hints:
                 raise HintError(
                     "this model takes no colour points (it was trained without them); use a "

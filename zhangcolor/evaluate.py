@@ -142,7 +142,7 @@ def evaluate(
     rows.update({(m, t): Accumulator(quick=quick) for m, ts in sweeps.items() for t in ts})
     used, skipped = [], []
     for path in paths:
-        truth = _truth_at(path, size)
+        truth = truth_at(path, size)
         if isinstance(truth, str):
             skipped.append({"file": str(path), "reason": truth})
             continue
@@ -179,7 +179,7 @@ def _score(truth, colorizers, sweeps, rows, centers: Tensor, inverse_prior: Tens
             rows[(m, t)].add(c.upsampled_ab(photo, output, t)[0], lightness, true_ab, pixel_weight)
 
 
-def _truth_at(path: Path, size: int) -> tuple[Tensor, Tensor] | str:
+def truth_at(path: Path, size: int) -> tuple[Tensor, Tensor] | str:
     """A photo's L ``(1, size, size)`` and ab ``(2, size, size)``, or why it cannot be used."""
     try:
         image = load_image(path)
