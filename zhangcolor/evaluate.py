@@ -20,6 +20,7 @@ from torch.nn import functional as F
 
 from zhangcolor.bins import load_bins, nearest_bins
 from zhangcolor.color import lab_to_rgb, rgb_to_lab
+from zhangcolor.color_table import is_gray
 from zhangcolor.colorize import Colorizer
 from zhangcolor.constants import TEMPERATURES, VAL_FRACTION, WORKING_SIZE
 from zhangcolor.images import ImageError, find_images, load_image
@@ -29,7 +30,6 @@ from zhangcolor.metrics import (
     colorfulness,
     within_thresholds,
 )
-from zhangcolor.prior import is_gray
 from zhangcolor.split import split_files
 
 GRAY = "Gray (ab = 0)"
