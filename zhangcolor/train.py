@@ -37,7 +37,7 @@ from torch.utils.data import DataLoader
 
 from zhangcolor import __version__
 from zhangcolor.augment import crop_flip_rotate, jitter_lightness
-from zhangcolor.bins import load_bins, nearest_bins
+from zhangcolor.bins import load_bins
 from zhangcolor.checkpoint import (
     checkpoint_step,
     load_training_state,
@@ -61,6 +61,7 @@ from zhangcolor.metrics import auc
 from zhangcolor.models import ColorizationNet, Head, build_model, feature_encoder, unwrap
 from zhangcolor.options import TrainConfig
 from zhangcolor.photo_cache import PhotoCache, estimate_bytes, is_built, open_cache
+from zhangcolor.rebalance import inverse_prior_weights
 from zhangcolor.split import split_files
 
 __all__ = ["TrainConfig", "TrainingError", "run"]
@@ -717,7 +718,7 @@ def train_one_epoch(run: Run, loader: DataLoader, on_step: Callable[[dict], None
 def validate(run: Run, loader: DataLoader) -> dict[str, float]:
     """Mean validation loss, raw AuC and class-rebalanced AuC (at T = config.temperature) of
     the judged weights (the EMA, if any) over the validation set; a pixel's rebalancing weight
-    is 1 / p̃ of its true color's bin."""
+    is 1 / p̃ of its true color's bin, p̃ of the run's own bins."""
     model, config, bins = run.judged, run.config, run.bins
     model.eval()
     losses, aucs, rebalanced = [], [], []
@@ -732,9 +733,8 @@ def validate(run: Run, loader: DataLoader) -> dict[str, float]:
         small_ab, small_mask = targets_at_output(ab, mask)
         pred = unwrap(model).kind.decode(output.float(), bins["centers"], config.temperature)
         aucs.append(auc(pred, small_ab, small_mask))
-        _, index = nearest_bins(small_ab, bins["centers"], 1)
-        inverse_prior = 1.0 / bins["prior_smoothed"][index[:, 0]].clamp_min(1e-12)
-        rebalanced.append(auc(pred, small_ab, small_mask, inverse_prior))
+        weight = inverse_prior_weights(small_ab, bins["centers"], bins["prior_smoothed"])
+        rebalanced.append(auc(pred, small_ab, small_mask, weight))
     run.model.train()
     if not losses:
         return {"val_loss": math.nan, "val_auc": math.nan, "val_auc_rebalanced": math.nan}
