@@ -24,8 +24,9 @@ from zhangcolor.checkpoint import load_checkpoint
 from zhangcolor.cli import main
 from zhangcolor.config import load_config
 from zhangcolor.data import lab_batch
+from zhangcolor.loss import build_criterion
 from zhangcolor.models import ModelConfig, build_model
-from zhangcolor.train import TrainConfig, compute_loss
+from zhangcolor.train import TrainConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -77,10 +78,11 @@ def test_one_image_overfits_in_30_steps(head):
     config = TrainConfig(model=ModelConfig(backbone="eccv16", width=0.125, head=head), crop=32)
     bins = {k: v.float() for k, v in load_bins().items()}
     model = build_model(config.model)
+    criterion = build_criterion(config, bins)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     losses = []
     for _ in range(30):
-        loss = compute_loss(model(lightness), ab, mask, config, bins)
+        loss = criterion(model(lightness), lightness, ab, mask)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -158,15 +160,20 @@ def test_bad_options_are_refused_with_the_valid_choices(tmp_path):
 def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     import zhangcolor.train as train
 
-    real = train.compute_loss
+    real = train.build_criterion
     calls = {"n": 0}
 
-    def poisoned(*args, **kwargs):
-        calls["n"] += 1
-        loss = real(*args, **kwargs)
-        return loss * float("nan") if calls["n"] == 4 else loss
+    def poisoned_criterion(*args, **kwargs):
+        criterion = real(*args, **kwargs)
 
-    monkeypatch.setattr(train, "compute_loss", poisoned)
+        def poisoned(*batch):
+            calls["n"] += 1
+            loss = criterion(*batch)
+            return loss * float("nan") if calls["n"] == 4 else loss
+
+        return poisoned
+
+    monkeypatch.setattr(train, "build_criterion", poisoned_criterion)
     result = invoke("train", "--config", tiny_config(tmp_path, epochs=3))
     found = re.search(r"became nan at step (\d+)", result.output)
     assert result.exit_code == 1 and found and "lower --lr" in result.output

@@ -46,20 +46,13 @@ from zhangcolor.checkpoint import (
 )
 from zhangcolor.color import lab_to_rgb
 from zhangcolor.config import config_dict
-from zhangcolor.constants import STRIDE
 from zhangcolor.data import EpochSampler, PhotoDataset, collate, lab_batch
 from zhangcolor.device import precision_context, resolve_precision
-from zhangcolor.encode import soft_encode_sparse
 from zhangcolor.files import atomic_write, remove_stale_temps
-from zhangcolor.loss import (
-    contrastive_loss,
-    perceptual_loss,
-    rebalanced_cross_entropy,
-    regression_loss,
-)
+from zhangcolor.loss import Criterion, build_criterion, targets_at_output
 from zhangcolor.metrics import auc
-from zhangcolor.models import ColorizationNet, Head, build_model, feature_encoder, unwrap
-from zhangcolor.options import TrainConfig
+from zhangcolor.models import ColorizationNet, build_model, feature_encoder, unwrap
+from zhangcolor.options import FEATURE_LOSSES, TrainConfig
 from zhangcolor.photo_cache import PhotoCache, estimate_bytes, is_built, open_cache
 from zhangcolor.rebalance import inverse_prior_weights
 from zhangcolor.split import split_files
@@ -185,63 +178,6 @@ def device_batch(batch: dict, crop: int, device: torch.device) -> Tensor:
     return crop_flip_rotate(rgba, batch["params"], crop)
 
 
-# ----------------------------------------------------------------------------- loss
-
-
-def targets_at_output(ab: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
-    """ab ``(B, 2, H, W)`` and mask ``(B, H, W)`` averaged down to the output's 1/4 size; a
-    pixel there counts only if all its 4×4 source pixels do."""
-    small_ab = F.avg_pool2d(ab, STRIDE)
-    small_mask = F.avg_pool2d(mask[:, None].float(), STRIDE)[:, 0] >= 1.0
-    return small_ab, small_mask
-
-
-def compute_loss(
-    output: Tensor,
-    ab: Tensor,
-    mask: Tensor,
-    config: TrainConfig,
-    bins: dict[str, Tensor],
-    lightness: Tensor | None = None,
-    features: nn.Module | None = None,
-) -> Tensor:
-    """The head's loss between the network output and the crop's truth (ab ``(B, 2, H, W)``,
-    mask ``(B, H, W)``; the RGB baseline and the feature terms also need its L and
-    ``features``, the frozen encoder)."""
-    small_ab, small_mask = targets_at_output(ab, mask)
-    head = config.model.head
-    if head is Head.CLASSIFICATION:
-        index, weight = soft_encode_sparse(small_ab, bins["centers"])
-        class_weights = bins["weights"] if config.rebalance else None
-        return rebalanced_cross_entropy(output, index, weight, class_weights, small_mask)
-    if head is Head.RGB_REGRESSION:
-        true_rgb = F.avg_pool2d(lab_to_rgb(torch.cat([lightness, ab], 1)), STRIDE)
-        return regression_loss(output, true_rgb, "l2", mask=small_mask)
-    kind = config.loss_kind.split("+")[0]
-    loss = regression_loss(output, small_ab, kind, config.huber_delta, small_mask)
-    if "+" in config.loss_kind:
-        loss = loss + config.feature_weight * _feature_term(
-            output, lightness, ab, mask, features, config
-        )
-    return loss
-
-
-def _feature_term(
-    pred_ab: Tensor, lightness: Tensor, ab: Tensor, mask: Tensor, encoder: nn.Module, config
-) -> Tensor:
-    """The perceptual or contrastive term, on sRGB at the crop's full size: the predicted ab
-    upsampled and joined with the true L (as colorize does); pixels that do not count take
-    the truth's value in the prediction."""
-    up = F.interpolate(pred_ab.float(), size=ab.shape[-2:], mode="bilinear", align_corners=False)
-    pred = lab_to_rgb(torch.cat([lightness, up], 1))
-    truth = lab_to_rgb(torch.cat([lightness, ab], 1))
-    pred = torch.where(mask[:, None], pred, truth)
-    if config.loss_kind == "l2+perceptual":
-        return perceptual_loss(pred, truth, encoder)
-    gray = lab_to_rgb(torch.cat([lightness, torch.zeros_like(ab)], 1))
-    return contrastive_loss(pred, truth, gray, encoder)
-
-
 # ----------------------------------------------------------------------------- the run
 
 
@@ -331,9 +267,9 @@ class Run:
     world: int
     total_steps: int
     paths: RunPaths
+    criterion: Criterion  # the head's loss, built once per run
     state: RunState = field(default_factory=RunState)
     ema: nn.Module | None = None  # the exponential moving average of the weights
-    features: nn.Module | None = None  # the frozen encoder of the feature losses
     ddp: nn.Module | None = None  # the DistributedDataParallel wrapper under torchrun
     trainable: tuple[bool, ...] = ()  # which parameters train now (the DDP wrapper's)
     stop: threading.Event = field(default_factory=threading.Event)  # set by Ctrl-C
@@ -466,21 +402,24 @@ def prepare(config: TrainConfig, train_size: int, rank: int, world: int, device)
     if config.max_steps is not None:
         total_steps = min(total_steps, config.max_steps)
     optimizer = _optimizer(model, config)
+    bins = _run_bins(config, device)
+    ema = copy.deepcopy(model).eval().requires_grad_(False) if config.ema_decay else None
+    features = feature_encoder(device) if config.loss_kind in FEATURE_LOSSES else None
     return Run(
         config=config,
         model=model,
         optimizer=optimizer,
         scheduler=_schedule(optimizer, config, total_steps),
-        bins=_run_bins(config, device),
+        bins=bins,
         device=device,
         autocast=resolve_precision(config.precision, device),
         rank=rank,
         world=world,
         total_steps=total_steps,
         paths=RunPaths(Path(config.out)),
+        criterion=build_criterion(config, bins, features),
         state=RunState(best_val=-math.inf if _maximises(config) else math.inf),
-        ema=copy.deepcopy(model).eval().requires_grad_(False) if config.ema_decay else None,
-        features=feature_encoder(device) if "+" in config.loss_kind else None,
+        ema=ema,
     )
 
 
@@ -646,8 +585,7 @@ def train_step(run: Run, rgba: Tensor) -> float:
             seen = seen.contiguous(memory_format=torch.channels_last)
         with precision_context(run.device, run.autocast):
             output = net(seen)
-        loss = compute_loss(output, ab, mask, config, run.bins, lightness, run.features)
-        loss = loss / config.micro_batches
+        loss = run.criterion(output, lightness, ab, mask) / config.micro_batches
         if not torch.isfinite(loss):
             raise TrainingError(
                 f"the loss became {loss.item()} at step {run.state.step + 1}; the last good "
@@ -728,8 +666,7 @@ def validate(run: Run, loader: DataLoader) -> dict[str, float]:
         lightness, ab, mask = lab_batch(device_batch(batch, config.crop, run.device))
         with precision_context(run.device, run.autocast):
             output = model(lightness)
-        loss = compute_loss(output, ab, mask, config, bins, lightness, run.features)
-        losses.append(loss.item())
+        losses.append(run.criterion(output, lightness, ab, mask).item())
         small_ab, small_mask = targets_at_output(ab, mask)
         pred = unwrap(model).kind.decode(output.float(), bins["centers"], config.temperature)
         aucs.append(auc(pred, small_ab, small_mask))
