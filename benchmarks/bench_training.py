@@ -30,11 +30,10 @@ from rich.console import Console
 from rich.table import Table
 
 from zhangcolor.config import load_config, resolve_config
-from zhangcolor.data import EpochSampler
+from zhangcolor.data import EpochSampler, device_batch
 from zhangcolor.device import cpu_has_native_bf16, resolve_precision
 from zhangcolor.options import TrainConfig
 from zhangcolor.train import (
-    device_batch,
     load_data,
     make_loader,
     prepare,
@@ -100,10 +99,10 @@ def measure(config: TrainConfig, data, device: torch.device, steps: int) -> dict
     sampler = EpochSampler(len(data.train), seed=0)
     loader = make_loader(data.train, sampler, config, device, config.batch_size)
     batch = next(b for b in loader if b["rgba"] is not None)
-    rgba = device_batch(batch, config.crop, device)
+    crops = device_batch(batch, config.crop, device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    step = config.batch_size / timed(lambda: train_step(run, rgba), steps, device)
+    step = config.batch_size / timed(lambda: train_step(run, crops), steps, device)
     memory = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
 
     def loader_rate(loader) -> float:
@@ -113,7 +112,7 @@ def measure(config: TrainConfig, data, device: torch.device, steps: int) -> dict
         start = time.perf_counter()
         for _ in range(steps):
             b = next(batches)
-            images += device_batch(b, config.crop, device).shape[0]
+            images += device_batch(b, config.crop, device).lightness.shape[0]
         sync(device)
         return images / (time.perf_counter() - start)
 

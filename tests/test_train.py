@@ -624,8 +624,8 @@ def test_diverged_weights_are_never_kept_as_the_last_good_checkpoint(tmp_path, m
 
     real = train.train_step
 
-    def diverging(run, rgba):
-        loss = real(run, rgba)
+    def diverging(run, batch):
+        loss = real(run, batch)
         if run.state.step == 4:  # the loss is still finite; the weights are not sane
             with torch.no_grad():
                 next(run.model.parameters()).fill_(1e30)

@@ -36,7 +36,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
 from zhangcolor import __version__
-from zhangcolor.augment import crop_flip_rotate, jitter_lightness
+from zhangcolor.augment import jitter_lightness
 from zhangcolor.bins import load_bins
 from zhangcolor.checkpoint import (
     checkpoint_step,
@@ -46,7 +46,7 @@ from zhangcolor.checkpoint import (
 )
 from zhangcolor.color import lab_to_rgb
 from zhangcolor.config import config_dict
-from zhangcolor.data import EpochSampler, PhotoDataset, collate, lab_batch
+from zhangcolor.data import Batch, EpochSampler, PhotoDataset, collate, device_batch
 from zhangcolor.device import precision_context, resolve_precision
 from zhangcolor.files import atomic_write, remove_stale_temps
 from zhangcolor.loss import Criterion, build_criterion, targets_at_output
@@ -169,13 +169,6 @@ def make_loader(
         drop_last=False,
         persistent_workers=config.workers > 0,
     )
-
-
-def device_batch(batch: dict, crop: int, device: torch.device) -> Tensor:
-    """A loader batch as ``(B, 4, crop, crop)`` float RGBA on ``device``: each photo cropped,
-    flipped and rotated as its parameters say (:mod:`zhangcolor.augment`)."""
-    rgba = batch["rgba"].to(device, non_blocking=True)
-    return crop_flip_rotate(rgba, batch["params"], crop)
 
 
 # ----------------------------------------------------------------------------- the run
@@ -563,23 +556,21 @@ def set_stage(run: Run) -> None:
 # ----------------------------------------------------------------------------- steps and epochs
 
 
-def train_step(run: Run, rgba: Tensor) -> float:
-    """One optimizer step on an RGBA batch ``(B, 4, crop, crop)`` (uint8, or float in [0, 1]
-    from the augmentation); returns its loss."""
+def train_step(run: Run, batch: Batch) -> float:
+    """One optimizer step on a batch of crops (:func:`~zhangcolor.data.device_batch`);
+    returns its loss."""
     config, net = run.config, run.net
     run.optimizer.zero_grad(set_to_none=True)
     total = 0.0
     # Color-neutral jitter of the input L, seeded by the step (and rank): exact on resume.
     generator = torch.Generator(run.device)
     generator.manual_seed((config.seed * 1_000_003 + run.state.step) * 64 + run.rank)
-    # Interleaved like the ranks' shards, so micro-batches group samples as processes do.
-    chunks = [rgba[i :: config.micro_batches] for i in range(config.micro_batches)]
-    chunks = [c for c in chunks if c.shape[0]]
-    for i, chunk in enumerate(chunks):
+    chunks = [batch.micro_batch(i, config.micro_batches) for i in range(config.micro_batches)]
+    chunks = [c for c in chunks if c.lightness.shape[0]]
+    for i, (lightness, ab, mask) in enumerate(chunks):
         # DDP averages gradients once, on the last micro-batch's backward.
         last = i == len(chunks) - 1
         sync = net.no_sync() if hasattr(net, "no_sync") and not last else nullcontext()
-        lightness, ab, mask = lab_batch(chunk)
         seen = jitter_lightness(lightness, generator, config.light_jitter)
         if config.channels_last:
             seen = seen.contiguous(memory_format=torch.channels_last)
@@ -634,10 +625,11 @@ def train_one_epoch(run: Run, loader: DataLoader, on_step: Callable[[dict], None
         run.skipped_files.update(batch["skipped"])
         if batch["rgba"] is None:
             continue
-        rgba = device_batch(batch, config.crop, run.device)
-        state.epoch_samples += rgba.shape[0]
-        loss = train_step(run, rgba)
-        seen += rgba.shape[0] * run.world
+        crops = device_batch(batch, config.crop, run.device)
+        size = crops.lightness.shape[0]
+        state.epoch_samples += size
+        loss = train_step(run, crops)
+        seen += size * run.world
         if state.step % config.log_every == 0 or state.step == 1:
             rate = seen / max(time.perf_counter() - started, 1e-9)
             lr = run.scheduler.get_last_lr()[0]
@@ -663,7 +655,7 @@ def validate(run: Run, loader: DataLoader) -> dict[str, float]:
     for batch in loader:
         if batch["rgba"] is None:
             continue
-        lightness, ab, mask = lab_batch(device_batch(batch, config.crop, run.device))
+        lightness, ab, mask = device_batch(batch, config.crop, run.device)
         with precision_context(run.device, run.autocast):
             output = model(lightness)
         losses.append(run.criterion(output, lightness, ab, mask).item())
@@ -684,15 +676,15 @@ def validate(run: Run, loader: DataLoader) -> dict[str, float]:
 
 @torch.no_grad()
 def sample_grid(
-    model: nn.Module, images: Tensor, bins: dict[str, Tensor], temperature: float
+    model: nn.Module, images: Batch, bins: dict[str, Tensor], temperature: float
 ) -> Tensor:
-    """Rows of gray | truth | prediction for RGBA ``images (B, 4, H, W)``: ``(3, H', W')``."""
+    """Rows of gray | truth | prediction for a batch of crops: ``(3, H', W')``."""
     from torchvision.utils import make_grid
 
     model = unwrap(model)
     training = model.training
     model.eval()
-    lightness, ab, _ = lab_batch(images)
+    lightness, ab, _ = images
     pred = model.kind.decode(model(lightness).float(), bins["centers"], temperature)
     pred = F.interpolate(pred, size=lightness.shape[-2:], mode="bilinear", align_corners=False)
     gray = lab_to_rgb(torch.cat([lightness, torch.zeros_like(ab)], 1))
@@ -736,7 +728,7 @@ def _judge(run: Run, metrics: dict[str, float]) -> bool:
     return improved
 
 
-def end_epoch(run: Run, metrics: dict[str, float], fixed: Tensor | None, console: Console) -> bool:
+def end_epoch(run: Run, metrics: dict[str, float], fixed: Batch | None, console: Console) -> bool:
     """Log the validation, keep the best weights, checkpoint, and (rank 0) draw the loss plot
     and the sample grid. Returns whether the run should stop early."""
     state, config = run.state, run.config
@@ -760,7 +752,7 @@ def end_epoch(run: Run, metrics: dict[str, float], fixed: Tensor | None, console
     return patience_out and not next_stage
 
 
-def _draw_epoch(run: Run, metrics: dict, fixed: Tensor | None, improved: bool, console) -> None:
+def _draw_epoch(run: Run, metrics: dict, fixed: Batch | None, improved: bool, console) -> None:
     from torchvision.utils import save_image
 
     state = run.state
