@@ -450,17 +450,17 @@ def test_three_stages_freeze_the_encoder_then_lower_the_lr_then_train_everything
     seen = []
     real = train.train_one_epoch
 
-    def record(run, loader, on_step):
-        encoder = run.model.backbone.encoder
+    def record(trainer, loader, on_step):
+        encoder = trainer.model.backbone.encoder
         seen.append(
             (
-                run.state.stage,
+                trainer.state.stage,
                 any(p.requires_grad for p in encoder.parameters()),
-                all(p.requires_grad for p in run.model.backbone.up4.parameters()),
-                [round(g["lr"], 8) for g in run.optimizer.param_groups],
+                all(p.requires_grad for p in trainer.model.backbone.up4.parameters()),
+                [round(g["lr"], 8) for g in trainer.optimizer.param_groups],
             )
         )
-        return real(run, loader, on_step)
+        return real(trainer, loader, on_step)
 
     monkeypatch.setattr(train, "train_one_epoch", record)
     model = {"backbone": "unet", "encoder": "efficientnet-lite0", "pretrained": True}
@@ -624,11 +624,11 @@ def test_diverged_weights_are_never_kept_as_the_last_good_checkpoint(tmp_path, m
 
     real = train.train_step
 
-    def diverging(run, batch):
-        loss = real(run, batch)
-        if run.state.step == 4:  # the loss is still finite; the weights are not sane
+    def diverging(trainer, batch):
+        loss = real(trainer, batch)
+        if trainer.state.step == 4:  # the loss is still finite; the weights are not sane
             with torch.no_grad():
-                next(run.model.parameters()).fill_(1e30)
+                next(trainer.model.parameters()).fill_(1e30)
         return loss
 
     monkeypatch.setattr(train, "train_step", diverging)
