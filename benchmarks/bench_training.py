@@ -30,11 +30,10 @@ from rich.console import Console
 from rich.table import Table
 
 from zhangcolor.config import load_config, resolve_config
-from zhangcolor.data import EpochSampler
+from zhangcolor.data import EpochSampler, device_batch
 from zhangcolor.device import cpu_has_native_bf16, resolve_precision
 from zhangcolor.options import TrainConfig
 from zhangcolor.train import (
-    device_batch,
     load_data,
     make_loader,
     prepare,
@@ -95,15 +94,15 @@ def timed(fn, steps: int, device: torch.device) -> float:
 
 def measure(config: TrainConfig, data, device: torch.device, steps: int) -> dict:
     """Step-only, loader-only and end-to-end img/s (and peak GPU memory) of one config."""
-    run = prepare(config, len(data.train), 0, 1, device)
-    run.model.train()
+    trainer = prepare(config, len(data.train), 0, 1, device)
+    trainer.model.train()
     sampler = EpochSampler(len(data.train), seed=0)
     loader = make_loader(data.train, sampler, config, device, config.batch_size)
     batch = next(b for b in loader if b["rgba"] is not None)
-    rgba = device_batch(batch, config.crop, device)
+    crops = device_batch(batch, config.crop, device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    step = config.batch_size / timed(lambda: train_step(run, rgba), steps, device)
+    step = config.batch_size / timed(lambda: train_step(trainer, crops), steps, device)
     memory = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
 
     def loader_rate(loader) -> float:
@@ -113,7 +112,7 @@ def measure(config: TrainConfig, data, device: torch.device, steps: int) -> dict
         start = time.perf_counter()
         for _ in range(steps):
             b = next(batches)
-            images += device_batch(b, config.crop, device).shape[0]
+            images += device_batch(b, config.crop, device).lightness.shape[0]
         sync(device)
         return images / (time.perf_counter() - start)
 
@@ -123,15 +122,15 @@ def measure(config: TrainConfig, data, device: torch.device, steps: int) -> dict
     uncached = loader_rate(make_loader(data.train, sampler, config, device, config.batch_size))
     data.train.cache = decoding
 
-    run.total_steps = run.state.step + steps
+    trainer.total_steps = trainer.state.step + steps
     loader = make_loader(data.train, sampler, config, device, config.batch_size)
-    train_one_epoch(run, loader, lambda record: None)  # warm: the workers start
-    run.total_steps = run.state.step + steps
+    train_one_epoch(trainer, loader, lambda record: None)  # warm: the workers start
+    trainer.total_steps = trainer.state.step + steps
     sync(device)
-    start, first = time.perf_counter(), run.state.step
-    train_one_epoch(run, loader, lambda record: None)
+    start, first = time.perf_counter(), trainer.state.step
+    train_one_epoch(trainer, loader, lambda record: None)
     sync(device)
-    end_to_end = (run.state.step - first) * config.batch_size / (time.perf_counter() - start)
+    end_to_end = (trainer.state.step - first) * config.batch_size / (time.perf_counter() - start)
     return {
         "step": step,
         "loader": cached,

@@ -162,19 +162,6 @@ def test_color_table_counts_equal_converting_every_pixel(tmp_path):
     np.testing.assert_array_equal(counts, np.bincount(index.flatten().numpy(), minlength=313))
 
 
-def test_a_corrupt_cached_color_table_is_rebuilt(tmp_path, monkeypatch):
-    from zhangcolor import prior
-
-    monkeypatch.setenv("ZHANGCOLOR_CACHE", str(tmp_path))
-    prior._color_table.cache_clear()
-    first = prior._color_table()
-    (cached,) = tmp_path.glob("srgb8-bins-*.npy")
-    cached.write_bytes(b"garbage")
-    prior._color_table.cache_clear()
-    assert np.array_equal(prior._color_table(), first)
-    prior._color_table.cache_clear()
-
-
 def test_artifacts_get_the_usual_file_mode(tmp_path):
     import os
     import stat

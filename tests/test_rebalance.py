@@ -99,3 +99,26 @@ def test_class_weights_are_eq_4_of_the_smoothed_prior_given_with_no_second_smoot
     np.testing.assert_allclose(class_weights(smoothed, 0.5).numpy(), expected, rtol=1e-12)
     twice = class_weights(smooth_prior(smoothed), 0.5).numpy()
     assert np.abs(twice / expected - 1).max() > 0.05  # smoothing again is not the same thing
+
+
+def reference_inverse_prior(ab: np.ndarray, centers: np.ndarray, prior: np.ndarray) -> np.ndarray:
+    """1 / p̃ of each pixel's nearest bin in float64 numpy: every distance, then the smallest."""
+    points = ab.transpose(0, 2, 3, 1)[..., None, :]  # (B, H, W, 1, 2)
+    nearest = np.square(points - centers).sum(-1).argmin(-1)  # (B, H, W)
+    return 1.0 / np.maximum(prior[nearest], 1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_inverse_prior_weights_against_numpy(dtype):
+    from zhangcolor.rebalance import inverse_prior_weights
+
+    centers = ab_bins(torch.float64)
+    prior = torch.from_numpy(skewed_prior(3))  # never-seen bins: p̃ = 0 weighs 1e12
+    rng = np.random.default_rng(1)
+    ab = rng.uniform(-120, 120, (2, 2, 9, 7))  # out of gamut too
+    ab[0, :, 0, 0] = centers[int(np.argmin(prior.numpy()))].numpy()  # on a bin without mass
+    expected = reference_inverse_prior(ab, centers.numpy(), prior.numpy())
+    got = inverse_prior_weights(torch.from_numpy(ab).to(dtype), centers.to(dtype), prior.to(dtype))
+    assert got.shape == (2, 9, 7) and got.dtype == dtype
+    np.testing.assert_allclose(got.double().numpy(), expected, rtol=1e-6)
+    assert got[0, 0, 0] == pytest.approx(1e12, rel=1e-6) and torch.isfinite(got).all()

@@ -23,9 +23,10 @@ from zhangcolor.bins import load_bins
 from zhangcolor.cli import main
 from zhangcolor.config import load_config
 from zhangcolor.data import lab_batch
+from zhangcolor.loss import build_criterion
 from zhangcolor.model_file import load_model, read_model
 from zhangcolor.models import ModelConfig, build_model
-from zhangcolor.train import TrainConfig, compute_loss
+from zhangcolor.train import TrainConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -77,10 +78,11 @@ def test_one_image_overfits_in_30_steps(head):
     config = TrainConfig(model=ModelConfig(backbone="eccv16", width=0.125, head=head), crop=32)
     bins = {k: v.float() for k, v in load_bins().items()}
     model = build_model(config.model)
+    criterion = build_criterion(config, bins)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     losses = []
     for _ in range(30):
-        loss = compute_loss(model(lightness), ab, mask, config, bins)
+        loss = criterion(model(lightness), lightness, ab, mask)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -159,15 +161,20 @@ def test_bad_options_are_refused_with_the_valid_choices(tmp_path):
 def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     import zhangcolor.train as train
 
-    real = train.compute_loss
+    real = train.build_criterion
     calls = {"n": 0}
 
-    def poisoned(*args, **kwargs):
-        calls["n"] += 1
-        loss = real(*args, **kwargs)
-        return loss * float("nan") if calls["n"] == 4 else loss
+    def poisoned_criterion(*args, **kwargs):
+        criterion = real(*args, **kwargs)
 
-    monkeypatch.setattr(train, "compute_loss", poisoned)
+        def poisoned(*batch):
+            calls["n"] += 1
+            loss = criterion(*batch)
+            return loss * float("nan") if calls["n"] == 4 else loss
+
+        return poisoned
+
+    monkeypatch.setattr(train, "build_criterion", poisoned_criterion)
     result = invoke("train", "--config", tiny_config(tmp_path, epochs=3))
     found = re.search(r"became nan at step (\d+)", result.output)
     assert result.exit_code == 1 and found and "lower --lr" in result.output
@@ -441,17 +448,17 @@ def test_three_stages_freeze_the_encoder_then_lower_the_lr_then_train_everything
     seen = []
     real = train.train_one_epoch
 
-    def record(run, loader, on_step):
-        encoder = run.model.backbone.encoder
+    def record(trainer, loader, on_step):
+        encoder = trainer.model.backbone.encoder
         seen.append(
             (
-                run.state.stage,
+                trainer.state.stage,
                 any(p.requires_grad for p in encoder.parameters()),
-                all(p.requires_grad for p in run.model.backbone.up4.parameters()),
-                [round(g["lr"], 8) for g in run.optimizer.param_groups],
+                all(p.requires_grad for p in trainer.model.backbone.up4.parameters()),
+                [round(g["lr"], 8) for g in trainer.optimizer.param_groups],
             )
         )
-        return real(run, loader, on_step)
+        return real(trainer, loader, on_step)
 
     monkeypatch.setattr(train, "train_one_epoch", record)
     model = {"backbone": "unet", "encoder": "efficientnet-lite0", "pretrained": True}
@@ -544,11 +551,11 @@ def test_diverged_weights_are_never_kept_as_the_last_good_checkpoint(tmp_path, m
 
     real = train.train_step
 
-    def diverging(run, rgba):
-        loss = real(run, rgba)
-        if run.state.step == 4:  # the loss is still finite; the weights are not sane
+    def diverging(trainer, batch):
+        loss = real(trainer, batch)
+        if trainer.state.step == 4:  # the loss is still finite; the weights are not sane
             with torch.no_grad():
-                next(run.model.parameters()).fill_(1e30)
+                next(trainer.model.parameters()).fill_(1e30)
         return loss
 
     monkeypatch.setattr(train, "train_step", diverging)

@@ -261,10 +261,10 @@ class Colorizer:
         ``(1, C, h, w)`` (float32, on :attr:`device`; views of the batch's output, freed with
         the last)."""
         small = torch.cat([p.small for p in photos])
-        hints = None
-        if any(p.hints is not None for p in photos):
-            empty = torch.zeros(1, CHANNELS, self.size, self.size)
-            hints = torch.cat([empty if p.hints is None else p.hints for p in photos])
+        if all(p.hints is None for p in photos):
+            return list(self.network_output(small).split(1))
+        empty = torch.zeros(1, CHANNELS, self.size, self.size)
+        hints = torch.cat([empty if p.hints is None else p.hints for p in photos])
         return list(self.network_output(small, hints).split(1))
 
     @torch.no_grad()

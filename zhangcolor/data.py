@@ -7,7 +7,9 @@
   flipped and rotated per batch on the training device (:mod:`zhangcolor.augment`). Alpha goes
   through the same transforms, so transparent pixels carry no weight.
 - A batch is its photos padded to a common size (transparent beyond each photo).
-- Lab conversion happens per batch on the device (``lab_batch``), not per sample.
+- On the device, one call (``device_batch``) takes a loader batch to what a step needs: it
+  moves the pixels there, crops, flips and rotates them, and converts them to Lab, per batch
+  rather than per sample.
 - Unusable files (corrupt, grayscale) are skipped and reported in the batch, never fatal.
 """
 
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -24,6 +27,7 @@ from torch.utils.data import Dataset, Sampler
 from zhangcolor.augment import (
     PARAMS,
     centre_params,
+    crop_flip_rotate,
     needed_region,
     random_crop_params,
     shifted,
@@ -132,6 +136,27 @@ class EpochSampler(Sampler):
 
     def __len__(self) -> int:
         return max(0, len(self._shard()) - self.skip)
+
+
+class Batch(NamedTuple):
+    """A batch of crops on the training device: the network's input and the truth."""
+
+    lightness: Tensor  # (B, 1, H, W) L in [0, 100], the network's input
+    ab: Tensor  # (B, 2, H, W) the true ab
+    mask: Tensor  # (B, H, W) bool, True where the pixel counts (opaque)
+
+    def micro_batch(self, i: int, n: int) -> Batch:
+        """The ``i``-th of ``n`` micro-batches, interleaved (samples i, i + n, ...) as ranks
+        shard a global batch, so that micro-batches group samples as processes do."""
+        return Batch(*(t[i::n] for t in self))
+
+
+def device_batch(batch: dict, crop: int, device: torch.device) -> Batch:
+    """A loader batch (:func:`collate`) as the step needs it on ``device``: each photo
+    cropped, flipped and rotated as its parameters say (:mod:`zhangcolor.augment`), then split
+    into Lab (:func:`lab_batch`); every part ``crop × crop``."""
+    rgba = batch["rgba"].to(device, non_blocking=True)  # (B, 4, H, W) uint8
+    return Batch(*lab_batch(crop_flip_rotate(rgba, batch["params"], crop)))
 
 
 def lab_batch(rgba: Tensor) -> tuple[Tensor, Tensor, Tensor]:

@@ -18,8 +18,9 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from torch import Tensor
 from torch.nn import functional as F
 
-from zhangcolor.bins import load_bins, nearest_bins
+from zhangcolor.bins import load_bins
 from zhangcolor.color import lab_to_rgb, rgb_to_lab
+from zhangcolor.color_table import is_gray
 from zhangcolor.colorize import Colorizer
 from zhangcolor.constants import TEMPERATURES, VAL_FRACTION, WORKING_SIZE
 from zhangcolor.images import ImageError, find_images, load_image
@@ -29,7 +30,7 @@ from zhangcolor.metrics import (
     colorfulness,
     within_thresholds,
 )
-from zhangcolor.prior import is_gray
+from zhangcolor.rebalance import inverse_prior_weights
 from zhangcolor.split import split_files
 
 GRAY = "Gray (ab = 0)"
@@ -132,9 +133,8 @@ def evaluate(
         paths = evaluation_images(root, split)
     if not paths:
         raise ValueError(f"no images to evaluate under {root} (split {split})")
-    prior = load_bins()
-    centers = prior["centers"].float()
-    inverse_prior = 1.0 / prior["prior_smoothed"].float()
+    prior = load_bins()  # the shipped prior rebalances every model's AuC alike
+    centers, prior_smoothed = prior["centers"].float(), prior["prior_smoothed"].float()
     colorizers = {m: Colorizer.load(m, **load) for m in models}
     # Temperatures apply to classification heads only; a regression model gets one row.
     sweeps = {m: temperatures if c.uses_temperature else (None,) for m, c in colorizers.items()}
@@ -146,7 +146,7 @@ def evaluate(
         if isinstance(truth, str):
             skipped.append({"file": str(path), "reason": truth})
             continue
-        _score(truth, colorizers, sweeps, rows, centers, inverse_prior)
+        _score(truth, colorizers, sweeps, rows, centers, prior_smoothed)
         used.append(str(path))
         if on_image is not None:
             on_image(path)
@@ -165,12 +165,11 @@ def evaluate(
     }
 
 
-def _score(truth, colorizers, sweeps, rows, centers: Tensor, inverse_prior: Tensor) -> None:
+def _score(truth, colorizers, sweeps, rows, centers: Tensor, prior_smoothed: Tensor) -> None:
     """Add one photo (``truth``: its L and ab at the working size) to every row: Gray, and each
     model at each of its temperatures. A pixel's rebalancing weight is 1 / p̃ of its bin."""
     lightness, true_ab = truth
-    _, index = nearest_bins(true_ab[None], centers, 1)
-    pixel_weight = inverse_prior[index[0, 0]]
+    pixel_weight = inverse_prior_weights(true_ab[None], centers, prior_smoothed)[0]
     rows[(GRAY, None)].add(torch.zeros_like(true_ab), lightness, true_ab, pixel_weight)
     for m, c in colorizers.items():
         photo = c.prepare(lightness[None])

@@ -21,11 +21,12 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from zhangcolor.bins import load_bins, nearest_bins
+from zhangcolor.bins import load_bins
 from zhangcolor.colorize import Colorizer
 from zhangcolor.constants import AB_NORM, WORKING_SIZE
 from zhangcolor.evaluate import GRAY, Accumulator, model_label, truth_at
 from zhangcolor.hints import CHANNELS, DEFAULT_PATCH
+from zhangcolor.rebalance import inverse_prior_weights
 
 #: The counts of points swept by default.
 COUNTS = (0, 1, 2, 5, 10, 20, 50)
@@ -105,7 +106,7 @@ def sweep(
     size = load.setdefault("size", WORKING_SIZE)
     colorizers = {m: Colorizer.load(m, **load) for m in models}
     prior = load_bins()
-    centers, inverse_prior = prior["centers"].float(), 1.0 / prior["prior_smoothed"].float()
+    centers, prior_smoothed = prior["centers"].float(), prior["prior_smoothed"].float()
     names = [GRAY, FILL, *models]
     rows = {(name, n): Accumulator() for name in names for n in counts}
     used, skipped = [], []
@@ -115,8 +116,7 @@ def sweep(
             skipped.append({"file": str(path), "reason": truth})
             continue
         lightness, true_ab = truth
-        _, index = nearest_bins(true_ab[None], centers, 1)
-        weight = inverse_prior[index[0, 0]]
+        weight = inverse_prior_weights(true_ab[None], centers, prior_smoothed)[0]
         points = draw_points(
             true_ab, torch.ones(size, size, dtype=torch.bool), max(counts), path.name, seed
         )

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
+from zhangcolor.color_table import is_gray
 from zhangcolor.files import cache_dir
 from zhangcolor.images import ImageError, LoadedImage, load_image
-from zhangcolor.prior import is_gray
 
 #: Bump when what a cache holds changes (decoding, the gray test, the layout).
 VERSION = 1

@@ -9,8 +9,6 @@ turns p into p̃ and the weights w.
 from __future__ import annotations
 
 import datetime as dt
-import functools
-import hashlib
 import json
 import random
 import time
@@ -23,16 +21,12 @@ import numpy as np
 import torch
 
 from zhangcolor import __version__
-from zhangcolor.bins import ab_bins, grid_index, nearest_bins
-from zhangcolor.color import rgb_to_lab
+from zhangcolor.bins import ab_bins, grid_index
+from zhangcolor.color_table import COLORFUL, color_table, opaque_entries
 from zhangcolor.config import config_dict
-from zhangcolor.constants import (
-    GRAY_AB_THRESHOLD,
-    GRID,
-    IMAGE_SUFFIXES,
-)
-from zhangcolor.files import atomic_write, atomic_write_all, cache_dir
-from zhangcolor.images import ImageError, LoadedImage, find_images, load_image
+from zhangcolor.constants import GRID, IMAGE_SUFFIXES
+from zhangcolor.files import atomic_write_all
+from zhangcolor.images import ImageError, find_images, load_image
 from zhangcolor.options import PriorConfig
 from zhangcolor.rebalance import class_weights, prior_from_counts, smooth_prior
 from zhangcolor.split import split_files
@@ -59,65 +53,6 @@ class PriorResult:
     failed: list[tuple[str, str]] = field(default_factory=list)  # (file, reason)
 
 
-#: Bump when the Lab conversion or the gray test changes, so cached color tables are rebuilt.
-_COLOR_TABLE_VERSION = 1
-#: A color table entry is its bin index plus this when the color counts as colorful.
-_COLORFUL = 512
-
-
-@functools.lru_cache(maxsize=1)
-def _color_table() -> np.ndarray:
-    """For every 8-bit sRGB color (index r·2¹⁶ + g·2⁸ + b): its nearest of the paper's 313
-    bins, plus 512 when |a| or |b| is above 5. ``(2²⁴,)`` int16, exactly what converting each
-    pixel would give.
-
-    Built once (about 2 s) and cached on disk under $ZHANGCOLOR_CACHE or ~/.cache/zhangcolor.
-    """
-    centers = ab_bins()
-    key = centers.double().numpy().tobytes()
-    digest = hashlib.sha1(key + bytes([_COLOR_TABLE_VERSION])).hexdigest()[:16]
-    path = cache_dir() / f"srgb8-bins-{digest}.npy"
-    try:
-        table = np.load(path)
-        if table.shape == (1 << 24,) and table.dtype == np.int16:
-            return table
-    except (OSError, ValueError):
-        pass
-    table = np.empty(1 << 24, dtype=np.int16)
-    levels = torch.arange(256, dtype=torch.float32) * np.float32(1.0 / 255.0)
-    gb = torch.cartesian_prod(levels, levels).T  # (2, 65536): g, b
-    for r in range(0, 256, 16):  # 16 values of r, about 1 M colors, at a time
-        red = levels[r : r + 16].repeat_interleave(gb.shape[1])
-        rgb = torch.stack([red, gb[0].repeat(16), gb[1].repeat(16)]).view(1, 3, 1, -1)
-        ab = rgb_to_lab(rgb)[:, 1:]  # (1, 2, 1, N)
-        _, index = nearest_bins(ab, centers, k=1)
-        colorful = ab.abs().amax(1) > GRAY_AB_THRESHOLD  # (1, 1, N)
-        entry = index.flatten() + _COLORFUL * colorful.flatten()
-        table[r << 16 : (r + 16) << 16] = entry.numpy().astype(np.int16)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(path, lambda tmp: np.save(tmp, table))
-    except OSError:
-        pass  # a read-only home only costs the rebuild next time
-    return table
-
-
-def is_gray(image: LoadedImage) -> bool:
-    """True when no opaque pixel of ``image`` has |a| or |b| above 5 (the authors' test)."""
-    if image.gray_source:
-        return True
-    entries = _opaque_entries(image)
-    return not bool((entries >= _COLORFUL).any())
-
-
-def _opaque_entries(image: LoadedImage) -> np.ndarray:
-    """Color-table entries of the opaque pixels of an 8-bit color image."""
-    rgb = image.pixels.astype(np.int32)  # (H, W, 3); only gray sources are deeper than 8 bits
-    entries = _color_table()[(rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]]
-    # Pixels with alpha < 255 carry no weight.
-    return entries if image.alpha is None else entries[image.alpha >= 1.0]
-
-
 def count_image(path: Path, size: int) -> tuple[np.ndarray, int] | None:
     """Count the opaque pixels of one image per nearest of the 313 bins, at short side ``size``
     (or its own, when smaller: enlarging would only repeat its pixels).
@@ -129,12 +64,12 @@ def count_image(path: Path, size: int) -> tuple[np.ndarray, int] | None:
     image = load_image(path, short_side=size, enlarge=False)
     if image.gray_source:
         return None
-    entries = _opaque_entries(image)
+    entries = opaque_entries(image)
     if entries.size == 0:
         raise ImageError("no opaque pixel (alpha is below 255 everywhere)")
-    if not bool((entries >= _COLORFUL).any()):
+    if not bool((entries >= COLORFUL).any()):
         return None
-    counts = np.bincount(entries.ravel() % _COLORFUL, minlength=_COLORFUL)[: len(ab_bins())]
+    counts = np.bincount(entries.ravel() % COLORFUL, minlength=COLORFUL)[: len(ab_bins())]
     return counts.astype(np.int64), int(entries.size)
 
 
@@ -218,7 +153,7 @@ def _count_all(
         except ImageError as e:
             return path, str(e)
 
-    _color_table()  # build or load it once, before the threads need it
+    color_table()  # build or load it once, before the threads need it
     with ThreadPoolExecutor(max_workers=config.workers) as pool:
         for path, outcome in pool.map(work, paths):
             name = _relative(path, data_dir)

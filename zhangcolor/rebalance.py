@@ -8,6 +8,9 @@ From the empirical ab distribution p over the Q bins, in two steps:
 
 The smoothing puts p on the grid of bin centres and convolves it with a Gaussian; mass that would
 land on an out-of-gamut node is dropped, and p̃ is renormalised over the Q bins.
+
+The class-rebalanced AuC (section 3.1) weighs each pixel by 1 / p̃ of its true color's nearest
+bin instead (:func:`inverse_prior_weights`), so every color counts alike.
 """
 
 from __future__ import annotations
@@ -15,8 +18,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from zhangcolor.bins import ab_bins
+from zhangcolor.bins import ab_bins, nearest_bins
 from zhangcolor.constants import LAMBDA, SIGMA
+
+#: The smallest p̃ a pixel's weight divides by: a bin with no mass near it (p̃ = 0) weighs
+#: 1e12, not infinity, so a rebalanced AuC stays a number.
+_MIN_PRIOR = 1e-12
 
 
 def _check_distribution(prior: Tensor, name: str) -> None:
@@ -94,3 +101,23 @@ def class_weights(prior_smoothed: Tensor, lam: float = LAMBDA) -> Tensor:
         raise ValueError("lam = 0 needs every smoothed bin to have mass; some have none")
     weights = 1.0 / ((1.0 - lam) * p + lam / p.shape[0])
     return weights / (p * weights).sum()
+
+
+def inverse_prior_weights(true_ab: Tensor, centers: Tensor, prior_smoothed: Tensor) -> Tensor:
+    """The class-rebalanced AuC's weight of each pixel: 1 / p̃ of its true color's nearest bin
+    (p̃ floored at 1e-12, so a bin without mass gives a large weight rather than infinity).
+
+    Which p̃: training's validation rebalances with the run's own bins (``--bins``); ``evaluate``
+    with the shipped default prior (``load_bins()``), whatever model it scores, so that its
+    rebalanced AuCs compare across models.
+
+    Args:
+        true_ab: ``(B, 2, H, W)`` true ab.
+        centers: ``(Q, 2)`` bin centres.
+        prior_smoothed: ``(Q,)`` p̃ over those bins.
+
+    Returns:
+        ``(B, H, W)`` weights, in p̃'s dtype.
+    """
+    _, index = nearest_bins(true_ab, centers, 1)  # (B, 1, H, W)
+    return 1.0 / prior_smoothed[index[:, 0]].clamp_min(_MIN_PRIOR)

@@ -1,13 +1,9 @@
-"""Training (``zhangcolor train``): ``load_data``, ``train_one_epoch``, ``validate``, ``run``.
+"""Training (``zhangcolor train``): ``prepare``, ``train_one_epoch``, ``validate``, ``run``.
 
-A run folder holds ``config.yaml`` (the resolved config), ``metrics.jsonl``, ``plots/loss.png``,
-``samples/epoch_NNN.png``, ``checkpoints/`` and, with ``tensorboard: true``, ``tensorboard/``:
-
-- ``best.safetensors`` and ``last.safetensors``: the model weights, with the resolved config and
-  the bins and class weights it was trained with in the safetensors metadata, so a checkpoint
-  is all that colorizing needs (``best`` is the EMA's weights when there is an EMA);
-- ``last.state.pt``: optimizer, scheduler, EMA, RNG and progress, loadable with
-  ``weights_only=True``.
+``run`` loads the data (``load_data``), builds the model, optimizer, schedule and criterion
+(``prepare``), then trains epoch by epoch: each epoch's steps (``train_one_epoch``,
+``train_step``), then its validation, checkpoints and early stopping (``end_epoch``). The files
+it writes are :mod:`zhangcolor.run_folder`'s.
 
 ``--resume RUN_DIR`` continues exactly: same data order and crops, same steps. Under
 ``torchrun`` the run is data-parallel (gloo on CPU, nccl on GPU) and only rank 0 writes.
@@ -16,9 +12,7 @@ A run folder holds ``config.yaml`` (the resolved config), ``metrics.jsonl``, ``p
 from __future__ import annotations
 
 import copy
-import json
 import math
-import os
 import signal
 import threading
 import time
@@ -36,68 +30,42 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
 from zhangcolor import __version__
-from zhangcolor.augment import crop_flip_rotate, jitter_lightness
-from zhangcolor.bins import load_bins, nearest_bins
-from zhangcolor.checkpoint import (
-    checkpoint_step,
-    load_training_state,
-    save_model,
-    save_training_state,
-)
+from zhangcolor.augment import jitter_lightness
+from zhangcolor.bins import load_bins
+from zhangcolor.checkpoint import save_model
 from zhangcolor.color import lab_to_rgb
-from zhangcolor.config import config_dict
-from zhangcolor.constants import STRIDE
-from zhangcolor.data import EpochSampler, PhotoDataset, collate, lab_batch
+from zhangcolor.data import Batch, EpochSampler, PhotoDataset, collate, device_batch
 from zhangcolor.device import precision_context, resolve_precision
-from zhangcolor.encode import soft_encode_sparse
-from zhangcolor.files import atomic_write, remove_stale_temps
-from zhangcolor.loss import (
-    contrastive_loss,
-    perceptual_loss,
-    rebalanced_cross_entropy,
-    regression_loss,
-)
+from zhangcolor.distributed import barrier, setup_distributed
+from zhangcolor.files import atomic_write
+from zhangcolor.loss import Criterion, build_criterion, targets_at_output
 from zhangcolor.metrics import auc
-from zhangcolor.models import ColorizationNet, Head, build_model, feature_encoder, unwrap
-from zhangcolor.options import TrainConfig
+from zhangcolor.models import ColorizationNet, build_model, feature_encoder, unwrap
+from zhangcolor.options import FEATURE_LOSSES, TrainConfig
 from zhangcolor.photo_cache import PhotoCache, estimate_bytes, is_built, open_cache
+from zhangcolor.rebalance import inverse_prior_weights
+from zhangcolor.run_folder import (
+    RunPaths,
+    RunState,
+    TrainingError,
+    check_folder,
+    log_record,
+    plot_losses,
+    restore,
+    save_checkpoint,
+    start_folder,
+    training_state,
+    trim_metrics,
+)
+from zhangcolor.schedule import build_optimizer, build_schedule, enter_stage
 from zhangcolor.split import split_files
 
 __all__ = ["TrainConfig", "TrainingError", "run"]
-
-
-class TrainingError(Exception):
-    """The run cannot go on; the message says why and what to do."""
-
 
 #: A parameter beyond this size means the run has diverged even while its loss is still finite
 #: (weights of 1e30 train on to NaN); the shipped model's largest is 13. Buffers (BatchNorm's
 #: running variances reach hundreds) are only checked to be finite.
 MAX_WEIGHT = 1e6
-
-
-# ----------------------------------------------------------------------------- environment
-
-
-def setup_distributed() -> tuple[int, int, torch.device]:
-    """(rank, world size, device); starts the process group (nccl on GPUs, gloo on CPUs) when
-    launched by torchrun, even for one process, so one GPU exercises the multi-GPU path."""
-    launched = "RANK" in os.environ and "WORLD_SIZE" in os.environ
-    cuda = torch.cuda.is_available()
-    if cuda:  # before the process group, so nccl binds this process to its own GPU
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    if launched and not dist.is_initialized():
-        dist.init_process_group("nccl" if cuda else "gloo")
-    world = dist.get_world_size() if dist.is_initialized() else 1
-    rank = dist.get_rank() if dist.is_initialized() else 0
-    if cuda:
-        return rank, world, torch.device("cuda", torch.cuda.current_device())
-    return rank, world, torch.device("cpu")
-
-
-def _barrier() -> None:
-    if dist.is_initialized():
-        dist.barrier()
 
 
 # ----------------------------------------------------------------------------- data
@@ -109,7 +77,7 @@ class TrainingData:
 
     train: PhotoDataset
     val: PhotoDataset
-    fixed: int
+    grid_images: int
 
 
 def load_data(config: TrainConfig, rank: int = 0, console: Console | None = None) -> TrainingData:
@@ -134,7 +102,7 @@ def load_data(config: TrainConfig, rank: int = 0, console: Console | None = None
             train, train=True, load_size=load_size, scale=config.crop_scale, cache=caches[0]
         ),
         val=PhotoDataset(val, train=False, load_size=load_size, cache=caches[1]),
-        fixed=min(config.val_images, len(val)),
+        grid_images=min(config.val_images, len(val)),
     )
 
 
@@ -156,7 +124,7 @@ def _photo_caches(
             task = bar.add_task(f"caching photos at {load_size} px", total=count)
             for paths in lists:
                 open_cache(paths, load_size, workers=workers, on_image=lambda _: bar.advance(task))
-    _barrier()
+    barrier()
     return [open_cache(paths, load_size) for paths in lists]
 
 
@@ -177,146 +145,11 @@ def make_loader(
     )
 
 
-def device_batch(batch: dict, crop: int, device: torch.device) -> Tensor:
-    """A loader batch as ``(B, 4, crop, crop)`` float RGBA on ``device``: each photo cropped,
-    flipped and rotated as its parameters say (:mod:`zhangcolor.augment`)."""
-    rgba = batch["rgba"].to(device, non_blocking=True)
-    return crop_flip_rotate(rgba, batch["params"], crop)
-
-
-# ----------------------------------------------------------------------------- loss
-
-
-def targets_at_output(ab: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
-    """ab ``(B, 2, H, W)`` and mask ``(B, H, W)`` averaged down to the output's 1/4 size; a
-    pixel there counts only if all its 4×4 source pixels do."""
-    small_ab = F.avg_pool2d(ab, STRIDE)
-    small_mask = F.avg_pool2d(mask[:, None].float(), STRIDE)[:, 0] >= 1.0
-    return small_ab, small_mask
-
-
-def compute_loss(
-    output: Tensor,
-    ab: Tensor,
-    mask: Tensor,
-    config: TrainConfig,
-    bins: dict[str, Tensor],
-    lightness: Tensor | None = None,
-    features: nn.Module | None = None,
-) -> Tensor:
-    """The head's loss between the network output and the crop's truth (ab ``(B, 2, H, W)``,
-    mask ``(B, H, W)``; the RGB baseline and the feature terms also need its L and
-    ``features``, the frozen encoder)."""
-    small_ab, small_mask = targets_at_output(ab, mask)
-    head = config.model.head
-    if head is Head.CLASSIFICATION:
-        index, weight = soft_encode_sparse(small_ab, bins["centers"])
-        class_weights = bins["weights"] if config.rebalance else None
-        return rebalanced_cross_entropy(output, index, weight, class_weights, small_mask)
-    if head is Head.RGB_REGRESSION:
-        true_rgb = F.avg_pool2d(lab_to_rgb(torch.cat([lightness, ab], 1)), STRIDE)
-        return regression_loss(output, true_rgb, "l2", mask=small_mask)
-    kind = config.loss_kind.split("+")[0]
-    loss = regression_loss(output, small_ab, kind, config.huber_delta, small_mask)
-    if "+" in config.loss_kind:
-        loss = loss + config.feature_weight * _feature_term(
-            output, lightness, ab, mask, features, config
-        )
-    return loss
-
-
-def _feature_term(
-    pred_ab: Tensor, lightness: Tensor, ab: Tensor, mask: Tensor, encoder: nn.Module, config
-) -> Tensor:
-    """The perceptual or contrastive term, on sRGB at the crop's full size: the predicted ab
-    upsampled and joined with the true L (as colorize does); pixels that do not count take
-    the truth's value in the prediction."""
-    up = F.interpolate(pred_ab.float(), size=ab.shape[-2:], mode="bilinear", align_corners=False)
-    pred = lab_to_rgb(torch.cat([lightness, up], 1))
-    truth = lab_to_rgb(torch.cat([lightness, ab], 1))
-    pred = torch.where(mask[:, None], pred, truth)
-    if config.loss_kind == "l2+perceptual":
-        return perceptual_loss(pred, truth, encoder)
-    gray = lab_to_rgb(torch.cat([lightness, torch.zeros_like(ab)], 1))
-    return contrastive_loss(pred, truth, gray, encoder)
-
-
-# ----------------------------------------------------------------------------- the run
+# ----------------------------------------------------------------------------- the trainer
 
 
 @dataclass
-class RunState:
-    """Where a run is; saved with every checkpoint."""
-
-    step: int = 0
-    epoch: int = 0
-    epoch_samples: int = 0  # this rank's samples already used in the current epoch
-    best_val: float = math.inf  # the best `select_on` value so far (negated for AuCs)
-    bad_epochs: int = 0  # epochs since it last improved
-    skipped: int = 0  # unusable files met
-    stage: int = 1  # the stage of three-stage training
-
-
-@dataclass(frozen=True)
-class RunPaths:
-    """The files of a run folder."""
-
-    root: Path
-
-    @property
-    def config(self) -> Path:
-        return self.root / "config.yaml"
-
-    @property
-    def metrics(self) -> Path:
-        return self.root / "metrics.jsonl"
-
-    @property
-    def plot(self) -> Path:
-        return self.root / "plots" / "loss.png"
-
-    def checkpoint(self, name: str) -> Path:
-        """``last``, ``prev`` (the last but one), ``next`` (being written) or ``best`` weights."""
-        return self.root / "checkpoints" / f"{name}.safetensors"
-
-    @property
-    def state(self) -> Path:
-        return self.root / "checkpoints" / "last.state.pt"
-
-    def earlier_run(self) -> list[Path]:
-        """What an earlier run left here that a new one would clobber: its checkpoints, and its
-        metrics when they log a trained step."""
-        names = ("best", "last", "prev")
-        found = [p for p in [*map(self.checkpoint, names), self.state] if p.exists()]
-        if self.metrics.is_file() and _logs_training(self.metrics):
-            found.append(self.metrics)
-        return found
-
-    def clear(self) -> None:
-        """Delete what a run writes (checkpoints, metrics, plot, samples, TensorBoard logs),
-        so that a new run starts afresh; anything else in the folder stays."""
-        names = ("best", "last", "prev", "next")
-        for path in [*map(self.checkpoint, names), self.state, self.metrics, self.plot]:
-            path.unlink(missing_ok=True)
-        for pattern in ("samples/epoch_*.png", "tensorboard/events.out.tfevents.*"):
-            for path in self.root.glob(pattern):
-                path.unlink(missing_ok=True)
-
-    def remove_stale_temps(self) -> None:
-        """What a kill mid-write left: temporary files, and weights not yet renamed to last."""
-        for sub in ("", "checkpoints", "plots", "samples"):
-            remove_stale_temps(self.root / sub)
-        self.checkpoint("next").unlink(missing_ok=True)
-
-
-def _logs_training(metrics: Path) -> bool:
-    """Whether a metrics.jsonl logs any training step or validation (not only run starts)."""
-    with metrics.open(encoding="utf-8", errors="replace") as f:
-        return any('"loss"' in line or '"val_loss"' in line for line in f)
-
-
-@dataclass
-class Run:
+class Trainer:
     """Everything one training run works with, built by :func:`prepare`."""
 
     config: TrainConfig
@@ -330,9 +163,9 @@ class Run:
     world: int
     total_steps: int
     paths: RunPaths
+    criterion: Criterion  # the head's loss, built once per run
     state: RunState = field(default_factory=RunState)
     ema: nn.Module | None = None  # the exponential moving average of the weights
-    features: nn.Module | None = None  # the frozen encoder of the feature losses
     ddp: nn.Module | None = None  # the DistributedDataParallel wrapper under torchrun
     trainable: tuple[bool, ...] = ()  # which parameters train now (the DDP wrapper's)
     stop: threading.Event = field(default_factory=threading.Event)  # set by Ctrl-C
@@ -340,8 +173,8 @@ class Run:
     skipped_files: dict[str, str] = field(default_factory=dict)  # file -> why it is unusable
 
     @property
-    def writer(self) -> bool:
-        """Only rank 0 writes files."""
+    def is_main(self) -> bool:
+        """Whether this is rank 0, the only process that writes files."""
         return self.rank == 0
 
     @property
@@ -350,51 +183,35 @@ class Run:
         return self.ddp if self.ddp is not None else self.model
 
     @property
-    def judged(self) -> nn.Module:
+    def scored_model(self) -> nn.Module:
         """What validation scores and the best checkpoint keeps: the EMA, if any."""
         return self.ema if self.ema is not None else self.model
 
     def log(self, record: dict) -> None:
-        if not self.writer:
-            return
-        with self.paths.metrics.open("a") as f:
-            f.write(json.dumps(record) + "\n")
-        if self.tensorboard is not None:
-            group = "val" if any(k.startswith("val_") for k in record) else "train"
-            for key, value in record.items():
-                if key not in ("step", "epoch") and isinstance(value, int | float):
-                    name = key.removeprefix("val_")
-                    self.tensorboard.add_scalar(f"{group}/{name}", value, record["step"])
+        """Rank 0 appends ``record`` to metrics.jsonl (and TensorBoard's log)."""
+        if self.is_main:
+            log_record(self.paths, record, self.tensorboard)
 
     def save(self) -> None:
-        """Weights and trainer state at this step. The previous weights stay as prev until both
-        new files are in place, so a kill at any moment leaves a matching pair to resume from.
+        """Weights and trainer state at this step, as a pair (:func:`save_checkpoint`).
         Weights that have diverged are refused (:func:`check_weights`), so they never replace
         the last good pair."""
         check_weights(self)
-        if not self.writer:
+        if not self.is_main:
             return
-        payload = {
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "progress": vars(self.state).copy(),
-            "rng": torch.get_rng_state(),
-        }
-        if self.ema is not None:
-            payload["ema"] = {k: v.cpu() for k, v in self.ema.state_dict().items()}
-        last, prev, new = (self.paths.checkpoint(n) for n in ("last", "prev", "next"))
-        save_model(new, self.model, self.config, self.bins, self.state.step)
-        if last.exists():
-            os.replace(last, prev)
-        os.replace(new, last)
-        save_training_state(self.paths.state, payload)
+        state = training_state(
+            optimizer=self.optimizer, scheduler=self.scheduler, progress=self.state, ema=self.ema
+        )
+        save_checkpoint(
+            self.paths, model=self.model, config=self.config, bins=self.bins, state=state
+        )
 
 
 @torch.no_grad()
-def check_weights(run: Run) -> None:
+def check_weights(trainer: Trainer) -> None:
     """Raise :class:`TrainingError` when a parameter of the model or its EMA is not finite or
     larger than :data:`MAX_WEIGHT`, or a buffer (BatchNorm's statistics) is not finite."""
-    for name, module in (("weights", run.model), ("EMA weights", run.ema)):
+    for name, module in (("weights", trainer.model), ("EMA weights", trainer.ema)):
         if module is None:
             continue
         sizes = [p.abs().amax().float() for p in module.parameters() if p.numel()]
@@ -402,39 +219,11 @@ def check_weights(run: Run) -> None:
         finite = all(bool(b.isfinite().all()) for b in module.buffers() if b.is_floating_point())
         if not (largest <= MAX_WEIGHT and finite):  # NaN fails every comparison
             raise TrainingError(
-                f"the {name} diverged by step {run.state.step} (largest |w| {largest:.3g}, "
+                f"the {name} diverged by step {trainer.state.step} (largest |w| {largest:.3g}, "
                 f"the limit is {MAX_WEIGHT:g}"
                 + ("" if finite else "; non-finite BatchNorm statistics")
                 + "); the last good checkpoint is kept. Try a lower --lr, or --precision fp32"
             )
-
-
-def _encoder(model: ColorizationNet, config: TrainConfig) -> nn.Module | None:
-    """The pretrained encoder of a U-Net, which the staged schedules freeze first."""
-    if config.model.backbone != "unet" or not config.model.pretrained:
-        return None
-    return unwrap(model).backbone.encoder
-
-
-def _optimizer(model: ColorizationNet, config: TrainConfig) -> torch.optim.Optimizer:
-    """Adam over two groups: the rest (decoder and head), then the pretrained encoder."""
-    encoder = _encoder(model, config)
-    encoder_ids = {id(p) for p in encoder.parameters()} if encoder is not None else set()
-    rest = [p for p in model.parameters() if id(p) not in encoder_ids]
-    groups = [{"params": rest, "lr": config.lr}]
-    if encoder is not None:
-        groups.append(
-            {"params": list(encoder.parameters()), "lr": config.lr * config.finetune_lr_factor}
-        )
-    return torch.optim.Adam(groups, betas=config.betas, weight_decay=config.weight_decay)
-
-
-def _schedule(optimizer: torch.optim.Optimizer, config: TrainConfig, total: int):
-    if config.schedule == "constant":
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total) / max(total, 1)))
-    )
 
 
 def _run_bins(config: TrainConfig, device: torch.device) -> dict[str, Tensor]:
@@ -448,8 +237,8 @@ def _maximises(config: TrainConfig) -> bool:
     return config.select_on != "val_loss"
 
 
-def prepare(config: TrainConfig, train_size: int, rank: int, world: int, device) -> Run:
-    """The model, optimizer and schedule of a new run on this process's device."""
+def prepare(config: TrainConfig, train_size: int, rank: int, world: int, device) -> Trainer:
+    """The model, optimizer, schedule and criterion of a new run on this process's device."""
     if config.batch_size % world:
         raise TrainingError(f"--batch-size {config.batch_size} must divide among {world} processes")
     torch.manual_seed(config.seed)
@@ -464,202 +253,99 @@ def prepare(config: TrainConfig, train_size: int, rank: int, world: int, device)
     total_steps = config.epochs * steps_per_epoch
     if config.max_steps is not None:
         total_steps = min(total_steps, config.max_steps)
-    optimizer = _optimizer(model, config)
-    return Run(
+    optimizer = build_optimizer(model, config)
+    bins = _run_bins(config, device)
+    ema = copy.deepcopy(model).eval().requires_grad_(False) if config.ema_decay else None
+    features = feature_encoder(device) if config.loss_kind in FEATURE_LOSSES else None
+    return Trainer(
         config=config,
         model=model,
         optimizer=optimizer,
-        scheduler=_schedule(optimizer, config, total_steps),
-        bins=_run_bins(config, device),
+        scheduler=build_schedule(optimizer, config, total_steps),
+        bins=bins,
         device=device,
         autocast=resolve_precision(config.precision, device),
         rank=rank,
         world=world,
         total_steps=total_steps,
         paths=RunPaths(Path(config.out)),
+        criterion=build_criterion(config, bins, features),
         state=RunState(best_val=-math.inf if _maximises(config) else math.inf),
-        ema=copy.deepcopy(model).eval().requires_grad_(False) if config.ema_decay else None,
-        features=feature_encoder(device) if "+" in config.loss_kind else None,
+        ema=ema,
     )
 
 
-def restore(run: Run, console: Console | None = None) -> None:
-    """Load the run folder's last matching weights and trainer state into ``run`` (resume)."""
-    saved, weights = _saved_pair(run.paths)
-    try:
-        run.model.load_state_dict(load_file(str(weights)))
-        run.optimizer.load_state_dict(saved["optimizer"])
-        run.scheduler.load_state_dict(saved["scheduler"])
-        if run.ema is not None and "ema" in saved:
-            run.ema.load_state_dict(saved["ema"])
-        run.state = RunState(**saved["progress"])
-        torch.set_rng_state(saved["rng"])
-    except (RuntimeError, ValueError, KeyError, TypeError) as e:
-        raise TrainingError(
-            f"cannot resume from {run.paths.root}: its checkpoint does not fit this run ({e})"
-        ) from None
-    if run.writer and run.paths.metrics.exists():
-        _trim_metrics(run.paths.metrics, run.state.step, console or Console(stderr=True))
+def _resume(trainer: Trainer, console: Console) -> None:
+    """Load the run folder's last matching weights and trainer state into ``trainer``, and
+    (rank 0) drop the metrics logged after them."""
+    trainer.state = restore(
+        trainer.paths,
+        model=trainer.model,
+        optimizer=trainer.optimizer,
+        scheduler=trainer.scheduler,
+        ema=trainer.ema,
+    )
+    if trainer.is_main and trainer.paths.metrics.exists():
+        trim_metrics(trainer.paths.metrics, trainer.state.step, console)
 
 
-def _saved_pair(paths: RunPaths) -> tuple[dict, Path]:
-    """The training state and the weights file saved at the same step."""
-    if not paths.state.is_file():
-        raise TrainingError(f"nothing to resume in {paths.root}: {paths.state} is missing")
-    try:
-        saved = load_training_state(paths.state)
-    except ValueError as e:
-        raise TrainingError(
-            f"cannot resume: {e}. Restore it from a backup, or start afresh with "
-            f"--overwrite (which deletes the run's checkpoints and metrics)"
-        ) from None
-    step = saved["progress"]["step"]
-    candidates = (paths.checkpoint("last"), paths.checkpoint("prev"))
-    weights = next((p for p in candidates if checkpoint_step(p) == step), None)
-    if weights is None:
-        raise TrainingError(f"no weights in {paths.state.parent} match the saved step {step}")
-    return saved, weights
-
-
-def _trim_metrics(path: Path, step: int, console: Console) -> None:
-    """Drop what was logged after the checkpoint at ``step``, atomically. A torn last line (a
-    kill or a full disk mid-write) is dropped with a warning; a bad line elsewhere is not ours
-    to drop."""
-    lines = [
-        x for x in path.read_text(encoding="utf-8", errors="replace").splitlines() if x.strip()
-    ]
-    kept = []
-    for number, line in enumerate(lines, 1):
-        try:
-            record = json.loads(line)
-            if not isinstance(record, dict):
-                raise ValueError("not a record")
-        except ValueError:
-            if number < len(lines):
-                raise TrainingError(
-                    f"cannot resume: line {number} of {path} is not a JSON record; "
-                    "repair or delete that line"
-                ) from None
-            console.print(f"[yellow]warning: dropped the torn last line of {path}: {line[:80]!r}")
-            continue
-        if record.get("step", 0) <= step:
-            kept.append(line + "\n")
-    atomic_write(path, lambda tmp: tmp.write_text("".join(kept), encoding="utf-8"), durable=True)
-
-
-def check_folder(paths: RunPaths, *, resume: bool, overwrite: bool) -> None:
-    """Refuse to start a new run over an earlier one, unless ``overwrite``."""
-    if resume and overwrite:
-        raise TrainingError("--resume continues a run and --overwrite replaces it: pass one")
-    earlier = [] if resume or overwrite else paths.earlier_run()
-    if earlier:
-        names = ", ".join(str(p.relative_to(paths.root)) for p in earlier)
-        raise TrainingError(
-            f"{paths.root} holds an earlier run ({names}): continue it with "
-            f"--resume {paths.root}, or start afresh with --overwrite (which deletes its "
-            "checkpoints and metrics), or pick another --out"
-        )
-
-
-def start_folder(run: Run, *, fresh: bool = True) -> None:
-    """Rank 0 makes the run folder, deletes what a kill mid-write left there (and, for a
-    ``fresh`` run, what an earlier run wrote), writes the resolved config and opens
-    TensorBoard's log."""
-    if not run.writer:
-        return
-    import yaml
-
-    for sub in ("checkpoints", "plots", "samples"):
-        (run.paths.root / sub).mkdir(parents=True, exist_ok=True)
-    run.paths.remove_stale_temps()
-    if fresh:
-        run.paths.clear()
-    resolved = yaml.safe_dump(config_dict(run.config), sort_keys=False)
-    atomic_write(run.paths.config, lambda tmp: tmp.write_text(resolved))
-    if run.config.tensorboard:
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            raise TrainingError(
-                "tensorboard: true needs the tensorboard package: "
-                "pip install 'zhangcolor[tensorboard]'"
-            ) from None
-        run.tensorboard = SummaryWriter(str(run.paths.root / "tensorboard"))
-
-
-def set_stage(run: Run) -> None:
-    """Freeze or unfreeze the pretrained encoder and set each group's learning rate for this
-    epoch's stage, and under torchrun wrap the model for DistributedDataParallel again when
-    what trains has changed: DDP waits for a gradient of every parameter that required one
-    when it was built.
-
-    Two stages: the encoder frozen for ``freeze_epochs``, then fine-tuned at
-    lr × ``finetune_lr_factor``. Three: the decoder at lr, then at lr × ``stage_lr_factor``,
-    then the whole network (the encoder at lr × ``finetune_lr_factor``).
-    """
-    config, state = run.config, run.state
-    encoder = _encoder(run.model, config)
-    if config.stages == 3:
-        frozen = state.stage < 3
-        decoder_lr = config.lr * (config.stage_lr_factor if state.stage >= 2 else 1.0)
-        bases = [decoder_lr, config.lr * config.finetune_lr_factor][
-            : len(run.optimizer.param_groups)
-        ]
-        run.scheduler.base_lrs = bases
-        factor = run.scheduler.lr_lambdas[0](run.scheduler.last_epoch)
-        for group, base in zip(run.optimizer.param_groups, bases, strict=True):
-            group["lr"] = base * factor
-    else:
-        frozen = state.epoch < config.freeze_epochs
-    if encoder is not None:
-        encoder.requires_grad_(not frozen)
-    trainable = tuple(p.requires_grad for p in run.model.parameters())
-    if dist.is_initialized() and trainable != run.trainable:
-        ids = [run.device.index] if run.device.type == "cuda" else None
-        run.ddp = nn.parallel.DistributedDataParallel(run.model, device_ids=ids)
-    run.trainable = trainable
+def set_stage(trainer: Trainer) -> None:
+    """Set what trains, and at which rate, for this epoch's stage (:func:`enter_stage`), and
+    under torchrun wrap the model for DistributedDataParallel again when what trains has
+    changed: DDP waits for a gradient of every parameter that required one when it was built."""
+    state = trainer.state
+    enter_stage(
+        trainer.model,
+        trainer.optimizer,
+        trainer.scheduler,
+        trainer.config,
+        stage=state.stage,
+        epoch=state.epoch,
+    )
+    trainable = tuple(p.requires_grad for p in trainer.model.parameters())
+    if dist.is_initialized() and trainable != trainer.trainable:
+        ids = [trainer.device.index] if trainer.device.type == "cuda" else None
+        trainer.ddp = nn.parallel.DistributedDataParallel(trainer.model, device_ids=ids)
+    trainer.trainable = trainable
 
 
 # ----------------------------------------------------------------------------- steps and epochs
 
 
-def train_step(run: Run, rgba: Tensor) -> float:
-    """One optimizer step on an RGBA batch ``(B, 4, crop, crop)`` (uint8, or float in [0, 1]
-    from the augmentation); returns its loss."""
-    config, net = run.config, run.net
-    run.optimizer.zero_grad(set_to_none=True)
+def train_step(trainer: Trainer, batch: Batch) -> float:
+    """One optimizer step on a batch of crops (:func:`~zhangcolor.data.device_batch`);
+    returns its loss."""
+    config, net = trainer.config, trainer.net
+    trainer.optimizer.zero_grad(set_to_none=True)
     total = 0.0
     # Color-neutral jitter of the input L, seeded by the step (and rank): exact on resume.
-    generator = torch.Generator(run.device)
-    generator.manual_seed((config.seed * 1_000_003 + run.state.step) * 64 + run.rank)
-    # Interleaved like the ranks' shards, so micro-batches group samples as processes do.
-    chunks = [rgba[i :: config.micro_batches] for i in range(config.micro_batches)]
-    chunks = [c for c in chunks if c.shape[0]]
-    for i, chunk in enumerate(chunks):
+    generator = torch.Generator(trainer.device)
+    generator.manual_seed((config.seed * 1_000_003 + trainer.state.step) * 64 + trainer.rank)
+    chunks = [batch.micro_batch(i, config.micro_batches) for i in range(config.micro_batches)]
+    chunks = [c for c in chunks if c.lightness.shape[0]]
+    for i, (lightness, ab, mask) in enumerate(chunks):
         # DDP averages gradients once, on the last micro-batch's backward.
         last = i == len(chunks) - 1
         sync = net.no_sync() if hasattr(net, "no_sync") and not last else nullcontext()
-        lightness, ab, mask = lab_batch(chunk)
-        seen = jitter_lightness(lightness, generator, config.light_jitter)
+        network_input = jitter_lightness(lightness, generator, config.light_jitter)
         if config.channels_last:
-            seen = seen.contiguous(memory_format=torch.channels_last)
-        with precision_context(run.device, run.autocast):
-            output = net(seen)
-        loss = compute_loss(output, ab, mask, config, run.bins, lightness, run.features)
-        loss = loss / config.micro_batches
+            network_input = network_input.contiguous(memory_format=torch.channels_last)
+        with precision_context(trainer.device, trainer.autocast):
+            output = net(network_input)
+        loss = trainer.criterion(output, lightness, ab, mask) / config.micro_batches
         if not torch.isfinite(loss):
             raise TrainingError(
-                f"the loss became {loss.item()} at step {run.state.step + 1}; the last good "
+                f"the loss became {loss.item()} at step {trainer.state.step + 1}; the last good "
                 "checkpoint is kept. Try a lower --lr, or --precision fp32"
             )
         with sync:
             loss.backward()
         total += loss.item()
-    run.optimizer.step()
-    run.scheduler.step()
-    run.state.step += 1
-    if run.ema is not None:
-        update_ema(run.ema, run.model, run.config.ema_decay, run.state.step)
+    trainer.optimizer.step()
+    trainer.scheduler.step()
+    trainer.state.step += 1
+    if trainer.ema is not None:
+        update_ema(trainer.ema, trainer.model, config.ema_decay, trainer.state.step)
     return total
 
 
@@ -683,59 +369,58 @@ def _keep_frozen_statistics(model: nn.Module) -> None:
             module.eval()
 
 
-def train_one_epoch(run: Run, loader: DataLoader, on_step: Callable[[dict], None]) -> str:
+def train_one_epoch(trainer: Trainer, loader: DataLoader, on_step: Callable[[dict], None]) -> str:
     """Train until the epoch ends; returns "epoch", "max_steps" or "interrupted"."""
-    run.model.train()
-    _keep_frozen_statistics(run.model)
-    config, state = run.config, run.state
-    seen, started = 0, time.perf_counter()
-    for batch in loader:
-        state.skipped += len(batch["skipped"])
-        state.epoch_samples += len(batch["skipped"])
-        run.skipped_files.update(batch["skipped"])
-        if batch["rgba"] is None:
+    trainer.model.train()
+    _keep_frozen_statistics(trainer.model)
+    config, state = trainer.config, trainer.state
+    images, started = 0, time.perf_counter()  # images trained on, by every rank
+    for loaded in loader:
+        state.skipped += len(loaded["skipped"])
+        state.epoch_samples += len(loaded["skipped"])
+        trainer.skipped_files.update(loaded["skipped"])
+        if loaded["rgba"] is None:
             continue
-        rgba = device_batch(batch, config.crop, run.device)
-        state.epoch_samples += rgba.shape[0]
-        loss = train_step(run, rgba)
-        seen += rgba.shape[0] * run.world
+        batch = device_batch(loaded, config.crop, trainer.device)
+        size = batch.lightness.shape[0]
+        state.epoch_samples += size
+        loss = train_step(trainer, batch)
+        images += size * trainer.world
         if state.step % config.log_every == 0 or state.step == 1:
-            rate = seen / max(time.perf_counter() - started, 1e-9)
-            lr = run.scheduler.get_last_lr()[0]
+            rate = images / max(time.perf_counter() - started, 1e-9)
+            lr = trainer.scheduler.get_last_lr()[0]
             record = {"step": state.step, "epoch": state.epoch, "loss": loss, "lr": lr}
             on_step({**record, "img_per_s": rate})
-        if state.step >= run.total_steps:
+        if state.step >= trainer.total_steps:
             return "max_steps"
-        if run.stop.is_set():
+        if trainer.stop.is_set():
             return "interrupted"
         if state.step % config.save_every == 0:
-            run.save()
+            trainer.save()
     return "epoch"
 
 
 @torch.no_grad()
-def validate(run: Run, loader: DataLoader) -> dict[str, float]:
+def validate(trainer: Trainer, loader: DataLoader) -> dict[str, float]:
     """Mean validation loss, raw AuC and class-rebalanced AuC (at T = config.temperature) of
-    the judged weights (the EMA, if any) over the validation set; a pixel's rebalancing weight
-    is 1 / p̃ of its true color's bin."""
-    model, config, bins = run.judged, run.config, run.bins
+    the scored model (the EMA, if any) over the validation set; a pixel's rebalancing weight
+    is 1 / p̃ of its true color's bin, p̃ of the run's own bins."""
+    model, config, bins = trainer.scored_model, trainer.config, trainer.bins
     model.eval()
     losses, aucs, rebalanced = [], [], []
-    for batch in loader:
-        if batch["rgba"] is None:
+    for loaded in loader:
+        if loaded["rgba"] is None:
             continue
-        lightness, ab, mask = lab_batch(device_batch(batch, config.crop, run.device))
-        with precision_context(run.device, run.autocast):
+        lightness, ab, mask = device_batch(loaded, config.crop, trainer.device)
+        with precision_context(trainer.device, trainer.autocast):
             output = model(lightness)
-        loss = compute_loss(output, ab, mask, config, bins, lightness, run.features)
-        losses.append(loss.item())
+        losses.append(trainer.criterion(output, lightness, ab, mask).item())
         small_ab, small_mask = targets_at_output(ab, mask)
         pred = unwrap(model).kind.decode(output.float(), bins["centers"], config.temperature)
         aucs.append(auc(pred, small_ab, small_mask))
-        _, index = nearest_bins(small_ab, bins["centers"], 1)
-        inverse_prior = 1.0 / bins["prior_smoothed"][index[:, 0]].clamp_min(1e-12)
-        rebalanced.append(auc(pred, small_ab, small_mask, inverse_prior))
-    run.model.train()
+        weight = inverse_prior_weights(small_ab, bins["centers"], bins["prior_smoothed"])
+        rebalanced.append(auc(pred, small_ab, small_mask, weight))
+    trainer.model.train()
     if not losses:
         return {"val_loss": math.nan, "val_auc": math.nan, "val_auc_rebalanced": math.nan}
     return {
@@ -747,15 +432,15 @@ def validate(run: Run, loader: DataLoader) -> dict[str, float]:
 
 @torch.no_grad()
 def sample_grid(
-    model: nn.Module, images: Tensor, bins: dict[str, Tensor], temperature: float
+    model: nn.Module, images: Batch, bins: dict[str, Tensor], temperature: float
 ) -> Tensor:
-    """Rows of gray | truth | prediction for RGBA ``images (B, 4, H, W)``: ``(3, H', W')``."""
+    """Rows of gray | truth | prediction for a batch of crops: ``(3, H', W')``."""
     from torchvision.utils import make_grid
 
     model = unwrap(model)
     training = model.training
     model.eval()
-    lightness, ab, _ = lab_batch(images)
+    lightness, ab, _ = images
     pred = model.kind.decode(model(lightness).float(), bins["centers"], temperature)
     pred = F.interpolate(pred, size=lightness.shape[-2:], mode="bilinear", align_corners=False)
     gray = lab_to_rgb(torch.cat([lightness, torch.zeros_like(ab)], 1))
@@ -766,76 +451,69 @@ def sample_grid(
     return make_grid(rows.cpu(), nrow=3, padding=2, pad_value=1.0)
 
 
-def plot_losses(metrics_path: Path, out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    lines = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
-    steps = [m for m in lines if "loss" in m]
-    vals = [m for m in lines if "val_loss" in m]
-    fig, ax = plt.subplots(figsize=(7, 4), constrained_layout=True)
-    ax.plot([m["step"] for m in steps], [m["loss"] for m in steps], lw=1, label="train (step)")
-    if vals:
-        ax.plot([m["step"] for m in vals], [m["val_loss"] for m in vals], "o-", label="val (epoch)")
-    ax.set(xlabel="step", ylabel="loss", title="training loss")
-    ax.legend()
-    atomic_write(out, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
-    plt.close(fig)
+# ----------------------------------------------------------------------------- epochs' ends
 
 
-def _judge(run: Run, metrics: dict[str, float]) -> bool:
+def _improves(trainer: Trainer, metrics: dict[str, float]) -> bool:
     """Whether this epoch's ``select_on`` beats the best so far; counts the epochs it does not."""
-    value = metrics[run.config.select_on]
-    value = -value if _maximises(run.config) else value
-    best = -run.state.best_val if _maximises(run.config) else run.state.best_val
+    config, state = trainer.config, trainer.state
+    value = metrics[config.select_on]
+    value = -value if _maximises(config) else value
+    best = -state.best_val if _maximises(config) else state.best_val
     improved = value < best
     if improved:
-        run.state.best_val = -value if _maximises(run.config) else value
-        run.state.bad_epochs = 0
+        state.best_val = -value if _maximises(config) else value
+        state.bad_epochs = 0
     else:
-        run.state.bad_epochs += 1
+        state.bad_epochs += 1
     return improved
 
 
-def end_epoch(run: Run, metrics: dict[str, float], fixed: Tensor | None, console: Console) -> bool:
+def end_epoch(
+    trainer: Trainer, metrics: dict[str, float], grid_batch: Batch | None, console: Console
+) -> bool:
     """Log the validation, keep the best weights, checkpoint, and (rank 0) draw the loss plot
-    and the sample grid. Returns whether the run should stop early."""
-    state, config = run.state, run.config
-    check_weights(run)  # before diverged weights could become the best
-    run.log({"step": state.step, "epoch": state.epoch, **metrics, "skipped_files": state.skipped})
-    improved = _judge(run, metrics)
-    if run.writer and improved:
-        save_model(run.paths.checkpoint("best"), run.judged, config, run.bins, state.step)
+    and the sample grid of ``grid_batch``. Returns whether the run should stop early."""
+    state, config = trainer.state, trainer.config
+    check_weights(trainer)  # before diverged weights could become the best
+    trainer.log(
+        {"step": state.step, "epoch": state.epoch, **metrics, "skipped_files": state.skipped}
+    )
+    improved = _improves(trainer, metrics)
+    if trainer.is_main and improved:
+        best = trainer.paths.checkpoint("best")
+        save_model(best, trainer.scored_model, config, trainer.bins, state.step)
     patience_out = config.patience is not None and state.bad_epochs >= config.patience
     next_stage = config.stages == 3 and patience_out and state.stage < 3
     if next_stage:  # early-stopped stage: on from its best weights
-        _barrier()
-        best = load_file(str(run.paths.checkpoint("best")), device=str(run.device))
-        for module in (run.model, run.ema):
+        barrier()
+        best = load_file(str(trainer.paths.checkpoint("best")), device=str(trainer.device))
+        for module in (trainer.model, trainer.ema):
             if module is not None:
                 module.load_state_dict(best)
         state.stage, state.bad_epochs = state.stage + 1, 0
-    run.save()
-    if run.writer:
-        _draw_epoch(run, metrics, fixed, improved, console)
+    trainer.save()
+    if trainer.is_main:
+        _draw_epoch(trainer, metrics, grid_batch, improved, console)
     return patience_out and not next_stage
 
 
-def _draw_epoch(run: Run, metrics: dict, fixed: Tensor | None, improved: bool, console) -> None:
+def _draw_epoch(
+    trainer: Trainer, metrics: dict, grid_batch: Batch | None, improved: bool, console
+) -> None:
     from torchvision.utils import save_image
 
-    state = run.state
-    plot_losses(run.paths.metrics, run.paths.plot)
-    if fixed is not None:
-        grid = sample_grid(run.judged, fixed, run.bins, run.config.temperature)
-        name = run.paths.root / "samples" / f"epoch_{state.epoch:03d}.png"
-        atomic_write(name, lambda tmp: save_image(grid, tmp, format="png"))
-        if run.tensorboard is not None:
-            run.tensorboard.add_image("samples", grid, state.step)
-            run.tensorboard.flush()
-    stage = f" (stage {state.stage})" if run.config.stages == 3 else ""
+    state, paths = trainer.state, trainer.paths
+    plot_losses(paths.metrics, paths.plot)
+    if grid_batch is not None:
+        grid = sample_grid(
+            trainer.scored_model, grid_batch, trainer.bins, trainer.config.temperature
+        )
+        atomic_write(paths.samples(state.epoch), lambda tmp: save_image(grid, tmp, format="png"))
+        if trainer.tensorboard is not None:
+            trainer.tensorboard.add_image("samples", grid, state.step)
+            trainer.tensorboard.flush()
+    stage = f" (stage {state.stage})" if trainer.config.stages == 3 else ""
     console.print(
         f"epoch {state.epoch}{stage}: val loss {metrics['val_loss']:.4f}, "
         f"val AuC {metrics['val_auc']:.1f}, rebalanced {metrics['val_auc_rebalanced']:.1f}"
@@ -843,13 +521,16 @@ def _draw_epoch(run: Run, metrics: dict, fixed: Tensor | None, improved: bool, c
     )
 
 
+# ----------------------------------------------------------------------------- the run
+
+
 @contextmanager
-def stop_on_sigint(run: Run, console: Console) -> Iterator[None]:
+def stop_on_sigint(trainer: Trainer, console: Console) -> Iterator[None]:
     """Ctrl-C asks the run to stop after the step in hand (and save), rather than kill it."""
 
     def on_sigint(signum, frame) -> None:
-        run.stop.set()
-        if run.writer:
+        trainer.stop.set()
+        if trainer.is_main:
             console.print("[yellow]interrupted: saving a checkpoint after this step …")
 
     previous = signal.signal(signal.SIGINT, on_sigint)
@@ -859,13 +540,13 @@ def stop_on_sigint(run: Run, console: Console) -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
-def _start_record(run: Run, resumed: bool) -> dict:
+def _start_record(trainer: Trainer, resumed: bool) -> dict:
     return {
         "event": "resume" if resumed else "start",
-        "step": run.state.step,
-        "device": str(run.device),
-        "precision": str(run.autocast or torch.float32).removeprefix("torch."),
-        "world": run.world,
+        "step": trainer.state.step,
+        "device": str(trainer.device),
+        "precision": str(trainer.autocast or torch.float32).removeprefix("torch."),
+        "world": trainer.world,
         "backend": dist.get_backend() if dist.is_initialized() else None,
         "zhangcolor_version": __version__,
     }
@@ -888,68 +569,73 @@ def run(
         check_folder(RunPaths(Path(config.out)), resume=resume, overwrite=overwrite)
         console = Console(stderr=True)
         data = load_data(config, rank, console if show_progress and rank == 0 else None)
-        current = prepare(config, len(data.train), rank, world, device)
+        trainer = prepare(config, len(data.train), rank, world, device)
         if resume:
-            restore(current, console)
-        start_folder(current, fresh=not resume)
-        current.log(_start_record(current, resume))
-        with stop_on_sigint(current, console):
-            return _epochs(current, data, console, show_progress)
+            _resume(trainer, console)
+        if trainer.is_main:
+            trainer.tensorboard = start_folder(trainer.paths, config, fresh=not resume)
+        trainer.log(_start_record(trainer, resume))
+        with stop_on_sigint(trainer, console):
+            return _epochs(trainer, data, console, show_progress)
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
 
 
-def _no_usable_images(run: Run, shown: int = 20) -> str:
+def _no_usable_images(trainer: Trainer, shown: int = 20) -> str:
     """Why a whole epoch trained nothing: every file's reason."""
-    skipped = sorted(run.skipped_files.items())
+    skipped = sorted(trainer.skipped_files.items())
     lines = [f"  {file}: {reason}" for file, reason in skipped[:shown]]
     if len(skipped) > shown:
         lines.append(f"  … and {len(skipped) - shown} more")
     return (
-        f"no usable training images in {run.config.data}: a whole epoch skipped all "
+        f"no usable training images in {trainer.config.data}: a whole epoch skipped all "
         f"{len(skipped)} files, and nothing was trained or saved:\n" + "\n".join(lines)
     )
 
 
-def _epochs(run: Run, data: TrainingData, console: Console, show_progress: bool) -> str:
+def _epochs(trainer: Trainer, data: TrainingData, console: Console, show_progress: bool) -> str:
     """The epoch loop of :func:`run`; returns how it ended."""
     from zhangcolor.progress import progress_bar
 
-    config, state, device = run.config, run.state, run.device
-    per_rank = config.batch_size // run.world
-    sampler = EpochSampler(len(data.train), seed=config.seed, rank=run.rank, world=run.world)
+    config, state, device = trainer.config, trainer.state, trainer.device
+    per_rank = config.batch_size // trainer.world
+    sampler = EpochSampler(
+        len(data.train), seed=config.seed, rank=trainer.rank, world=trainer.world
+    )
     loader = make_loader(data.train, sampler, config, device, per_rank)
     val_loader = make_loader(data.val, None, config, device, per_rank)
-    fixed = collate([data.val[i] for i in range(data.fixed)])
-    fixed = device_batch(fixed, config.crop, device) if fixed["rgba"] is not None else None
+    grid_photos = collate([data.val[i] for i in range(data.grid_images)])
+    grid_batch = None
+    if grid_photos["rgba"] is not None:
+        grid_batch = device_batch(grid_photos, config.crop, device)
     extra = "loss {task.fields[loss]:.4f}  {task.fields[rate]:.1f} img/s"
-    bar = progress_bar(console, "step", extra=extra, enabled=run.writer and show_progress)
+    bar = progress_bar(console, "step", extra=extra, enabled=trainer.is_main and show_progress)
     with bar:
         task = bar.add_task(
-            "", total=run.total_steps, completed=state.step, loss=math.nan, rate=0.0
+            "", total=trainer.total_steps, completed=state.step, loss=math.nan, rate=0.0
         )
 
         def on_step(record: dict) -> None:
-            run.log(record)
+            trainer.log(record)
             bar.update(
                 task, completed=record["step"], loss=record["loss"], rate=record["img_per_s"]
             )
 
-        while state.epoch < config.epochs and state.step < run.total_steps:
-            set_stage(run)
+        while state.epoch < config.epochs and state.step < trainer.total_steps:
+            set_stage(trainer)
             bar.update(task, description=f"epoch {state.epoch + 1}/{config.epochs}")
             sampler.set_epoch(state.epoch, skip=state.epoch_samples)
-            reason = train_one_epoch(run, loader, on_step)
+            reason = train_one_epoch(trainer, loader, on_step)
             bar.update(task, completed=state.step)
             if reason == "epoch" and state.step == 0:
-                raise TrainingError(_no_usable_images(run))
+                raise TrainingError(_no_usable_images(trainer))
             if reason == "interrupted":
-                run.save()
+                trainer.save()
                 return "interrupted"
             if reason == "epoch" or state.epoch_samples >= len(sampler) + sampler.skip:
                 state.epoch, state.epoch_samples = state.epoch + 1, 0
-            stop = end_epoch(run, validate(run, val_loader), fixed, console)
+            stop = end_epoch(trainer, validate(trainer, val_loader), grid_batch, console)
             if reason == "max_steps" and state.epoch < config.epochs:
                 return "max_steps"
             if stop:
