@@ -1,6 +1,7 @@
 """The docs and configs say what the code does."""
 
 import dataclasses
+import json
 import re
 from pathlib import Path
 
@@ -115,6 +116,28 @@ def test_every_shipped_config_is_installed_reachable_by_name_and_valid():
     assert resolve_config(str(local)) == local
     with pytest.raises(ValueError, match=r"shipped: .*unet-effnet-classification"):
         resolve_config("no-such-config")
+
+
+def shipped_config(name: str) -> dict:
+    """A shipped config as the run sees it: the dataclass's defaults, then the YAML's values."""
+    from zhangcolor.config import config_dict, load_config, resolve_config
+    from zhangcolor.options import TrainConfig
+
+    cls = {"prior": PriorConfig, "serve": ServeConfig}.get(name, TrainConfig)
+    return config_dict(load_config(cls, resolve_config(name)))
+
+
+def test_every_shipped_config_resolves_to_its_frozen_values():
+    """tests/data/shipped-configs.json holds every shipped config as it resolved when the YAMLs
+    still spelled out every field: a YAML may leave out a default, but neither a YAML edit nor a
+    new default may change a recipe (default.yaml is the shipped model's). A new field adds its
+    default here."""
+    from zhangcolor.config import shipped_configs
+
+    frozen = json.loads((ROOT / "tests" / "data" / "shipped-configs.json").read_text())
+    assert sorted(frozen) == sorted(shipped_configs())
+    for name, values in frozen.items():
+        assert shipped_config(name) == values, name
 
 
 def test_the_gpu_recipe_is_the_shipped_recipe_but_for_the_gpu_keys():
