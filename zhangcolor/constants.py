@@ -57,6 +57,8 @@ TEMPERATURES = (1.0, 0.77, 0.58, 0.38, 0.29, 0.14, 0.01)
 WORKING_SIZE = 256
 #: The smallest working size and training crop (px): a network output of 4 × 4.
 MIN_WORKING_SIZE = 16
+#: The smallest longer side (px) serve scales a preview down to.
+MIN_PREVIEW_SIDE = 16
 #: zlib level of PNG results, 0-9. On colorized 0.3 MP photos level 1 encodes about 4× faster
 #: than zlib's default 6 (15.6 against 65.8 ms) for files about 7 % larger; level 0 writes files
 #: 2.5× as large, and 9 takes 4× the time of 6 for files 2.6 % smaller. Encoding is most of the
