@@ -270,7 +270,7 @@ class ColorizeService:
         timings["decode"] = _ms(start)
         start = time.perf_counter()
         buffer = io.BytesIO()
-        write_image(finished_image(color, alpha, fmt), buffer, fmt, png_compress=1)
+        write_image(finished_image(color, alpha, fmt), buffer, fmt)
         timings["encode"] = _ms(start)
         if max(upload.lightness.shape[-2:]) > _CACHED_WEIGHTS_SIDE:
             _colorize.clear_resampling_cache()
