@@ -29,6 +29,7 @@ from zhangcolor.metrics import (
     colorfulness,
     within_thresholds,
 )
+from zhangcolor.options import EVALUATION_SPLITS
 from zhangcolor.prior import is_gray
 from zhangcolor.split import split_files
 
@@ -101,8 +102,8 @@ def evaluation_images(
 ) -> list[Path]:
     """The photos to evaluate: every image under ``data``, or (``split="val"``) only the
     validation split that ``train`` holds out, the first ``max_images`` of them."""
-    if split not in ("all", "val"):
-        raise ValueError(f"unknown split {split!r}; valid: all, val")
+    if split not in EVALUATION_SPLITS:
+        raise ValueError(f"unknown split {split!r}; valid: {', '.join(EVALUATION_SPLITS)}")
     root = Path(data)
     paths = split_files(root, val_fraction)[1] if split == "val" else find_images(root)
     return paths[:max_images] if max_images is not None else paths
