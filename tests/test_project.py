@@ -1,5 +1,6 @@
 """The docs and configs say what the code does."""
 
+import importlib.util
 import json
 import re
 from pathlib import Path
@@ -159,6 +160,23 @@ def test_the_gpu_recipe_is_the_shipped_recipe_but_for_the_gpu_keys():
     assert (gpu["crop"], gpu["precision"]) == (224, "auto")
     # the same number of photos seen, in bigger batches
     assert gpu["max_steps"] * gpu["batch_size"] == cpu["max_steps"] * cpu["batch_size"]
+
+
+def test_the_cli_reference_is_what_its_script_writes():
+    """docs/cli.md is made from the commands and the config fields' metadata; a changed option
+    or help text must come with the page regenerated (python docs/make_cli_reference.py)."""
+    spec = importlib.util.spec_from_file_location(
+        "make_cli_reference", ROOT / "docs" / "make_cli_reference.py"
+    )
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    text = script.reference()
+    assert (ROOT / "docs" / "cli.md").read_text(encoding="utf-8") == text, (
+        "docs/cli.md is out of date: run python docs/make_cli_reference.py"
+    )
+    for option in ("--png-compress", "--max-upload-mb", "--lambda", "--select-on"):
+        assert f"`{option} " in text
+    assert "| `crop_scale` | [0.25, 1.0] |" in text  # a YAML-only field, with its default
 
 
 def test_the_licence_pyproject_names_is_there():

@@ -629,6 +629,7 @@ def export() -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     default=Path("model.onnx"),
     show_default=True,
+    help="Where to write the ONNX file.",
 )
 @field_option(
     ColorizeConfig,
