@@ -137,7 +137,7 @@ SIZE_RULE = (_working_size, f"must be a multiple of {STRIDE}, at least {MIN_WORK
 TEMPERATURE_RULE = within(MIN_TEMPERATURE, MAX_TEMPERATURE)
 _DEVICE_HELP = "Where to run; auto: a CUDA GPU when torch sees one, else the CPU."
 _PRECISION_HELP = "auto: bf16 where the hardware runs it natively (else fp32); fp32; bf16."
-_SIZE_HELP = "Working size (px, square) the network sees; results keep the input's size."
+_SIZE_HELP = "Working size (px): the network sees L resized to size × size."
 
 
 # ----------------------------------------------------------------------------- the components
@@ -196,7 +196,7 @@ class TrainConfig:
         rule=(lambda v: isinstance(v, str) and v != "", "must be a folder"),
     )
     bins: str | None = option(None, help="bins.npz from build-bins; none: the shipped prior.")
-    model: ModelConfig = option(default_factory=ModelConfig, help="The network (its section).")
+    model: ModelConfig = option(default_factory=ModelConfig, help="The network (ModelConfig).")
     loss: str = option(
         "auto",
         help="auto: cross-entropy (ce) for classification, l2 for regression; l1 and huber; "
@@ -403,7 +403,8 @@ class ServeConfig:
         help="'default' (shipped), a .safetensors checkpoint, or an .onnx file (backend onnx).",
         rule=text(),
     )
-    # torch rather than auto: onnxruntime's speed-up was measured for colorize, not for serve.
+    # torch rather than auto: onnxruntime's speed-up, auto's reason, was measured for colorize,
+    # not for serve.
     backend: str = option(
         "torch",
         help="Runtime: torch, onnx (onnxruntime on the CPU; the onnx extra), or auto (as "
@@ -455,7 +456,7 @@ class ServeConfig:
         help="Longest silence while a request's headers or body arrive (s; 408 beyond).",
         rule=positive(),
     )
-    # 20 MB (max_upload_mb) at 1.4 Mbit/s.
+    # Enough for a file of max_upload_mb (20 MB) at 1.4 Mbit/s.
     upload_timeout_s: float = option(
         120.0,
         help="Time the whole upload body must arrive within (s; 408 beyond).",
