@@ -352,6 +352,40 @@ def test_evaluate_end_to_end_reports_gray_and_each_model(checkpoint, tmp_path):
     assert direct["rows"][1]["auc"] == pytest.approx(report["rows"][2]["auc"])
 
 
+def test_the_auc_curves_show_each_classification_model_at_the_papers_t_or_the_nearest(
+    tmp_path, monkeypatch
+):
+    """The AuC-curve plot shows one curve per model: a classification model at the paper's T
+    when it was evaluated, else at the evaluated T closest to it, and its label says which T
+    (a sweep without 0.38 once dropped every classification model from the plot)."""
+    import matplotlib.figure
+
+    plotted = {}
+
+    def savefig(fig, path, **kwargs):
+        plotted[Path(path).name] = [line.get_label() for line in fig.axes[0].lines]
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", savefig)
+    metrics = dict.fromkeys(("auc", "auc_rebalanced", "psnr", "ssim", "colorfulness"), 50.0)
+    metrics.update(colorfulness_truth=50.0, colorfulness_ratio=1.0)
+    curve = [50.0] * (AUC_MAX_THRESHOLD + 1)
+    rows = [
+        {"model": model, "label": model, "temperature": t, **metrics, "curve": curve}
+        for model, t in [
+            (GRAY, None),
+            ("a", 1.0),
+            ("a", 0.29),
+            ("a", 0.14),
+            ("b", 1.0),
+            ("b", 0.38),
+            ("regression", None),
+        ]
+    ]
+    report = {"data": "photos", "split": "val", "size": 32, "images": 1, "rows": rows}
+    write_report(report, tmp_path)
+    assert plotted["auc_curves.png"] == [GRAY, "a (T = 0.29)", "b (T = 0.38)", "regression"]
+
+
 def test_evaluate_skips_and_counts_hostile_files(checkpoint, tmp_path, monkeypatch):
     """A zTXt bomb (ValueError in Pillow), a 2×44,000,000 PNG, and a folder, a FIFO and a broken
     link named like images are skipped with their reasons; the photos are scored."""

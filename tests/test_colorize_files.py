@@ -235,6 +235,19 @@ def test_png_compress_changes_the_size_not_the_pixels_and_one_worker_works(check
         assert result.exit_code == 2 and words in result.output
 
 
+def test_the_cli_the_python_api_and_the_server_write_pngs_at_one_level():
+    """The PNG level is PNG_COMPRESS wherever a default applies (it was 1 on the command line
+    and 6 from colorize_files and write_image)."""
+    import inspect
+
+    from zhangcolor.constants import PNG_COMPRESS
+    from zhangcolor.options import ColorizeConfig
+
+    write_default = inspect.signature(write_image).parameters["png_compress"].default
+    assert ColorizeConfig().png_compress == OutputOptions().png_compress == write_default
+    assert write_default == PNG_COMPRESS
+
+
 @pytest.mark.parametrize("size", [(37, 53), (300, 701), (1100, 40)])  # 1, 1 and 2 device bands
 def test_the_device_join_gives_the_cpu_joins_pixels(size):
     """The device join, run here with the CPU standing in for the GPU (tests/test_cuda.py runs

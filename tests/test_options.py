@@ -1,4 +1,7 @@
-"""Every config dataclass checks its fields where they enter, naming the field and its range."""
+"""Every config dataclass checks its fields where they enter, naming the field and its range; each
+field's help and rule live in its metadata, and the command line shows that help."""
+
+import dataclasses
 
 import pytest
 import yaml
@@ -49,6 +52,44 @@ def test_a_bad_value_is_refused_naming_the_field_and_its_range(cls, name, value,
         cls(**{name: value})
     message = str(caught.value)
     assert f"{name}={value!r}" in message and words in message
+
+
+def test_every_bad_field_is_named_at_once():
+    with pytest.raises(ValueError) as caught:
+        TrainConfig(lr=-1, epochs=0, schedule="linear")
+    assert str(caught.value) == (
+        "invalid TrainConfig: epochs=0 (must be an integer ≥ 1); lr=-1 (must be a number > 0); "
+        "schedule='linear' (unknown; valid: cosine, constant)"
+    )
+
+
+CONFIGS = (ModelConfig, TrainConfig, PriorConfig, ServeConfig, ColorizeConfig)
+
+
+def test_every_field_carries_its_help_and_the_command_line_shows_it():
+    """Each field's one-line help is in its metadata; an option that fills the field shows that
+    help, not words of its own (an option that means something narrower is the exception:
+    calibrate's --model takes a classification checkpoint only)."""
+    for cls in CONFIGS:
+        for spec in dataclasses.fields(cls):
+            assert spec.metadata.get("help"), f"{cls.__name__}.{spec.name} has no help"
+    commands = {
+        "build-bins": [PriorConfig],
+        "train": [TrainConfig, ModelConfig],
+        "colorize": [ColorizeConfig],
+        "evaluate": [ColorizeConfig],
+        "calibrate": [ColorizeConfig],
+        "serve": [ServeConfig],
+    }
+    checked = 0
+    for name, classes in commands.items():
+        for param in main.commands[name].params:
+            for cls in classes:
+                fields = {f.name: f for f in dataclasses.fields(cls)}
+                if param.name in fields and (name, param.name) != ("calibrate", "model"):
+                    assert param.help == fields[param.name].metadata["help"], (name, param.name)
+                    checked += 1
+    assert checked > 50
 
 
 def test_the_defaults_are_valid_and_the_head_is_an_enum_that_reads_as_its_name():

@@ -1,6 +1,7 @@
 """The docs and configs say what the code does."""
 
-import dataclasses
+import importlib.util
+import json
 import re
 from pathlib import Path
 
@@ -25,12 +26,23 @@ def test_ci_runs_exactly_the_readme_install_and_test_commands():
     assert "python3 -m venv" in ci  # a new environment every run
 
 
-@pytest.mark.parametrize(
-    ("name", "cls"), [("prior.yaml", PriorConfig), ("serve.yaml", ServeConfig)]
-)
-def test_yaml_configs_match_their_dataclass_defaults(name, cls):
-    values = yaml.safe_load((ROOT / "zhangcolor" / "configs" / name).read_text())
-    assert values == {f.name: f.default for f in dataclasses.fields(cls)}
+def test_no_shipped_config_restates_a_default():
+    """A shipped YAML holds only what differs from its dataclass's defaults, so that a value
+    there is a choice of that recipe, and the meaning of each field stays in its metadata."""
+    from zhangcolor.config import config_dict, shipped_configs
+    from zhangcolor.options import TrainConfig
+
+    for name, path in shipped_configs().items():
+        cls = {"prior": PriorConfig, "serve": ServeConfig}.get(name, TrainConfig)
+        defaults = config_dict(cls())
+        values = yaml.safe_load(path.read_text()) or {}
+        assert path.read_text().startswith("# "), f"{name}.yaml says what it is for first"
+        for key, value in values.items():
+            nested = value.items() if isinstance(value, dict) else [(None, value)]
+            for inner, v in nested:
+                default = defaults[key] if inner is None else defaults[key][inner]
+                where = key if inner is None else f"{key}.{inner}"
+                assert v != default, f"{name}.yaml restates the default {where}: {v!r}"
 
 
 def shell_commands(lines: list[str]) -> list[str]:
@@ -117,17 +129,54 @@ def test_every_shipped_config_is_installed_reachable_by_name_and_valid():
         resolve_config("no-such-config")
 
 
+def shipped_config(name: str) -> dict:
+    """A shipped config as the run sees it: the dataclass's defaults, then the YAML's values."""
+    from zhangcolor.config import config_dict, load_config, resolve_config
+    from zhangcolor.options import TrainConfig
+
+    cls = {"prior": PriorConfig, "serve": ServeConfig}.get(name, TrainConfig)
+    return config_dict(load_config(cls, resolve_config(name)))
+
+
+def test_every_shipped_config_resolves_to_its_frozen_values():
+    """tests/data/shipped-configs.json holds every shipped config as it resolved when the YAMLs
+    still spelled out every field: a YAML may leave out a default, but neither a YAML edit nor a
+    new default may change a recipe (default.yaml is the shipped model's). A new field adds its
+    default here."""
+    from zhangcolor.config import shipped_configs
+
+    frozen = json.loads((ROOT / "tests" / "data" / "shipped-configs.json").read_text())
+    assert sorted(frozen) == sorted(shipped_configs())
+    for name, values in frozen.items():
+        assert shipped_config(name) == values, name
+
+
 def test_the_gpu_recipe_is_the_shipped_recipe_but_for_the_gpu_keys():
     """configs/default-gpu.yaml is the shipped model's run for one GPU (benchmarks/gpu_train.sh):
     it may change only what a GPU changes, so a new recipe cannot land in one and not the other."""
-    from zhangcolor.config import resolve_config
-
-    cpu, gpu = (yaml.safe_load(resolve_config(n).read_text()) for n in ("default", "default-gpu"))
-    differ = {k for k in cpu.keys() | gpu.keys() if cpu.get(k) != gpu.get(k)}
+    cpu, gpu = shipped_config("default"), shipped_config("default-gpu")
+    differ = {k for k in cpu if cpu[k] != gpu[k]}
     assert differ == {"out", "crop", "batch_size", "max_steps", "precision", "workers"}
     assert (gpu["crop"], gpu["precision"]) == (224, "auto")
     # the same number of photos seen, in bigger batches
     assert gpu["max_steps"] * gpu["batch_size"] == cpu["max_steps"] * cpu["batch_size"]
+
+
+def test_the_cli_reference_is_what_its_script_writes():
+    """docs/cli.md is made from the commands and the config fields' metadata; a changed option
+    or help text must come with the page regenerated (python docs/make_cli_reference.py)."""
+    spec = importlib.util.spec_from_file_location(
+        "make_cli_reference", ROOT / "docs" / "make_cli_reference.py"
+    )
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    text = script.reference()
+    assert (ROOT / "docs" / "cli.md").read_text(encoding="utf-8") == text, (
+        "docs/cli.md is out of date: run python docs/make_cli_reference.py"
+    )
+    for option in ("--png-compress", "--max-upload-mb", "--lambda", "--select-on"):
+        assert f"`{option} " in text
+    assert "| `crop_scale` | [0.25, 1.0] |" in text  # a YAML-only field, with its default
 
 
 def test_the_licence_pyproject_names_is_there():

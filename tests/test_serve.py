@@ -32,6 +32,7 @@ pytest.importorskip("fastapi", reason="the serve extra is not installed")
 from fastapi.testclient import TestClient
 
 from zhangcolor import serve
+from zhangcolor.constants import MAX_TEMPERATURE, MIN_PREVIEW_SIDE, MIN_TEMPERATURE
 from zhangcolor.serve import (
     ApiError,
     ColorizeService,
@@ -275,6 +276,33 @@ def test_page_health_and_openapi(client):
     for asset in ("/docs", "/static/api.js", "/static/style.css"):
         text = client.get(asset).text
         assert not re.search(r"""(src|href)=["']?(https?:)?//|https?://""", text), asset
+
+
+def test_the_api_schema_states_the_bounds_the_server_keeps(client):
+    """The OpenAPI form and the GET's query say the range of T and the smallest preview side
+    that the server enforces: each bound is accepted, and just beyond it is a 422."""
+    schema = client.get("/openapi.json").json()
+    post_form = schema["paths"]["/api/colorize"]["post"]["requestBody"]["content"]
+    fields = post_form["multipart/form-data"]["schema"]["properties"]
+    t, side = fields["temperature"], fields["max_side"]
+    assert (t["minimum"], t["maximum"], side["minimum"]) == (
+        MIN_TEMPERATURE,
+        MAX_TEMPERATURE,
+        MIN_PREVIEW_SIDE,
+    )
+    query = schema["paths"]["/api/colorize/{upload_id}"]["get"]["parameters"]
+    described = {p["name"]: p.get("description", "") for p in query}
+    assert f"[{MIN_TEMPERATURE:g}, {MAX_TEMPERATURE:g}]" in described["temperature"]
+    assert f"≥ {MIN_PREVIEW_SIDE}" in described["max_side"]
+    good = photo_bytes(3)
+    for fields, status in [
+        ({"temperature": MIN_TEMPERATURE}, 200),
+        ({"temperature": MAX_TEMPERATURE}, 200),
+        ({"temperature": MIN_TEMPERATURE / 2}, 422),
+        ({"max_side": MIN_PREVIEW_SIDE}, 200),
+        ({"max_side": MIN_PREVIEW_SIDE - 1}, 422),
+    ]:
+        assert post(client, good, **fields).status_code == status, fields
 
 
 def test_download_names_come_from_the_request_never_from_an_earlier_uploader(client):

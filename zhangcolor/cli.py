@@ -1,12 +1,12 @@
 """The ``zhangcolor`` command: a thin layer that parses, validates and calls the library.
 
-Choices and defaults come from :mod:`zhangcolor.options` (light: no torch, so ``--help`` is
-quick); each value is checked once, where it enters, by the config dataclass it fills.
+Choices, defaults and each option's help come from :mod:`zhangcolor.options` (light: no torch,
+so ``--help`` is quick); each value is checked once, where it enters, by the config dataclass it
+fills. ``docs/make_cli_reference.py`` writes docs/cli.md from these commands.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from pathlib import Path
 from typing import Any
@@ -16,7 +16,8 @@ from rich.console import Console
 from rich.table import Table
 
 from zhangcolor import __version__
-from zhangcolor.constants import MIN_TEMPERATURE, TEMPERATURE, TEMPERATURES
+from zhangcolor.config import field_help, shown_default
+from zhangcolor.constants import MAX_TEMPERATURE, MIN_TEMPERATURE, TEMPERATURE, TEMPERATURES
 from zhangcolor.options import (
     BACKBONES,
     BACKENDS,
@@ -24,11 +25,14 @@ from zhangcolor.options import (
     COLOR_SPACES,
     DEVICES,
     ENCODERS,
+    EVALUATION_SPLITS,
     FORMATS,
     HEADS,
     LOSSES,
     PRECISIONS,
+    PRIOR_SPLITS,
     SELECT_ON,
+    STAGES,
     ColorizeConfig,
     ModelConfig,
     PriorConfig,
@@ -46,20 +50,14 @@ out = Console()
 # ----------------------------------------------------------------------------- helpers
 
 
-def _default(cls: type, name: str) -> Any:
-    """The default of field ``name`` of config dataclass ``cls``."""
-    spec = {f.name: f for f in dataclasses.fields(cls)}[name]
-    if spec.default_factory is not dataclasses.MISSING:
-        return spec.default_factory()
-    return spec.default
-
-
-def field_option(cls: type, name: str, *decls: str, help: str, **kwargs):
-    """An option that fills field ``name`` of ``cls``: None unless given, so a YAML config's
-    value stands, with the dataclass's default shown in --help."""
-    default = _default(cls, name)
-    shown = "none" if default is None else str(getattr(default, "value", default))
-    return click.option(*decls, name, default=None, show_default=shown, help=help, **kwargs)
+def field_option(cls: type, name: str, *decls: str, **kwargs: Any):
+    """An option that fills field ``name`` of config dataclass ``cls``: None unless given, so a
+    YAML config's value stands. Its help is the field's own (a ``help`` here only where the flag
+    needs other words), with the dataclass's default shown (flags: off)."""
+    kwargs.setdefault("help", field_help(cls, name))
+    if not kwargs.get("is_flag"):
+        kwargs["show_default"] = shown_default(cls, name)
+    return click.option(*decls, name, default=None, **kwargs)
 
 
 def _resolve_config(ctx, param, value):
@@ -97,23 +95,9 @@ def build(cls: type, config_path: Path | None = None, **flags):
 def inference_options(command):
     """--device, --precision and --size, shared by the commands that run a trained model."""
     options = [
-        field_option(
-            ColorizeConfig, "device", "--device", type=click.Choice(DEVICES), help="Where to run."
-        ),
-        field_option(
-            ColorizeConfig,
-            "precision",
-            "--precision",
-            type=click.Choice(PRECISIONS),
-            help="auto: bf16 where the hardware runs it natively.",
-        ),
-        field_option(
-            ColorizeConfig,
-            "size",
-            "--size",
-            type=int,
-            help="Working size the network sees; outputs keep the input's size.",
-        ),
+        field_option(ColorizeConfig, "device", "--device", type=click.Choice(DEVICES)),
+        field_option(ColorizeConfig, "precision", "--precision", type=click.Choice(PRECISIONS)),
+        field_option(ColorizeConfig, "size", "--size", type=int),
     ]
     for option in reversed(options):
         command = option(command)
@@ -144,23 +128,13 @@ def main() -> None:
     help="Folder to write bins.npz, bins.json and prior.png into (created if missing).",
 )
 @config_option("prior")
-@field_option(
-    PriorConfig, "lam", "--lambda", type=float, help="λ, weight of the uniform distribution."
-)
-@field_option(PriorConfig, "sigma", "--sigma", type=float, help="σ (ab units) of the smoothing.")
-@field_option(PriorConfig, "size", "--size", type=int, help="Short side (px) before counting.")
-@field_option(
-    PriorConfig, "max_images", "--max-images", type=int, help="At most this many, drawn at random."
-)
-@field_option(PriorConfig, "workers", "--workers", type=int, help="Threads that decode and count.")
-@field_option(PriorConfig, "seed", "--seed", type=int, help="Seed of the --max-images draw.")
-@field_option(
-    PriorConfig,
-    "split",
-    "--split",
-    type=click.Choice(["all", "train"]),
-    help="train: leave out the validation split that `train` holds out.",
-)
+@field_option(PriorConfig, "lam", "--lambda", type=float)
+@field_option(PriorConfig, "sigma", "--sigma", type=float)
+@field_option(PriorConfig, "size", "--size", type=int)
+@field_option(PriorConfig, "max_images", "--max-images", type=int)
+@field_option(PriorConfig, "workers", "--workers", type=int)
+@field_option(PriorConfig, "seed", "--seed", type=int)
+@field_option(PriorConfig, "split", "--split", type=click.Choice(PRIOR_SPLITS))
 def build_bins(data_dir: Path, out_dir: Path, config_path: Path | None, **flags) -> None:
     """Estimate the ab prior and class-rebalancing weights of a folder of color photos.
 
@@ -223,74 +197,40 @@ def _print_prior_summary(result, data_dir: Path) -> None:
 
 @main.command("train")
 @config_option("unet-effnet-classification")
-@click.option("--data", type=click.Path(exists=True, file_okay=False), help="Folder of photos.")
-@field_option(TrainConfig, "out", "--out", help="Run folder.")
-@field_option(ModelConfig, "head", "--head", type=click.Choice(HEADS), help="Output head.")
-@field_option(
-    ModelConfig, "backbone", "--backbone", type=click.Choice(BACKBONES), help="Network body."
-)
-@field_option(
-    ModelConfig, "encoder", "--encoder", type=click.Choice(ENCODERS), help="U-Net encoder."
-)
-@field_option(ModelConfig, "width", "--width", type=float, help="eccv16 width multiplier.")
-@field_option(
-    TrainConfig,
-    "loss",
-    "--loss",
-    type=click.Choice(LOSSES),
-    help="auto: ce for classification, l2 for regression.",
-)
+@field_option(TrainConfig, "data", "--data", type=click.Path(exists=True, file_okay=False))
+@field_option(TrainConfig, "out", "--out")
+@field_option(ModelConfig, "head", "--head", type=click.Choice(HEADS))
+@field_option(ModelConfig, "backbone", "--backbone", type=click.Choice(BACKBONES))
+@field_option(ModelConfig, "encoder", "--encoder", type=click.Choice(ENCODERS))
+@field_option(ModelConfig, "width", "--width", type=float)
+@field_option(TrainConfig, "loss", "--loss", type=click.Choice(LOSSES))
 @click.option(
     "--no-rebalance",
     is_flag=True,
     default=None,
     help="Unweighted cross-entropy (the paper's 'class' variant).",
 )
-@field_option(TrainConfig, "epochs", "--epochs", type=int, help="Epochs in all.")
-@field_option(TrainConfig, "max_steps", "--max-steps", type=int, help="Steps in all, at most.")
-@field_option(TrainConfig, "batch_size", "--batch-size", type=int, help="Global batch size.")
-@field_option(TrainConfig, "lr", "--lr", type=float, help="Learning rate.")
-@field_option(TrainConfig, "crop", "--crop", type=int, help="Training crop side (multiple of 4).")
-@field_option(TrainConfig, "bins", "--bins", help="bins.npz from build-bins; none: shipped prior.")
-@field_option(
-    TrainConfig,
-    "precision",
-    "--precision",
-    type=click.Choice(PRECISIONS),
-    help="auto: bf16 where the hardware runs it natively.",
-)
-@field_option(TrainConfig, "workers", "--workers", type=int, help="DataLoader worker processes.")
-@field_option(TrainConfig, "seed", "--seed", type=int, help="Seed of the weights and the crops.")
-@field_option(
-    TrainConfig,
-    "select_on",
-    "--select-on",
-    type=click.Choice(SELECT_ON),
-    help="Validation metric of the best checkpoint and of early stopping.",
-)
-@field_option(TrainConfig, "patience", "--patience", type=int, help="Epochs without a better one.")
-@field_option(TrainConfig, "ema_decay", "--ema-decay", type=float, help="EMA of the weights.")
-@field_option(
-    TrainConfig,
-    "stages",
-    "--stages",
-    type=click.Choice(["2", "3"]),
-    help="2: freeze_epochs then fine-tune; 3: decoder, decoder at a lower lr, all.",
-)
-@field_option(
-    TrainConfig, "light_jitter", "--light-jitter", type=float, help="Color-neutral L augmentation."
-)
-@field_option(
-    TrainConfig, "cache", "--cache", type=click.Choice(CACHE_MODES), help="Decoded-photo cache."
-)
+@field_option(TrainConfig, "epochs", "--epochs", type=int)
+@field_option(TrainConfig, "max_steps", "--max-steps", type=int)
+@field_option(TrainConfig, "batch_size", "--batch-size", type=int)
+@field_option(TrainConfig, "lr", "--lr", type=float)
+@field_option(TrainConfig, "crop", "--crop", type=int)
+@field_option(TrainConfig, "bins", "--bins")
+@field_option(TrainConfig, "precision", "--precision", type=click.Choice(PRECISIONS))
+@field_option(TrainConfig, "workers", "--workers", type=int)
+@field_option(TrainConfig, "seed", "--seed", type=int)
+@field_option(TrainConfig, "select_on", "--select-on", type=click.Choice(SELECT_ON))
+@field_option(TrainConfig, "patience", "--patience", type=int)
+@field_option(TrainConfig, "ema_decay", "--ema-decay", type=float)
+@field_option(TrainConfig, "stages", "--stages", type=click.Choice([str(s) for s in STAGES]))
+@field_option(TrainConfig, "light_jitter", "--light-jitter", type=float)
+@field_option(TrainConfig, "cache", "--cache", type=click.Choice(CACHE_MODES))
 @click.option(
     "--color-space",
     type=click.Choice(COLOR_SPACES),
     help="rgb: the RGB-space regression baseline (--head rgb-regression). [default: lab]",
 )
-@click.option(
-    "--tensorboard", is_flag=True, default=None, help="Write TensorBoard logs into RUN/tensorboard."
-)
+@field_option(TrainConfig, "tensorboard", "--tensorboard", is_flag=True)
 @click.option(
     "--resume",
     "resume_dir",
@@ -365,50 +305,16 @@ def train(
     show_default=True,
     help="Output folder; outputs mirror the inputs' paths from their common root.",
 )
-@field_option(
-    ColorizeConfig,
-    "temperature",
-    "--temperature",
-    "-t",
-    type=float,
-    help=f"Annealed-mean T in [{MIN_TEMPERATURE:g}, 1]: lower is more vivid, 1 is the mean. "
-    f"Unset: the model's own, calibrated T (the paper's is {TEMPERATURE}).",
-)
-@field_option(
-    ColorizeConfig,
-    "model",
-    "--model",
-    help="'default' (shipped), a .safetensors checkpoint, or the authors' eccv16 .pth.",
-)
+@field_option(ColorizeConfig, "temperature", "--temperature", "-t", type=float)
+@field_option(ColorizeConfig, "model", "--model")
 @inference_options
-@field_option(
-    ColorizeConfig,
-    "backend",
-    "--backend",
-    type=click.Choice(BACKENDS),
-    help="onnx: run the network in onnxruntime, on the CPU (pip install 'zhangcolor[onnx]'). "
-    "auto: onnx where torch would run on the CPU in fp32 (onnxruntime measured 1.6× faster per "
-    "core; the model is exported once into the cache), else torch (GPUs, native-bf16 CPUs).",
-)
-@field_option(ColorizeConfig, "batch_size", "--batch-size", type=int, help="Images per batch.")
-@field_option(
-    ColorizeConfig,
-    "workers",
-    "--workers",
-    type=int,
-    help="Threads that decode, join and write, around the network (default: one per core).",
-)
-@field_option(ColorizeConfig, "format", "--format", type=click.Choice(FORMATS), help="Output.")
-@field_option(
-    ColorizeConfig,
-    "png_compress",
-    "--png-compress",
-    type=int,
-    help="zlib level of PNG outputs, 0-9: 1 encodes about 4× faster than zlib's default 6 "
-    "for files about 7 % larger (measured on 0.3 MP results); 9 is smallest and slowest.",
-)
-@click.option("--side-by-side", is_flag=True, default=None, help="Write gray | color.")
-@click.option("--overwrite", is_flag=True, default=None, help="Replace existing outputs.")
+@field_option(ColorizeConfig, "backend", "--backend", type=click.Choice(BACKENDS))
+@field_option(ColorizeConfig, "batch_size", "--batch-size", type=int)
+@field_option(ColorizeConfig, "workers", "--workers", type=int)
+@field_option(ColorizeConfig, "format", "--format", type=click.Choice(FORMATS))
+@field_option(ColorizeConfig, "png_compress", "--png-compress", type=int)
+@field_option(ColorizeConfig, "side_by_side", "--side-by-side", is_flag=True)
+@field_option(ColorizeConfig, "overwrite", "--overwrite", is_flag=True)
 @click.option(
     "--hints",
     "hints_path",
@@ -510,7 +416,8 @@ def _print_outcomes(outcomes: list, out_dir: Path) -> None:
     "--temperatures",
     default=",".join(f"{t:g}" for t in TEMPERATURES),
     show_default=True,
-    help=f"Comma-separated annealed-mean temperatures in [{MIN_TEMPERATURE:g}, 1].",
+    help="Comma-separated annealed-mean temperatures in "
+    f"[{MIN_TEMPERATURE:g}, {MAX_TEMPERATURE:g}].",
 )
 @click.option(
     "--out",
@@ -522,7 +429,7 @@ def _print_outcomes(outcomes: list, out_dir: Path) -> None:
 )
 @click.option(
     "--split",
-    type=click.Choice(["all", "val"]),
+    type=click.Choice(EVALUATION_SPLITS),
     default="all",
     show_default=True,
     help="val: only the validation split that `train` holds out of DATA.",
@@ -592,7 +499,7 @@ def _print_report(report: dict, split: str) -> None:
 @click.option("--model", required=True, help="A .safetensors checkpoint (classification head).")
 @click.option(
     "--split",
-    type=click.Choice(["all", "val"]),
+    type=click.Choice(EVALUATION_SPLITS),
     default="val",
     show_default=True,
     help="val: the validation split that `train` holds out of DATA.",
@@ -745,6 +652,7 @@ def export() -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     default=Path("model.onnx"),
     show_default=True,
+    help="Where to write the ONNX file.",
 )
 @field_option(
     ColorizeConfig,
@@ -775,61 +683,23 @@ def export_onnx_command(model: str, target: Path, size: int | None) -> None:
 
 @main.command("serve")
 @config_option("serve")
-@field_option(ServeConfig, "host", "--host", help="Interface to listen on.")
-@field_option(ServeConfig, "port", "--port", type=int, help="Port.")
-@field_option(
-    ServeConfig, "model", "--model", help="'default', a .safetensors checkpoint, or an .onnx file."
-)
-@field_option(ServeConfig, "workers", "--workers", type=int, help="Server processes.")
-@field_option(ServeConfig, "backend", "--backend", type=click.Choice(BACKENDS), help="Runtime.")
-@field_option(ServeConfig, "device", "--device", type=click.Choice(DEVICES), help="Where to run.")
-@field_option(
-    ServeConfig,
-    "precision",
-    "--precision",
-    type=click.Choice(PRECISIONS),
-    help="auto: bf16 if native.",
-)
-@field_option(ServeConfig, "size", "--size", type=int, help="Network working size.")
-@field_option(
-    ServeConfig, "max_upload_mb", "--max-upload-mb", type=float, help="Largest image file (MB)."
-)
-@field_option(ServeConfig, "max_pixels", "--max-pixels", type=int, help="Largest width × height.")
-@field_option(
-    ServeConfig, "max_aspect", "--max-aspect", type=float, help="Longest side ÷ shortest side."
-)
-@field_option(
-    ServeConfig,
-    "read_timeout_s",
-    "--read-timeout-s",
-    type=float,
-    help="Longest silence while a request's headers or body arrive (s).",
-)
-@field_option(
-    ServeConfig,
-    "upload_timeout_s",
-    "--upload-timeout-s",
-    type=float,
-    help="Time the whole upload body must arrive within (s).",
-)
-@field_option(
-    ServeConfig,
-    "max_concurrent",
-    "--max-concurrent",
-    type=int,
-    help="Threads that colorize, per worker (torch uses every core in each).",
-)
-@field_option(ServeConfig, "max_queue", "--max-queue", type=int, help="Requests that may wait.")
-@field_option(
-    ServeConfig, "cache_mb", "--cache-mb", type=float, help="Memory for cached outputs, per worker."
-)
-@field_option(
-    ServeConfig,
-    "cache_ttl_s",
-    "--cache-ttl-s",
-    type=float,
-    help="Seconds a cached upload is kept after its last use.",
-)
+@field_option(ServeConfig, "host", "--host")
+@field_option(ServeConfig, "port", "--port", type=int)
+@field_option(ServeConfig, "model", "--model")
+@field_option(ServeConfig, "workers", "--workers", type=int)
+@field_option(ServeConfig, "backend", "--backend", type=click.Choice(BACKENDS))
+@field_option(ServeConfig, "device", "--device", type=click.Choice(DEVICES))
+@field_option(ServeConfig, "precision", "--precision", type=click.Choice(PRECISIONS))
+@field_option(ServeConfig, "size", "--size", type=int)
+@field_option(ServeConfig, "max_upload_mb", "--max-upload-mb", type=float)
+@field_option(ServeConfig, "max_pixels", "--max-pixels", type=int)
+@field_option(ServeConfig, "max_aspect", "--max-aspect", type=float)
+@field_option(ServeConfig, "read_timeout_s", "--read-timeout-s", type=float)
+@field_option(ServeConfig, "upload_timeout_s", "--upload-timeout-s", type=float)
+@field_option(ServeConfig, "max_concurrent", "--max-concurrent", type=int)
+@field_option(ServeConfig, "max_queue", "--max-queue", type=int)
+@field_option(ServeConfig, "cache_mb", "--cache-mb", type=float)
+@field_option(ServeConfig, "cache_ttl_s", "--cache-ttl-s", type=float)
 def serve_command(config_path, **flags) -> None:
     """Serve the web page and the REST API (needs `pip install 'zhangcolor[serve]'`).
 

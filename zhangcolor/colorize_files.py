@@ -25,7 +25,7 @@ import torch
 from PIL import Image
 
 from zhangcolor.colorize import Colorizer, Photo, photo_threads
-from zhangcolor.constants import COLORIZE_SUFFIXES
+from zhangcolor.constants import COLORIZE_SUFFIXES, PNG_COMPRESS
 from zhangcolor.files import atomic_write
 from zhangcolor.hints import HintError, load_hints
 from zhangcolor.images import (
@@ -193,7 +193,7 @@ class OutputOptions:
 
     fmt: str = "png"  # png or jpg
     side_by_side: bool = False  # write gray | color
-    png_compress: int = 6  # zlib level of PNG files, 0-9
+    png_compress: int = PNG_COMPRESS  # zlib level of PNG files, 0-9
     overwrite: bool = False  # replace existing outputs (otherwise they are skipped)
 
 

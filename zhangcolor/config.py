@@ -1,5 +1,6 @@
 """Config dataclasses from YAML, with command-line overrides (YAML gives defaults, flags win), the
-configs shipped with zhangcolor, and the checks every config runs on its fields."""
+configs shipped with zhangcolor, and each field's one-line help and rule, which the config checks
+when made and the command line shows."""
 
 from __future__ import annotations
 
@@ -64,14 +65,63 @@ def optional(rule: Rule) -> Rule:
     return (lambda v: v is None or test(v)), f"{words}, or null"
 
 
-def check_fields(config: Any, rules: dict[str, Rule]) -> None:
-    """Raise one ValueError naming every field of ``config`` that breaks its rule, with the
-    value it got and the valid range, e.g. ``lr=-1 (must be a number > 0)``."""
-    problems = [
-        f"{name}={getattr(config, name)!r} ({words})"
-        for name, (test, words) in rules.items()
-        if not test(getattr(config, name))
-    ]
+# ----------------------------------------------------------------------------- config fields
+
+
+def option(
+    default: Any = dataclasses.MISSING,
+    *,
+    help: str,
+    rule: Rule | None = None,
+    default_factory: Callable[[], Any] | Any = dataclasses.MISSING,
+    shown: str | None = None,
+) -> Any:
+    """A config dataclass field that carries its meaning: its one-line ``help`` (the command
+    line's --help and docs/cli.md), its ``rule`` (checked by :func:`check_config`) and, where
+    the default depends on the machine, how to show it (``shown``, e.g. "one per core")."""
+    return dataclasses.field(
+        default=default,
+        default_factory=default_factory,
+        metadata={"help": help, "rule": rule, "shown": shown},
+    )
+
+
+def field_help(cls: type, name: str) -> str:
+    """The one-line help of field ``name`` of config dataclass ``cls``."""
+    return _field(cls, name).metadata["help"]
+
+
+def field_default(cls: type, name: str) -> Any:
+    """The default of field ``name`` of config dataclass ``cls``."""
+    spec = _field(cls, name)
+    if spec.default_factory is not dataclasses.MISSING:
+        return spec.default_factory()
+    return spec.default
+
+
+def shown_default(cls: type, name: str) -> str:
+    """The default of field ``name`` of ``cls`` as --help shows it: its ``shown`` words, an
+    enum's name, ``none`` for None."""
+    shown = _field(cls, name).metadata.get("shown")
+    if shown is not None:
+        return shown
+    default = field_default(cls, name)
+    return "none" if default is None else str(getattr(default, "value", default))
+
+
+def _field(cls: type, name: str) -> dataclasses.Field:
+    return {f.name: f for f in dataclasses.fields(cls)}[name]
+
+
+def check_config(config: Any) -> None:
+    """Check every field of ``config`` by the rule in its metadata, and raise one ValueError
+    naming each field that breaks its rule, with the value it got and the valid range, e.g.
+    ``invalid TrainConfig: lr=-1 (must be a number > 0)``."""
+    problems = []
+    for spec in dataclasses.fields(config):
+        rule, value = spec.metadata.get("rule"), getattr(config, spec.name)
+        if rule is not None and not rule[0](value):
+            problems.append(f"{spec.name}={value!r} ({rule[1]})")
     if problems:
         raise ValueError(f"invalid {type(config).__name__}: {'; '.join(problems)}")
 

@@ -12,7 +12,7 @@ import math
 import torch
 from torch import Tensor
 
-from zhangcolor.constants import MIN_TEMPERATURE, TEMPERATURE
+from zhangcolor.constants import MAX_TEMPERATURE, MIN_TEMPERATURE, TEMPERATURE
 
 
 def compute_dtype(x: Tensor) -> torch.dtype:
@@ -40,13 +40,13 @@ def check_temperature(temperature: float) -> float:
 
 
 def check_colorize_temperature(temperature: float) -> float:
-    """T in [MIN_TEMPERATURE, 1], the range the paper sweeps (1 is the mean; lower is more
-    vivid); anything else is a ValueError that says so."""
+    """T in [MIN_TEMPERATURE, MAX_TEMPERATURE], the range the paper sweeps (1 is the mean;
+    lower is more vivid); anything else is a ValueError that says so."""
     t = check_temperature(temperature)
-    if t > 1.0:
+    if t > MAX_TEMPERATURE:
         raise ValueError(
-            f"temperature must be in [{MIN_TEMPERATURE:g}, 1], got {temperature}; "
-            f"the paper uses {TEMPERATURE}"
+            f"temperature must be in [{MIN_TEMPERATURE:g}, {MAX_TEMPERATURE:g}], "
+            f"got {temperature}; the paper uses {TEMPERATURE}"
         )
     return t
 

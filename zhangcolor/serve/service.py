@@ -26,7 +26,7 @@ from PIL import Image
 
 from zhangcolor import colorize as _colorize
 from zhangcolor.colorize import Colorizer
-from zhangcolor.constants import STRIDE
+from zhangcolor.constants import MIN_PREVIEW_SIDE, STRIDE
 from zhangcolor.decode import check_colorize_temperature
 from zhangcolor.images import DECODERS, ImageError, finished_image, load_image, write_image
 from zhangcolor.options import FORMATS, ServeConfig
@@ -246,8 +246,12 @@ class ColorizeService:
             raise ApiError(
                 422, "bad_format", f"format must be one of {', '.join(FORMATS)}, got {fmt!r}"
             )
-        if max_side is not None and max_side < 16:
-            raise ApiError(422, "bad_max_side", f"max_side must be at least 16, got {max_side}")
+        if max_side is not None and max_side < MIN_PREVIEW_SIDE:
+            raise ApiError(
+                422,
+                "bad_max_side",
+                f"max_side must be at least {MIN_PREVIEW_SIDE}, got {max_side}",
+            )
         return Rendering(t, fmt, max_side, filename)
 
     def _finish(
@@ -266,7 +270,7 @@ class ColorizeService:
         timings["decode"] = _ms(start)
         start = time.perf_counter()
         buffer = io.BytesIO()
-        write_image(finished_image(color, alpha, fmt), buffer, fmt, png_compress=1)
+        write_image(finished_image(color, alpha, fmt), buffer, fmt)
         timings["encode"] = _ms(start)
         if max(upload.lightness.shape[-2:]) > _CACHED_WEIGHTS_SIDE:
             _colorize.clear_resampling_cache()

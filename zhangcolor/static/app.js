@@ -14,7 +14,7 @@ const state = {
   uploadId: null, // the server's name for its cached network output
   generation: 0, // counts the photos chosen, so a late answer for an old one is dropped
   shown: null, // "generation:T" of the image on screen
-  wantedT: 0.38, // T of the slider
+  wantedT: 0.38, // T of the slider, at first the paper's (constants.TEMPERATURE, as in index.html)
   inFlight: false,
   beforeUrl: null,
   resultUrl: null,
