@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 
 # ----------------------------------------------------------------------------- named choices
 
-BACKBONES = ("eccv16", "unet")
+BACKBONES = ("eccv16", "unet", "siggraph17")
 #: U-Net encoders: torchvision's ResNets, and EfficientNet-Lite with offline ImageNet weights.
 ENCODERS = (
     "resnet18",
