@@ -43,6 +43,17 @@ def _up(c_in: int, c_out: int) -> nn.Sequential:
     return nn.Sequential(nn.ConvTranspose2d(c_in, c_out, 4, 2, 1))
 
 
+def _check_shapes(lightness: Tensor, hints: Tensor | None) -> None:
+    """A ValueError naming the shape unless L is ``(B, 1, H, W)`` with H and W multiples of 8
+    (so that the three halvings and doublings meet) and hints, if any, ``(B, 3, H, W)``."""
+    shape = tuple(lightness.shape)
+    if len(shape) != 4 or shape[1] != 1 or shape[2] % 8 or shape[3] % 8:
+        raise ValueError(f"lightness must be (B, 1, H, W) with H and W multiples of 8, got {shape}")
+    if hints is not None and tuple(hints.shape) != (shape[0], 3, *shape[2:]):
+        expected = (shape[0], 3, *shape[2:])
+        raise ValueError(f"hints must be (B, 3, H, W) = {expected}, got {tuple(hints.shape)}")
+
+
 class SIGGRAPH17(nn.Module):
     """L ``(B, 1, H, W)`` in [0, 100] and hints ``(B, 3, H, W)`` -> 529 class logits
     ``(B, 529, H/4, W/4)`` or ab ``(B, 2, H, W)`` in ab units, as :attr:`kind` says.
@@ -87,18 +98,10 @@ class SIGGRAPH17(nn.Module):
         return 4 if self._kind is Head.CLASSIFICATION else 1
 
     def forward(self, lightness: Tensor, hints: Tensor | None = None) -> Tensor:
-        shape = tuple(lightness.shape)
-        if len(shape) != 4 or shape[1] != 1 or shape[2] % 8 or shape[3] % 8:
-            raise ValueError(
-                f"lightness must be (B, 1, H, W) with H and W multiples of 8, got {shape}"
-            )
+        if not torch.jit.is_tracing():  # an ONNX export checks its example once, silently
+            _check_shapes(lightness, hints)
         if hints is None:  # automatic colorization: no point anywhere
             hints = torch.zeros_like(lightness).expand(-1, 3, -1, -1)
-        elif tuple(hints.shape) != (shape[0], 3, *shape[2:]):
-            raise ValueError(
-                f"hints must be (B, 3, H, W) = {(shape[0], 3, *shape[2:])}, "
-                f"got {tuple(hints.shape)}"
-            )
         x = torch.cat([(lightness - L_CENT) / L_NORM, hints.to(lightness.dtype)], 1)  # (B, 4, H, W)
         conv1_2 = self.model1(x)  # (B, 64, H, W)
         conv2_2 = self.model2(conv1_2[:, :, ::2, ::2])  # (B, 128, H/2, W/2)
