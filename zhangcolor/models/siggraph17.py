@@ -59,12 +59,13 @@ class SIGGRAPH17(nn.Module):
     ``(B, 529, H/4, W/4)`` or ab ``(B, 2, H, W)`` in ab units, as :attr:`kind` says.
 
     Hints are (a / 110, b / 110, mask): the mask is 1 where the user gave a colour and 0
-    elsewhere, and the ab is 0 where the mask is. H and W must be multiples of 8.
+    elsewhere, and a and b are 0 where the mask is 0; None is no point anywhere. H and W must
+    be multiples of 8.
     """
 
     takes_hints = True
 
-    def __init__(self, *, head: Head) -> None:
+    def __init__(self, *, head: Head | str) -> None:
         super().__init__()
         self._kind = Head.parse(head)
         if self._kind not in (Head.CLASSIFICATION, Head.REGRESSION):
@@ -98,7 +99,7 @@ class SIGGRAPH17(nn.Module):
         return 4 if self._kind is Head.CLASSIFICATION else 1
 
     def forward(self, lightness: Tensor, hints: Tensor | None = None) -> Tensor:
-        if not torch.jit.is_tracing():  # an ONNX export checks its example once, silently
+        if not torch.jit.is_tracing():  # an ONNX trace would warn, and the graph has no checks
             _check_shapes(lightness, hints)
         if hints is None:  # automatic colorization: no point anywhere
             hints = torch.zeros_like(lightness).expand(-1, 3, -1, -1)
