@@ -1,4 +1,5 @@
-"""The shipped 313 bins against the authors' list, their sRGB coverage, and nearest-bin search."""
+"""The shipped 313 bins against the authors' list, their sRGB coverage, nearest-bin search, and
+the 529-node grid of the authors' SIGGRAPH 2017 network against their encoding."""
 
 import hashlib
 
@@ -8,7 +9,7 @@ import torch
 from sklearn.neighbors import NearestNeighbors
 from torch import Tensor
 
-from zhangcolor.bins import ab_bins, grid_index, load_bins, nearest_bins
+from zhangcolor.bins import ab_bins, grid_bins, grid_index, load_bins, nearest_bins
 from zhangcolor.color import rgb_to_lab
 
 
@@ -69,6 +70,31 @@ def test_bins_lie_on_a_grid_of_10_without_duplicates():
     assert len({tuple(c) for c in centers.tolist()}) == 313
     rows, cols, n = grid_index(centers)
     assert len(set(zip(rows.tolist(), cols.tolist(), strict=True))) == 313 and n == 23
+
+
+def encode_ab_ind(data_ab: Tensor) -> Tensor:
+    """colorization-pytorch's class of each ab (``util/util.py``, ``encode_ab_ind``), with its
+    options ab_norm 110, ab_max 110, ab_quant 10 and A = 2 · 110 / 10 + 1 = 23: ``data_ab (N,
+    2)``, ab / 110 as their networks see it -> ``(N,)`` long."""
+    ab_norm, ab_max, ab_quant = 110.0, 110.0, 10.0
+    a_count = 2 * ab_max / ab_quant + 1
+    steps = torch.round((data_ab * ab_norm + ab_max) / ab_quant)  # (N, 2) bin per axis
+    return (steps[:, 0] * a_count + steps[:, 1]).long()
+
+
+def test_grid_bins_are_the_siggraph17_classes_in_the_authors_order():
+    centers = grid_bins()
+    assert centers.shape == (529, 2) and centers.dtype == torch.float32
+    assert torch.equal(encode_ab_ind(centers.double() / 110), torch.arange(529))
+    assert centers.min() == -110 and centers.max() == 110
+    assert torch.equal(centers[0], torch.tensor([-110.0, -110.0]))
+    assert torch.equal(centers[1], torch.tensor([-110.0, -100.0]))  # b is the fast index
+    assert torch.equal(centers[23], torch.tensor([-100.0, -110.0]))
+    # The paper's 313 in-gamut bins are nodes of that grid.
+    paper = encode_ab_ind(ab_bins(dtype=torch.float64) / 110)
+    assert len(set(paper.tolist())) == 313
+    assert torch.equal(centers[paper], ab_bins())
+    assert grid_bins(torch.float64).dtype == torch.float64
 
 
 def test_every_in_gamut_srgb_color_has_a_bin_within_5_sqrt2():

@@ -1,4 +1,5 @@
-"""Every backbone × head, the paper's parameter count, and the pretrained encoders' weights."""
+"""Every backbone × head, the paper's parameter count, the authors' siggraph17 network, and the
+pretrained encoders' weights."""
 
 import importlib
 import re
@@ -9,7 +10,16 @@ import torch
 from skimage import data, transform
 from torch.nn import functional as F
 
-from zhangcolor.models import BACKBONES, HEADS, Head, ModelConfig, build_model, count_parameters
+from zhangcolor.models import (
+    BACKBONES,
+    HEADS,
+    SIGGRAPH17,
+    Head,
+    ModelConfig,
+    build_model,
+    catalogue,
+    count_parameters,
+)
 from zhangcolor.models.efficientnet_lite import VARIANTS as LITE_VARIANTS
 from zhangcolor.models.efficientnet_lite import EfficientNetLite
 from zhangcolor.models.unet import ENCODERS
@@ -58,6 +68,83 @@ def test_eccv16_at_width_one_has_the_papers_32_2_million_parameters():
     assert count_parameters(model) == 32_235_385
     dilations = [m.dilation for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
     assert dilations.count((2, 2)) == 6  # conv5 and conv6, three layers each
+
+
+@pytest.mark.parametrize("variant", VARIANTS[:2], ids=lambda v: v.get("encoder", "eccv16"))
+def test_the_l_only_networks_say_so_and_refuse_hints(variant):
+    model = build_model(ModelConfig(**variant)).eval()
+    assert model.takes_hints is False and model.out_stride == 4
+    lightness = torch.rand(1, 1, 32, 32) * 100
+    with torch.no_grad():
+        assert torch.equal(model(lightness), model(lightness, hints=None))
+    with pytest.raises(ValueError, match="takes no hints"):
+        model(lightness, torch.zeros(1, 3, 32, 32))
+
+
+@pytest.mark.parametrize(
+    ("head", "channels", "stride"), [("classification", 529, 4), ("regression", 2, 1)]
+)
+def test_siggraph17_gives_529_classes_at_a_quarter_or_ab_at_full_size(head, channels, stride):
+    model = build_model(ModelConfig(backbone="siggraph17", head=head)).eval()
+    assert isinstance(model, SIGGRAPH17)
+    assert (model.kind, model.out_stride, model.takes_hints) == (Head(head), stride, True)
+    lightness = torch.rand(2, 1, 48, 64) * 100
+    hints = torch.zeros(2, 3, 48, 64)
+    hints[:, :2, 20:23, 30:33] = torch.tensor([0.5, -0.3])[:, None, None]  # (a, b) / 110
+    hints[:, 2, 20:23, 30:33] = 1
+    with torch.no_grad():
+        out = model(lightness)
+        assert out.shape == (2, channels, 48 // stride, 64 // stride)
+        assert torch.equal(out, model(lightness, torch.zeros(2, 3, 48, 64)))  # None: no points
+        guided = model(lightness, hints)
+    assert torch.isfinite(guided).all() and (guided - out).abs().max() > 1e-6  # the points count
+    if head == "regression":
+        assert out.abs().max() <= 110  # tanh × 110
+
+
+def test_siggraph17_has_the_authors_names_and_both_outputs_whatever_the_head():
+    with torch.device("meta"):
+        names = [
+            set(build_model(ModelConfig(backbone="siggraph17", head=h)).state_dict())
+            for h in ("classification", "regression")
+        ]
+    assert names[0] == names[1]
+    for key in (
+        "model1.0.weight",
+        "model1.4.running_var",
+        "model8up.0.weight",
+        "model3short8.0.bias",
+        "model8.5.weight",
+        "model9.3.running_mean",
+        "model10.1.weight",
+        "model1short10.0.weight",
+        "model_class.0.weight",
+        "model_out.0.bias",
+    ):
+        assert key in names[0], key
+    assert count_parameters(SIGGRAPH17(head=Head.REGRESSION)) == 34_187_027
+
+
+def test_siggraph17_refuses_what_it_cannot_take():
+    with pytest.raises(ValueError, match="no rgb-regression head"):
+        build_model(ModelConfig(backbone="siggraph17", head="rgb-regression"))
+    model = SIGGRAPH17(head=Head.REGRESSION)
+    with pytest.raises(ValueError, match=r"multiples of 8, got \(1, 1, 44, 64\)"):
+        model(torch.zeros(1, 1, 44, 64))
+    with pytest.raises(ValueError, match=r"multiples of 8, got \(1, 3, 48, 64\)"):
+        model(torch.zeros(1, 3, 48, 64))
+    with pytest.raises(
+        ValueError,
+        match=r"hints must be \(B, 3, H, W\) = \(1, 3, 48, 64\), got "
+        r"\(1, 2, 48, 64\)",
+    ):
+        model(torch.zeros(1, 1, 48, 64), torch.zeros(1, 2, 48, 64))
+
+
+def test_the_catalogue_lists_siggraph17_with_its_two_heads():
+    rows = [r for r in catalogue() if r["backbone"] == "siggraph17"]
+    assert [r["head"] for r in rows] == ["classification", "regression"]
+    assert all(r["parameters"] == 34_187_027 for r in rows)
 
 
 def test_unknown_names_list_the_valid_ones():

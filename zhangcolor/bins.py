@@ -1,4 +1,5 @@
-"""The quantised ab space: the paper's 313 in-gamut bin centres (grid 10), and nearest-bin search.
+"""The quantised ab space: the paper's 313 in-gamut bin centres (grid 10), the full 529-node grid
+that the authors' SIGGRAPH 2017 network classifies into, and nearest-bin search.
 
 The plain search computes the distances to all 313 centres (``cdist``), then takes the
 ``topk``. :func:`nearest_bins` gives the same answer (tests/test_bins.py checks it against that
@@ -20,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from zhangcolor.constants import GRID, Q
+from zhangcolor.constants import GRID, GRID_MAX, GRID_SIDE, Q
 
 #: Half-width (ab units) of the square covered by the candidate tables; points outside it,
 #: which no real color reaches, fall back to a brute-force search.
@@ -50,6 +51,21 @@ def ab_bins(dtype: torch.dtype = torch.float32, device: torch.device | str | Non
         ``(313, 2)`` tensor of (a, b) centres on a grid of 10.
     """
     return torch.tensor(_ab_bins_array(), dtype=dtype, device=device)
+
+
+def grid_bins(
+    dtype: torch.dtype = torch.float32, device: torch.device | str | None = None
+) -> Tensor:
+    """The 529 classes of the authors' SIGGRAPH 2017 network: every node of the 23 × 23 ab grid
+    of step 10 from -110 to 110, in gamut or not, in their order (colorization-pytorch's
+    ``encode_ab_ind``): class 23 · i + j is (a, b) = (-110 + 10 i, -110 + 10 j).
+
+    Returns:
+        ``(529, 2)`` tensor of (a, b) centres; the paper's 313 are among them.
+    """
+    steps = torch.arange(GRID_SIDE, dtype=torch.float64) * GRID - GRID_MAX  # (23,)
+    a, b = torch.meshgrid(steps, steps, indexing="ij")  # a varies along rows: the slow index
+    return torch.stack([a.flatten(), b.flatten()], dim=1).to(dtype=dtype, device=device)
 
 
 def grid_index(centers: Tensor, grid: float = GRID) -> tuple[Tensor, Tensor, int]:

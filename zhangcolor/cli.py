@@ -609,12 +609,20 @@ def package_model_command(
     required=True,
     help="Where to write the checkpoint, e.g. eccv16-authors.safetensors.",
 )
-def convert_weights_command(source: Path, target: Path) -> None:
-    """Convert the authors' released eccv16 weights (colorization_release_v2-9b330a0b.pth)
-    into a zhangcolor checkpoint: the paper's network, classification head and 313 bins.
+@click.option(
+    "--head",
+    type=click.Choice(["classification", "regression"]),
+    default=None,
+    help="siggraph17: the output to keep, regression (ab, their demo's; the default) or "
+    "classification (its 529 classes). eccv16 has classification only.",
+)
+def convert_weights_command(source: Path, target: Path, head: str | None) -> None:
+    """Convert the authors' released weights into a zhangcolor checkpoint: eccv16
+    (colorization_release_v2-9b330a0b.pth: the paper's network, classification head and 313
+    bins) or siggraph17 (siggraph17-df00044c.pth: their network with user points).
 
-    `zhangcolor colorize --model OUT --temperature 1` decodes as the authors' PyTorch demo
-    does; see docs/authors-weights.md.
+    `zhangcolor colorize --model OUT --temperature 1` decodes eccv16 as the authors' PyTorch
+    demo does; see docs/authors-weights.md.
     """
     import warnings
 
@@ -623,14 +631,18 @@ def convert_weights_command(source: Path, target: Path) -> None:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)  # only ours: the bin centres' warning
         try:
-            convert_weights(source, target)
+            file = convert_weights(source, target, head)
         except ValueError as e:
             raise click.ClickException(str(e)) from None
     for warning in caught:
         if issubclass(warning.category, UserWarning):
             console.print(f"[yellow]warning: {warning.message}")
     size = target.stat().st_size / 1e6
-    out.print(f"wrote {target} ({size:.1f} MB): eccv16, classification head, 313 bins")
+    network = file.record.network
+    bins = f", {len(file.record.centers)} bins" if network.head.uses_temperature else ""
+    out.print(
+        f"wrote {target} ({size:.1f} MB): {network.backbone}, {network.head.value} head{bins}"
+    )
 
 
 @main.group("export")
@@ -749,7 +761,9 @@ def models(as_json: bool) -> None:
     for column in ("backbone", "variant", "head", "parameters"):
         table.add_column(column, justify="right" if column == "parameters" else "left")
     for row in rows:
-        variant = f"width {row['width']}" if "width" in row else row["encoder"]
+        variant = row.get("encoder") or f"width {row['width']}"
+        if row["backbone"] == "siggraph17":
+            variant = "the authors' layout"
         table.add_row(row["backbone"], variant, row["head"], f"{row['parameters'] / 1e6:.2f} M")
     out.print(table)
 

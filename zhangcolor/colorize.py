@@ -162,7 +162,8 @@ class Colorizer:
         backend: str = "torch",
     ) -> Colorizer:
         """Load ``"default"`` (the shipped model), a ``.safetensors`` model of ``train`` or
-        ``package-model``, an ``.onnx`` export, or the authors' released eccv16 ``.pth``.
+        ``package-model``, an ``.onnx`` export, or one of the authors' released ``.pth`` files
+        (eccv16, or siggraph17 with its regression output, as their demo runs it).
 
         With ``backend="onnx"`` the network runs in onnxruntime on the CPU: an ``.onnx`` file
         as it is, any other model exported once into the cache folder. ``backend="auto"`` picks

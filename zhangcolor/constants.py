@@ -22,7 +22,8 @@ L_CENT = 50.0
 L_NORM = 100.0
 #: ab is divided by this for regression outputs, so targets are in about [-1, 1].
 AB_NORM = 110.0
-#: Every network's output is at 1/STRIDE of its input's resolution (the paper's conv8).
+#: The paper's networks give their output at 1/STRIDE of their input's resolution (its conv8);
+#: the siggraph17 network's regression output is at full resolution (see ``out_stride``).
 STRIDE = 4
 
 # --- Quantisation and soft-encoding (paper, section 2.1) -----------------------------------------
@@ -34,6 +35,15 @@ Q = 313
 K_NEIGHBOURS = 5
 #: Gaussian σ (ab units) of the soft-encoding and of the prior smoothing.
 SIGMA = 5.0
+
+# --- The full ab grid: the classes of the authors' SIGGRAPH 2017 network ------------------------
+#: Its nodes lie at -GRID_MAX, -GRID_MAX + GRID, …, +GRID_MAX on each axis (colorization-pytorch's
+#: ``ab_max``).
+GRID_MAX = 110.0
+#: Nodes per axis: 2 · GRID_MAX / GRID + 1 (colorization-pytorch's ``A``).
+GRID_SIDE = 23
+#: Its classes: every node of the grid, in gamut or not.
+Q_GRID = GRID_SIDE * GRID_SIDE
 
 # --- Class rebalancing (paper, section 2.2) -------------------------------------------------------
 #: Weight λ of the uniform distribution mixed into the smoothed prior.

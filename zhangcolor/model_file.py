@@ -1,5 +1,5 @@
 """Every kind of model file through one reader: zhangcolor's ``.safetensors`` (this version's and
-0.1.0's), ``.onnx`` exports, and the authors' released eccv16 ``.pth``.
+0.1.0's), ``.onnx`` exports, and the authors' released eccv16 and siggraph17 ``.pth``.
 
 :func:`read_model` gives a file's :class:`ModelFile`: its record (what colorizing needs) and its
 provenance, read once. :func:`load_network` builds the network from that, for torch;
@@ -83,9 +83,9 @@ def read_model(model: str | Path) -> ModelFile:
         session = OnnxNetwork(path)
         return ModelFile(path, kind, session.record, session.provenance, session, name=name)
     if kind == "pth":
-        from zhangcolor.authors import load_authors_eccv16
+        from zhangcolor.authors import load_authors_release
 
-        network, record = load_authors_eccv16(path)
+        network, record = load_authors_release(path)  # eccv16, or siggraph17's regression
         return ModelFile(path, kind, record, {"source": path.name}, network, name=name)
     raise ValueError(
         f"{path}: not a model file (expected .safetensors from zhangcolor train, .onnx from "
@@ -155,18 +155,22 @@ def export_model_onnx(model: str | Path, target: str | Path, *, size: int) -> Pa
     return export_onnx(load_network(file), file.record, target, provenance=provenance, size=size)
 
 
-def convert_weights(source: str | Path, target: str | Path) -> ModelFile:
-    """Write the authors' release ``source`` (.pth) as a zhangcolor .safetensors at ``target``:
-    its network, its bins (the paper's) and class weights of one. Returns what was read."""
+def convert_weights(source: str | Path, target: str | Path, head: str | None = None) -> ModelFile:
+    """Write the authors' release ``source`` (.pth, eccv16 or siggraph17) as a zhangcolor
+    .safetensors at ``target``: its network with the output ``head`` (a ``Head`` or its name;
+    None: the release's default, see :func:`~zhangcolor.authors.load_authors_release`), its
+    bins and class weights of one. Returns what was read."""
+    from zhangcolor.authors import load_authors_release
     from zhangcolor.checkpoint import write_model
 
     target = Path(target)
     if target.suffix != ".safetensors":
         raise ValueError(f"the target must be a .safetensors file, got {target}")
-    file = read_model(source)
-    if file.kind != "pth":
-        raise ValueError(f"{file.path} is not one of the authors' .pth releases")
+    path = model_path(source)
+    if KINDS.get(path.suffix.lower()) != "pth":
+        raise ValueError(f"{path} is not one of the authors' .pth releases")
+    network, record = load_authors_release(path, head)
     target.parent.mkdir(parents=True, exist_ok=True)
-    provenance = {"converted_from": file.path.name, "step": 0}
-    write_model(target, load_network(file).state_dict(), file.record, provenance)
-    return file
+    provenance = {"converted_from": path.name, "step": 0}
+    write_model(target, network.state_dict(), record, provenance)
+    return ModelFile(path, "pth", record, {"source": path.name}, network)

@@ -46,7 +46,7 @@ if TYPE_CHECKING:
 
 # ----------------------------------------------------------------------------- named choices
 
-BACKBONES = ("eccv16", "unet")
+BACKBONES = ("eccv16", "unet", "siggraph17")
 #: Where simulated users click: near the middle of the crop (normal), or anywhere (uniform).
 HINT_LOCATIONS = ("normal", "uniform")
 #: U-Net encoders: torchvision's ResNets, and EfficientNet-Lite with offline ImageNet weights.
@@ -150,7 +150,10 @@ class ModelConfig:
     """The network (the section `model` of a training config)."""
 
     backbone: str = option(
-        "eccv16", help="Network body: eccv16 (the paper's) or unet.", rule=one_of(BACKBONES)
+        "eccv16",
+        help="Network body: eccv16 (the paper's), unet, or siggraph17 (the authors' guided "
+        "network of 2017, as released; loaded from their weights, not trained here).",
+        rule=one_of(BACKBONES),
     )
     head: Head = option(
         Head.CLASSIFICATION,
@@ -391,6 +394,12 @@ class TrainConfig:
             raise ValueError("the regression head trains with l1, l2 or huber, not ce")
         if head is Head.RGB_REGRESSION and loss not in ("auto", "l2"):
             raise ValueError(f"the RGB baseline trains with l2 on RGB, not {loss}")
+        if self.model.backbone == "siggraph17":
+            raise ValueError(
+                "siggraph17 is the authors' released network, loaded from their weights "
+                "(zhangcolor convert-weights); to train a guided network, use backbone unet or "
+                "eccv16 with model.hints: true"
+            )
         if self.stages == 3 and (self.patience is None or not self.model.pretrained):
             raise ValueError(
                 "stages: 3 early-stops each stage: it needs patience, and a pretrained U-Net "

@@ -1,7 +1,11 @@
-"""Colorization networks: a backbone plus a head, every head on every backbone.
+"""Colorization networks: a backbone plus a head, every head on every backbone; and the authors'
+SIGGRAPH 2017 network, whole, as they released it.
 
 The backbone maps L ``(B, 1, H, W)`` in [0, 100] to features at 1/4 of the input resolution;
-the head maps those to 313 bin logits (classification) or to ab (regression).
+the head maps those to 313 bin logits (classification) or to ab (regression). ``siggraph17``
+also takes the user's colour points (hints); its two outputs are its own (see its module).
+Every network says what it takes and gives: ``kind`` (its head), ``takes_hints``, and
+``out_stride`` (input pixels per output pixel, per axis).
 """
 
 from __future__ import annotations
@@ -9,17 +13,30 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from zhangcolor.constants import STRIDE
 from zhangcolor.models.eccv16 import ECCV16
 from zhangcolor.models.heads import build_head
+from zhangcolor.models.siggraph17 import SIGGRAPH17
 from zhangcolor.models.unet import UNet
 from zhangcolor.options import BACKBONES, ENCODERS, HEADS, Head, ModelConfig
 
-__all__ = ["BACKBONES", "ENCODERS", "HEADS", "ColorizationNet", "Head", "ModelConfig"]
+__all__ = [
+    "BACKBONES",
+    "ENCODERS",
+    "HEADS",
+    "SIGGRAPH17",
+    "ColorizationNet",
+    "Head",
+    "ModelConfig",
+]
 
 
 class ColorizationNet(nn.Module):
-    """Backbone + head: L ``(B, 1, H, W)`` -> ``(B, 313, H/4, W/4)`` logits or
+    """Backbone + head: L ``(B, 1, H, W)`` (and, for a backbone that takes them, hint channels
+    ``(B, 3, H, W)``: a / 110, b / 110, mask) -> ``(B, 313, H/4, W/4)`` logits or
     ``(B, 2, H/4, W/4)`` ab in ab units, as :attr:`kind` says."""
+
+    out_stride = STRIDE
 
     def __init__(self, *, backbone: nn.Module, head: Head) -> None:
         super().__init__()
@@ -30,16 +47,27 @@ class ColorizationNet(nn.Module):
     def kind(self) -> Head:
         return self.head.kind
 
-    def forward(self, lightness: Tensor) -> Tensor:
-        return self.head(self.backbone(lightness))
+    @property
+    def takes_hints(self) -> bool:
+        return self.backbone.takes_hints
+
+    def forward(self, lightness: Tensor, hints: Tensor | None = None) -> Tensor:
+        """``hints`` None is no points (automatic colorization); a backbone that takes none
+        refuses any."""
+        if hints is not None and not self.takes_hints:
+            raise ValueError(f"{type(self.backbone).__name__} takes no hints; pass hints=None")
+        return self.head(self.backbone(lightness, hints))
 
 
-def build_model(config: ModelConfig) -> ColorizationNet:
-    """The network a config describes."""
+def build_model(config: ModelConfig) -> ColorizationNet | SIGGRAPH17:
+    """The network a config describes. siggraph17 has the authors' fixed layout: ``width``
+    and ``encoder`` do not apply, and it has no rgb-regression head (a ValueError)."""
+    if config.backbone == "siggraph17":
+        return SIGGRAPH17(head=config.head)
     if config.backbone == "eccv16":
-        backbone: nn.Module = ECCV16(width=config.width)
+        backbone: nn.Module = ECCV16(width=config.width, hints=config.hints)
     else:
-        backbone = UNet(encoder=config.encoder, pretrained=config.pretrained)
+        backbone = UNet(encoder=config.encoder, pretrained=config.pretrained, hints=config.hints)
     return ColorizationNet(backbone=backbone, head=config.head)
 
 
@@ -64,13 +92,17 @@ def count_parameters(model: nn.Module) -> int:
 
 
 def catalogue() -> list[dict]:
-    """Every backbone × head (unet once per encoder) with its parameter count."""
+    """Every backbone × head (unet once per encoder, siggraph17 with its own two) with its
+    parameter count."""
     rows = []
     variants = [("eccv16", {"width": 1.0}), ("eccv16", {"width": 0.25})]
     variants += [("unet", {"encoder": e}) for e in ENCODERS]
+    variants += [("siggraph17", {"width": 1.0})]  # the authors' one width
     with torch.device("meta"):  # no memory, no init: counting only
         for backbone, extra in variants:
             for head in Head:
+                if backbone == "siggraph17" and head is Head.RGB_REGRESSION:
+                    continue
                 model = build_model(ModelConfig(backbone=backbone, head=head, **extra))
                 rows.append(
                     {
