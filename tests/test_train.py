@@ -208,12 +208,15 @@ def _wait_for_step(
     raise AssertionError(f"step {step} never came")
 
 
-def test_resume_after_sigkill_gives_the_same_weights_as_an_unbroken_run(tmp_path):
+@pytest.mark.parametrize("hints", [False, True], ids=["automatic", "guided"])
+def test_resume_after_sigkill_gives_the_same_weights_as_an_unbroken_run(tmp_path, hints):
+    """A guided network's simulated points are drawn per sample too: exact as well."""
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     steps = 14
+    model = {"backbone": "eccv16", "width": 0.125, "hints": hints}
     for side in ("a", "b"):
-        config = tiny_config(tmp_path / side, epochs=20, max_steps=steps, save_every=3)
+        config = tiny_config(tmp_path / side, epochs=20, max_steps=steps, save_every=3, model=model)
         config.write_text(
             config.read_text().replace(
                 str(tmp_path / side / "photos"), str(tmp_path / "a" / "photos")

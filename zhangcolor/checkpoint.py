@@ -133,6 +133,42 @@ def load_weights(path: str | Path, network: ModelConfig) -> nn.Module:
     return model
 
 
+@torch.no_grad()
+def copy_matching(model: nn.Module, state: dict[str, Tensor]) -> list[str]:
+    """Copy the weights of ``state`` into ``model`` where names match: whole when the shapes
+    agree, and into the leading input channels where ``model``'s weight takes more (a
+    network given hint inputs keeps its L weights; the new channels keep their values, zero
+    for the hint layers). Returns the names that took nothing from ``state``; ValueError when
+    a shared name has a shape that fits neither way."""
+    left = []
+    for name, target in model.state_dict().items():
+        source = state.get(name)
+        if source is None:
+            left.append(name)
+            continue
+        if source.shape == target.shape:
+            target.copy_(source)
+        elif _leading_channels(source, target):
+            target[:, : source.shape[1]].copy_(source)
+            target[:, source.shape[1] :].zero_()
+        else:
+            raise ValueError(
+                f"{name} is {tuple(source.shape)} in the model to start from and "
+                f"{tuple(target.shape)} in this network"
+            )
+    return left
+
+
+def _leading_channels(source: Tensor, target: Tensor) -> bool:
+    """Whether ``source`` is ``target`` with fewer input channels (dim 1)."""
+    return (
+        source.dim() == target.dim() >= 2
+        and source.shape[0] == target.shape[0]
+        and source.shape[2:] == target.shape[2:]
+        and source.shape[1] < target.shape[1]
+    )
+
+
 def check_architecture(path: str | Path, network: ModelConfig) -> None:
     """Raise ValueError unless the network ``network`` describes has exactly the weights' names
     and shapes in the file's header. The network is built on the meta device, so a damaged

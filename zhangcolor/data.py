@@ -33,7 +33,9 @@ from zhangcolor.augment import (
     shifted,
 )
 from zhangcolor.color import rgb_to_lab
+from zhangcolor.options import HintConfig
 from zhangcolor.photo_cache import PhotoCache, decode
+from zhangcolor.simulated_users import draw_points, paint_points
 
 #: A pixel counts when its alpha is this close to opaque (after resampling, in [0, 1]).
 _OPAQUE = 254.5 / 255
@@ -45,7 +47,10 @@ class PhotoDataset(Dataset):
 
     Indexed by ``(index, sample_seed)`` pairs from :class:`EpochSampler` (or a plain index).
     Returns ``{"rgba": array, "params": (PARAMS,)}``, or ``{"skip": (file, reason)}`` for a
-    file that cannot be used.
+    file that cannot be used. With ``hints`` (a guided network's simulated users), also
+    ``"points"``: the sample's colour points (:func:`~zhangcolor.simulated_users.draw_points`),
+    drawn after its crop from the same generator (validation: from one seeded by its index, so
+    every epoch scores the same points).
     """
 
     def __init__(
@@ -56,9 +61,11 @@ class PhotoDataset(Dataset):
         load_size: int,
         scale: tuple[float, float] = (0.25, 1.0),
         cache: PhotoCache | None = None,
+        hints: HintConfig | None = None,
     ) -> None:
         self.paths = list(paths)
         self.train, self.load_size, self.scale, self.cache = train, load_size, scale, cache
+        self.hints = hints
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -76,14 +83,17 @@ class PhotoDataset(Dataset):
         if isinstance(image, str):
             return {"skip": (str(self.paths[index]), image)}
         height, width = image.shape[:2]
+        generator = torch.Generator().manual_seed(seed)
         if self.train:
-            generator = torch.Generator().manual_seed(seed)
             params = random_crop_params(generator, height, width, self.scale)
         else:
             params = centre_params(height, width)
         # Only the part the crop reads travels on (a view here; collate copies it once).
         top, left, bottom, right = needed_region(params, height, width)
-        return {"rgba": image[top:bottom, left:right], "params": shifted(params, top, left)}
+        item = {"rgba": image[top:bottom, left:right], "params": shifted(params, top, left)}
+        if self.hints is not None:
+            item["points"] = draw_points(generator, self.hints)
+        return item
 
 
 def collate(items: list[dict]) -> dict:
@@ -98,10 +108,13 @@ def collate(items: list[dict]) -> dict:
     batch = np.zeros((len(images), height, width, 4), dtype=np.uint8)
     for out, image in zip(batch, images, strict=True):
         out[: image.shape[0], : image.shape[1]] = image
-    params = torch.stack([item["params"] for item in items if "rgba" in item])
+    usable = [item for item in items if "rgba" in item]
+    params = torch.stack([item["params"] for item in usable])
+    points = torch.stack([item["points"] for item in usable]) if "points" in usable[0] else None
     return {
         "rgba": torch.from_numpy(batch).permute(0, 3, 1, 2),
         "params": params,
+        "points": points,
         "skipped": skipped,
     }
 
@@ -144,19 +157,28 @@ class Batch(NamedTuple):
     lightness: Tensor  # (B, 1, H, W) L in [0, 100], the network's input
     ab: Tensor  # (B, 2, H, W) the true ab
     mask: Tensor  # (B, H, W) bool, True where the pixel counts (opaque)
+    hints: Tensor | None = None  # (B, 3, H, W) simulated users' points, for a guided network
 
     def micro_batch(self, i: int, n: int) -> Batch:
         """The ``i``-th of ``n`` micro-batches, interleaved (samples i, i + n, ...) as ranks
         shard a global batch, so that micro-batches group samples as processes do."""
-        return Batch(*(t[i::n] for t in self))
+        return Batch(*(None if t is None else t[i::n] for t in self))
 
 
-def device_batch(batch: dict, crop: int, device: torch.device) -> Batch:
+def device_batch(
+    batch: dict, crop: int, device: torch.device, hints: HintConfig | None = None
+) -> Batch:
     """A loader batch (:func:`collate`) as the step needs it on ``device``: each photo
     cropped, flipped and rotated as its parameters say (:mod:`zhangcolor.augment`), then split
-    into Lab (:func:`lab_batch`); every part ``crop × crop``."""
+    into Lab (:func:`lab_batch`); every part ``crop × crop``. With ``hints`` and drawn points,
+    also the simulated users' hint channels, painted from the truth
+    (:func:`~zhangcolor.simulated_users.paint_points`)."""
     rgba = batch["rgba"].to(device, non_blocking=True)  # (B, 4, H, W) uint8
-    return Batch(*lab_batch(crop_flip_rotate(rgba, batch["params"], crop)))
+    lightness, ab, mask = lab_batch(crop_flip_rotate(rgba, batch["params"], crop))
+    points = batch.get("points")
+    if hints is None or points is None:
+        return Batch(lightness, ab, mask)
+    return Batch(lightness, ab, mask, paint_points(ab, mask, points, hints.location))
 
 
 def lab_batch(rgba: Tensor) -> tuple[Tensor, Tensor, Tensor]:

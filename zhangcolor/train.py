@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader
 from zhangcolor import __version__
 from zhangcolor.augment import jitter_lightness
 from zhangcolor.bins import load_bins
-from zhangcolor.checkpoint import save_model
+from zhangcolor.checkpoint import copy_matching, save_model
 from zhangcolor.color import lab_to_rgb
 from zhangcolor.data import Batch, EpochSampler, PhotoDataset, collate, device_batch
 from zhangcolor.device import precision_context, resolve_precision
@@ -40,8 +40,9 @@ from zhangcolor.distributed import barrier, setup_distributed
 from zhangcolor.files import atomic_write
 from zhangcolor.loss import Criterion, build_criterion, targets_at_output
 from zhangcolor.metrics import auc
+from zhangcolor.model_file import load_model
 from zhangcolor.models import ColorizationNet, build_model, feature_encoder, unwrap
-from zhangcolor.options import FEATURE_LOSSES, TrainConfig
+from zhangcolor.options import FEATURE_LOSSES, HintConfig, TrainConfig
 from zhangcolor.photo_cache import PhotoCache, estimate_bytes, is_built, open_cache
 from zhangcolor.rebalance import inverse_prior_weights
 from zhangcolor.run_folder import (
@@ -97,11 +98,17 @@ def load_data(config: TrainConfig, rank: int = 0, console: Console | None = None
         val = train[: config.val_images]
     load_size = max(config.load_size, config.crop)
     caches = _photo_caches(config, [train, val], load_size, rank, console)
+    hints = _hint_config(config)
     return TrainingData(
         train=PhotoDataset(
-            train, train=True, load_size=load_size, scale=config.crop_scale, cache=caches[0]
+            train,
+            train=True,
+            load_size=load_size,
+            scale=config.crop_scale,
+            cache=caches[0],
+            hints=hints,
         ),
-        val=PhotoDataset(val, train=False, load_size=load_size, cache=caches[1]),
+        val=PhotoDataset(val, train=False, load_size=load_size, cache=caches[1], hints=hints),
         grid_images=min(config.val_images, len(val)),
     )
 
@@ -126,6 +133,11 @@ def _photo_caches(
                 open_cache(paths, load_size, workers=workers, on_image=lambda _: bar.advance(task))
     barrier()
     return [open_cache(paths, load_size) for paths in lists]
+
+
+def _hint_config(config: TrainConfig) -> HintConfig | None:
+    """The simulated users of a guided network's run; None for an automatic one."""
+    return config.hints if config.model.hints else None
 
 
 def make_loader(
@@ -242,7 +254,10 @@ def prepare(config: TrainConfig, train_size: int, rank: int, world: int, device)
     if config.batch_size % world:
         raise TrainingError(f"--batch-size {config.batch_size} must divide among {world} processes")
     torch.manual_seed(config.seed)
-    model = build_model(config.model).to(device)
+    model = build_model(config.model)
+    if config.init_from is not None:
+        _start_from(model, config.init_from)
+    model = model.to(device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
     if dist.is_initialized() and device.type == "cuda":
@@ -273,6 +288,21 @@ def prepare(config: TrainConfig, train_size: int, rank: int, world: int, device)
         state=RunState(best_val=-math.inf if _maximises(config) else math.inf),
         ema=ema,
     )
+
+
+def _start_from(model: nn.Module, source: str) -> None:
+    """``model`` initialised from a model file's weights (``init_from``): every weight they
+    share, and the L channels of an input layer that also takes hints; a model file of another
+    network, or one that shares nothing, is a TrainingError."""
+    try:
+        network, _ = load_model(source)
+        left = copy_matching(model, {k: v.float() if v.is_floating_point() else v
+                                     for k, v in network.state_dict().items()})  # fmt: skip
+    except (FileNotFoundError, ValueError) as e:
+        raise TrainingError(f"cannot start from {source}: {e}") from None
+    shared = len(model.state_dict()) - len(left)
+    if shared == 0:
+        raise TrainingError(f"cannot start from {source}: it shares no weight with this network")
 
 
 def _resume(trainer: Trainer, console: Console) -> None:
@@ -323,16 +353,17 @@ def train_step(trainer: Trainer, batch: Batch) -> float:
     generator.manual_seed((config.seed * 1_000_003 + trainer.state.step) * 64 + trainer.rank)
     chunks = [batch.micro_batch(i, config.micro_batches) for i in range(config.micro_batches)]
     chunks = [c for c in chunks if c.lightness.shape[0]]
-    for i, (lightness, ab, mask) in enumerate(chunks):
+    for i, chunk in enumerate(chunks):
         # DDP averages gradients once, on the last micro-batch's backward.
         last = i == len(chunks) - 1
         sync = net.no_sync() if hasattr(net, "no_sync") and not last else nullcontext()
-        network_input = jitter_lightness(lightness, generator, config.light_jitter)
+        network_input = jitter_lightness(chunk.lightness, generator, config.light_jitter)
         if config.channels_last:
             network_input = network_input.contiguous(memory_format=torch.channels_last)
         with precision_context(trainer.device, trainer.autocast):
-            output = net(network_input)
-        loss = trainer.criterion(output, lightness, ab, mask) / config.micro_batches
+            output = _forward(net, network_input, chunk.hints)
+        loss = trainer.criterion(output, chunk.lightness, chunk.ab, chunk.mask)
+        loss = loss / config.micro_batches
         if not torch.isfinite(loss):
             raise TrainingError(
                 f"the loss became {loss.item()} at step {trainer.state.step + 1}; the last good "
@@ -381,7 +412,7 @@ def train_one_epoch(trainer: Trainer, loader: DataLoader, on_step: Callable[[dic
         trainer.skipped_files.update(loaded["skipped"])
         if loaded["rgba"] is None:
             continue
-        batch = device_batch(loaded, config.crop, trainer.device)
+        batch = device_batch(loaded, config.crop, trainer.device, _hint_config(config))
         size = batch.lightness.shape[0]
         state.epoch_samples += size
         loss = train_step(trainer, batch)
@@ -403,31 +434,49 @@ def train_one_epoch(trainer: Trainer, loader: DataLoader, on_step: Callable[[dic
 @torch.no_grad()
 def validate(trainer: Trainer, loader: DataLoader) -> dict[str, float]:
     """Mean validation loss, raw AuC and class-rebalanced AuC (at T = config.temperature) of
-    the scored model (the EMA, if any) over the validation set; a pixel's rebalancing weight
-    is 1 / p̃ of its true color's bin, p̃ of the run's own bins."""
-    model, config, bins = trainer.scored_model, trainer.config, trainer.bins
+    the scored model (the EMA, if any) over the validation set, without colour points; a
+    pixel's rebalancing weight is 1 / p̃ of its true color's bin, p̃ of the run's own bins. A
+    guided network is also scored with each validation crop's simulated points (the same every
+    epoch): the same metrics, suffixed ``_hints``."""
+    model, config = trainer.scored_model, trainer.config
     model.eval()
-    losses, aucs, rebalanced = [], [], []
+    sums: dict[str, list[float]] = {}
     for loaded in loader:
         if loaded["rgba"] is None:
             continue
-        lightness, ab, mask = device_batch(loaded, config.crop, trainer.device)
-        with precision_context(trainer.device, trainer.autocast):
-            output = model(lightness)
-        losses.append(trainer.criterion(output, lightness, ab, mask).item())
-        small_ab, small_mask = targets_at_output(ab, mask)
-        pred = unwrap(model).kind.decode(output.float(), bins["centers"], config.temperature)
-        aucs.append(auc(pred, small_ab, small_mask))
-        weight = inverse_prior_weights(small_ab, bins["centers"], bins["prior_smoothed"])
-        rebalanced.append(auc(pred, small_ab, small_mask, weight))
+        batch = device_batch(loaded, config.crop, trainer.device, _hint_config(config))
+        for suffix, hints in (("", None), ("_hints", batch.hints)):
+            if suffix and hints is None:
+                continue
+            for name, value in _scores(trainer, model, batch, hints).items():
+                sums.setdefault(name + suffix, []).append(value)
     trainer.model.train()
-    if not losses:
+    if not sums:
         return {"val_loss": math.nan, "val_auc": math.nan, "val_auc_rebalanced": math.nan}
+    return {name: sum(values) / len(values) for name, values in sums.items()}
+
+
+def _scores(
+    trainer: Trainer, model: nn.Module, batch: Batch, hints: Tensor | None
+) -> dict[str, float]:
+    """One validation batch's loss, AuC and rebalanced AuC, with ``hints`` (or none)."""
+    bins, config = trainer.bins, trainer.config
+    with precision_context(trainer.device, trainer.autocast):
+        output = _forward(model, batch.lightness, hints)
+    loss = trainer.criterion(output, batch.lightness, batch.ab, batch.mask).item()
+    small_ab, small_mask = targets_at_output(batch.ab, batch.mask)
+    pred = unwrap(model).kind.decode(output.float(), bins["centers"], config.temperature)
+    weight = inverse_prior_weights(small_ab, bins["centers"], bins["prior_smoothed"])
     return {
-        "val_loss": sum(losses) / len(losses),
-        "val_auc": sum(aucs) / len(aucs),
-        "val_auc_rebalanced": sum(rebalanced) / len(rebalanced),
+        "val_loss": loss,
+        "val_auc": auc(pred, small_ab, small_mask),
+        "val_auc_rebalanced": auc(pred, small_ab, small_mask, weight),
     }
+
+
+def _forward(net: nn.Module, lightness: Tensor, hints: Tensor | None) -> Tensor:
+    """The network on L, with hint channels when there are any."""
+    return net(lightness) if hints is None else net(lightness, hints)
 
 
 @torch.no_grad()
@@ -440,7 +489,7 @@ def sample_grid(
     model = unwrap(model)
     training = model.training
     model.eval()
-    lightness, ab, _ = images
+    lightness, ab = images.lightness, images.ab
     pred = model.kind.decode(model(lightness).float(), bins["centers"], temperature)
     pred = F.interpolate(pred, size=lightness.shape[-2:], mode="bilinear", align_corners=False)
     gray = lab_to_rgb(torch.cat([lightness, torch.zeros_like(ab)], 1))

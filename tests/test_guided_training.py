@@ -1,0 +1,129 @@
+"""Training a guided network (Zhang et al. 2017): simulated users' points reach the network
+and its validation, the run resumes exactly (tests/test_train.py), and a guided network can
+start from an automatic one's weights, colorizing as it did until its hint layers learn."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from test_train import invoke, tiny_config
+
+from zhangcolor.checkpoint import copy_matching, save_model
+from zhangcolor.colorize import Colorizer
+from zhangcolor.model_file import read_model
+from zhangcolor.models import ModelConfig, build_model
+from zhangcolor.options import TrainConfig
+
+GUIDED = {"backbone": "eccv16", "width": 0.125, "hints": True}
+
+
+def test_a_guided_network_trains_with_simulated_points_and_is_scored_with_them(tmp_path):
+    result = invoke("train", "--config", tiny_config(tmp_path, model=GUIDED, epochs=2))
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    epochs = [m for m in lines if "val_loss" in m]
+    for name in ("val_loss", "val_auc", "val_auc_rebalanced"):
+        assert all(np.isfinite(m[name]) and np.isfinite(m[f"{name}_hints"]) for m in epochs)
+    path = tmp_path / "run" / "checkpoints" / "last.safetensors"
+    assert read_model(path).record.network.hints
+    colorizer = Colorizer.load(path, size=32, precision="fp32")
+    hints = {"points": [{"x": 15, "y": 12, "color": "#d02020", "size": 8}]}
+    out = colorizer.colorize(np.full((24, 30), 120, np.uint8), hints=hints)
+    assert colorizer.takes_hints and out.size == (30, 24)
+
+
+@torch.no_grad()
+def calibrated(network: torch.nn.Module) -> torch.nn.Module:
+    """A random network whose BatchNorm statistics are those of random inputs with points: at
+    its initial running statistics, an untrained network's output hardly depends on its input."""
+    for module in network.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.momentum = None  # a plain average of the batches seen
+    network.train()
+    for _ in range(4):
+        hints = torch.zeros(8, 3, 32, 32)
+        hints[:, :2], hints[:, 2, 8:16, 8:16] = torch.randn(8, 2, 32, 32) * 0.3, 1.0
+        network(torch.rand(8, 1, 32, 32) * 100, hints)
+    return network.eval()
+
+
+def test_points_reach_the_network_through_the_colorizer(tmp_path):
+    from zhangcolor.bins import ab_bins
+
+    torch.manual_seed(0)
+    config = TrainConfig(model=ModelConfig(**GUIDED))
+    network = calibrated(build_model(config.model))
+    path = tmp_path / "guided.safetensors"
+    bins = {"centers": ab_bins(), "weights": torch.ones(313)}
+    save_model(path, network, config, bins, step=0)
+    colorizer = Colorizer.load(path, size=32, precision="fp32")
+    photo = np.tile(np.arange(0, 240, 8, dtype=np.uint8), (24, 1))
+    points = {"points": [{"x": 15, "y": 12, "color": "#d02020", "size": 8}]}
+    plain = colorizer.predict([colorizer.prepare(photo)])[0]
+    guided = colorizer.predict([colorizer.prepare(photo, points)])[0]
+    near, far = (guided - plain).abs()[0].amax(0)[2:5, 2:5], (guided - plain).abs()[0].amax(0)
+    assert near.max() > 1e-3 and far.max() == near.max()  # the change is largest near the point
+
+
+def test_an_automatic_model_refuses_points_with_a_clear_message(tmp_path):
+    from zhangcolor.bins import ab_bins
+
+    config = TrainConfig(model=ModelConfig(backbone="eccv16", width=0.125))
+    path = tmp_path / "auto.safetensors"
+    bins = {"centers": ab_bins(), "weights": torch.ones(313)}
+    save_model(path, build_model(config.model), config, bins, step=0)
+    colorizer = Colorizer.load(path, size=32)
+    with pytest.raises(ValueError, match="takes no colour points"):
+        colorizer.colorize(np.zeros((8, 8), np.uint8), hints=[{"x": 1, "y": 1, "color": "#fff"}])
+
+
+@pytest.mark.parametrize("backbone", [{"backbone": "eccv16", "width": 0.125}, {"backbone": "unet"}])
+def test_a_guided_network_started_from_an_automatic_one_colorizes_as_it_did(backbone):
+    """copy_matching gives the guided network every weight of the automatic one, and zeros for
+    the hint inputs: without points, and even with them before training, the same output."""
+    torch.manual_seed(0)
+    automatic = build_model(ModelConfig(**backbone)).eval()
+    guided = build_model(ModelConfig(**backbone, hints=True)).eval()
+    left = copy_matching(guided, automatic.state_dict())
+    assert all("hint" in name for name in left)  # only the U-Net's new layers take nothing
+    lightness = torch.rand(2, 1, 32, 32) * 100
+    hints = torch.zeros(2, 3, 32, 32)
+    hints[:, :2, 8:12, 8:12], hints[:, 2, 8:12, 8:12] = 0.4, 1.0
+    with torch.no_grad():
+        expected = automatic(lightness)
+        assert torch.equal(guided(lightness), expected)
+        torch.testing.assert_close(guided(lightness, hints), expected, rtol=0, atol=0)
+
+
+def test_copy_matching_refuses_a_weight_of_another_shape():
+    small = build_model(ModelConfig(backbone="eccv16", width=0.125))
+    wide = build_model(ModelConfig(backbone="eccv16", width=0.25))
+    with pytest.raises(ValueError, match="in the model to start from"):
+        copy_matching(wide, small.state_dict())
+
+
+def test_train_starts_from_a_model_file(tmp_path):
+    first = invoke("train", "--config", tiny_config(tmp_path, epochs=1))
+    assert first.exit_code == 0, first.output
+    automatic = tmp_path / "run" / "checkpoints" / "last.safetensors"
+    (tmp_path / "second").mkdir()
+    config = tiny_config(
+        tmp_path / "second", model=GUIDED, epochs=1, init_from=str(automatic), lr=1e-12
+    )
+    config.write_text(config.read_text().replace(str(tmp_path / "second" / "photos"),
+                                                 str(tmp_path / "photos")))  # fmt: skip
+    second = invoke("train", "--config", config)
+    assert second.exit_code == 0, second.output
+    before = Colorizer.load(automatic, size=32, precision="fp32")
+    after = Colorizer.load(tmp_path / "second" / "run" / "checkpoints" / "last.safetensors",
+                           size=32, precision="fp32")  # fmt: skip
+    gray = np.tile(np.arange(0, 240, 8, dtype=np.uint8), (20, 1))
+    diff = np.abs(np.asarray(before.colorize(gray), int) - np.asarray(after.colorize(gray), int))
+    assert diff.max() <= 2  # lr 1e-12: the weights it started from, BatchNorm statistics aside
+    missing = tmp_path / "missing.safetensors"
+    third = invoke("train", "--config", tiny_config(tmp_path / "second", init_from=str(missing),
+                                                    out=str(tmp_path / "third")))  # fmt: skip
+    assert third.exit_code == 1 and "cannot start from" in third.output
