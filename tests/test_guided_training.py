@@ -127,3 +127,25 @@ def test_train_starts_from_a_model_file(tmp_path):
     third = invoke("train", "--config", tiny_config(tmp_path / "second", init_from=str(missing),
                                                     out=str(tmp_path / "third")))  # fmt: skip
     assert third.exit_code == 1 and "cannot start from" in third.output
+
+
+def test_a_guided_network_exports_to_onnx_with_its_hint_input(tmp_path):
+    pytest.importorskip("onnxruntime")
+    from zhangcolor.bins import ab_bins
+    from zhangcolor.model_file import export_model_onnx
+
+    torch.manual_seed(0)
+    config = TrainConfig(model=ModelConfig(**GUIDED))
+    path = tmp_path / "guided.safetensors"
+    bins = {"centers": ab_bins(), "weights": torch.ones(313)}
+    save_model(path, calibrated(build_model(config.model)), config, bins, step=0)
+    onnx = export_model_onnx(path, tmp_path / "guided.onnx", size=32)
+    ours = Colorizer.load(path, size=32, precision="fp32")
+    ort = Colorizer.load(onnx, size=32, backend="onnx")
+    assert ort.takes_hints
+    photo = np.tile(np.arange(0, 240, 8, dtype=np.uint8), (24, 1))
+    points = {"points": [{"x": 15, "y": 12, "color": "#d02020", "size": 8}]}
+    for hints in (None, points):
+        a = ours.decode(ours.predict([ours.prepare(photo, hints)])[0])
+        b = ort.decode(ort.predict([ort.prepare(photo, hints)])[0])
+        assert (a - b).abs().max() <= 1e-3

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from zhangcolor.constants import TEMPERATURE, WORKING_SIZE
 from zhangcolor.files import atomic_write
+from zhangcolor.hints import CHANNELS as HINT_CHANNELS
 from zhangcolor.model_record import (
     ModelRecord,
     ModelRecordError,
@@ -50,14 +51,19 @@ def export_onnx(
 ) -> Path:
     """Export ``network`` (with its ``record``) to ONNX, batch size and image size dynamic.
 
-    Input ``lightness (B, 1, H, W)`` float32 L in [0, 100]; output ``(B, Q, H/4, W/4)`` logits or
+    Input ``lightness (B, 1, H, W)`` float32 L in [0, 100] (and, for a guided network,
+    ``hints (B, 3, H, W)``: a / 110, b / 110, mask); output ``(B, Q, H/4, W/4)`` logits or
     ``(B, 2, H/4, W/4)`` ab (``(B, 3, H/4, W/4)`` sRGB for the RGB baseline).
     """
     onnx = _need("onnx")
     network = network.float().eval()
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    example = torch.full((1, 1, size, size), 50.0)
+    example: tuple[Tensor, ...] = (torch.full((1, 1, size, size), 50.0),)
+    names = ["lightness"]
+    if getattr(network, "takes_hints", False):
+        example += (torch.zeros(1, HINT_CHANNELS, size, size),)
+        names.append("hints")
 
     def write(tmp: Path) -> None:
         # The TorchScript exporter needs nothing beyond torch and traces this plain CNN
@@ -67,11 +73,11 @@ def export_onnx(
             axes = {0: "batch", 2: "height", 3: "width"}
             torch.onnx.export(
                 network,
-                (example,),
+                example,
                 str(tmp),
-                input_names=["lightness"],
+                input_names=names,
                 output_names=["output"],
-                dynamic_axes={"lightness": axes, "output": axes},
+                dynamic_axes={**dict.fromkeys(names, axes), "output": axes},
                 opset_version=opset,
                 dynamo=False,
             )
@@ -128,7 +134,19 @@ class OnnxNetwork:
             raise ValueError(f"{path} is not a readable ONNX model ({e})") from None
         metadata = self.session.get_modelmeta().custom_metadata_map
         self.record, self.provenance = onnx_record(metadata, path)
+        #: Whether the graph takes a user's colour points (an input named "hints").
+        self.takes_hints = any(i.name == "hints" for i in self.session.get_inputs())
 
-    def __call__(self, lightness: Tensor) -> Tensor:
-        x = np.ascontiguousarray(lightness.detach().float().cpu().numpy())
-        return torch.from_numpy(self.session.run(None, {"lightness": x})[0])
+    def __call__(self, lightness: Tensor, hints: Tensor | None = None) -> Tensor:
+        feed = {"lightness": _array(lightness)}
+        if self.takes_hints:
+            if hints is None:
+                hints = lightness.new_zeros(lightness.shape[0], HINT_CHANNELS, *lightness.shape[2:])
+            feed["hints"] = _array(hints)
+        elif hints is not None:
+            raise ValueError("this ONNX model takes no hints")
+        return torch.from_numpy(self.session.run(None, feed)[0])
+
+
+def _array(x: Tensor) -> np.ndarray:
+    return np.ascontiguousarray(x.detach().float().cpu().numpy())
