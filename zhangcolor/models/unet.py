@@ -4,10 +4,11 @@ input resolution (the output stride of the paper's network, so every head and lo
 Encoders: torchvision's resnet18 / resnet34, or EfficientNet-Lite0, Lite1 or Lite2. L is repeated
 to 3 channels and normalised as the encoders' ImageNet training expects.
 
-With ``hints``, a user's colour points (a / 110, b / 110, mask) enter twice, each through a 3×3
-convolution of their area average, added to the features: after the encoder's stem, and to the
-decoder's output at 1/4. Both start at zero, so a hint U-Net starts out as the automatic one,
-whose weights it can be initialised from; the encoder's ImageNet input stays RGB.
+With ``hints``, a user's colour points (a / 110, b / 110, mask) enter twice, each through a
+small convolutional branch (:class:`HintBranch`) added to the features: after the encoder's stem,
+and to the decoder's output at 1/4. Both branches start at zero, so a hint U-Net starts out as
+the automatic one, whose weights it can be initialised from; the encoder's ImageNet input stays
+RGB.
 """
 
 from __future__ import annotations
@@ -115,12 +116,51 @@ class Up(nn.Module):
 assert set(_NORMALISATION) == set(ENCODERS), "every encoder needs its normalisation"
 
 
-def _zero_conv(c_in: int, c_out: int) -> nn.Conv2d:
-    """A 3×3 convolution that starts at zero: its branch adds nothing until it has learnt to."""
-    conv = nn.Conv2d(c_in, c_out, 3, padding=1)
-    nn.init.zeros_(conv.weight)
-    nn.init.zeros_(conv.bias)
-    return conv
+class HintBranch(nn.Module):
+    """Hint channels ``(B, 3, H, W)`` -> features ``(B, C, H/s, W/s)`` to add at stride s.
+
+    The points are first spread over the photo by normalised convolution (Knutsson & Westin,
+    1993), at several scales: for cells of s to 64s pixels, the mean ab of the hinted pixels in
+    each cell (upsampled bilinearly to stride s) and whether a point is near.
+    A one-pixel point so reaches the branch undiluted, and a region far from every point still
+    knows its nearest points' colours, at the coarser scales; the network learns where to follow
+    which (along edges, within objects). Two 3×3 convolutions follow; the last starts at zero,
+    and its output is scaled by :attr:`GAIN`, so that Adam, whose steps have the size of the
+    learning rate whatever the gradient, grows the branch from zero at the pace the rest of the
+    network trains at (as the regression head's ab is scaled by 110).
+    """
+
+    GAIN = 10.0
+    #: Cell sizes, in multiples of the branch's stride: 64 is a quarter of the photo or more,
+    #: so that every pixel hears of the photo's points.
+    SCALES = (1, 2, 4, 8, 16, 64)
+
+    def __init__(self, channels: int, stride: int, hidden: int = 32) -> None:
+        super().__init__()
+        self.stride = stride
+        self.conv = nn.Sequential(
+            nn.Conv2d(HINT_CHANNELS * len(self.SCALES), hidden, 3, padding=1),
+            nn.ReLU(inplace=True),
+        )
+        self.out = nn.Conv2d(hidden, channels, 3, padding=1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, hints: Tensor) -> Tensor:
+        size = (hints.shape[-2] // self.stride, hints.shape[-1] // self.stride)
+        spread = [self._spread(hints, self.stride * scale, size) for scale in self.SCALES]
+        return self.out(self.conv(torch.cat(spread, 1))) * self.GAIN
+
+    @staticmethod
+    def _spread(hints: Tensor, cell: int, size: tuple[int, int]) -> Tensor:
+        """``(B, 3, *size)``: the mean hinted ab of ``cell``-pixel cells and whether any pixel
+        is hinted there, upsampled bilinearly to ``size``."""
+        pooled = F.avg_pool2d(hints, cell, ceil_mode=True) if cell > 1 else hints  # (B, 3, ., .)
+        if tuple(pooled.shape[-2:]) != size:
+            pooled = F.interpolate(pooled, size=size, mode="bilinear", align_corners=False)
+        ab, covered = pooled[:, :2], pooled[:, 2:]  # ab sums and hinted share, per pixel
+        mean = ab / covered.clamp_min(1e-6)  # the hinted pixels' mean ab
+        return torch.cat([mean * (covered > 0), (covered > 0).to(hints.dtype)], 1)
 
 
 class UNet(nn.Module):
@@ -153,8 +193,9 @@ class UNet(nn.Module):
         self.register_buffer("std", std, persistent=False)
         self.takes_hints = hints
         if hints:
-            self.hint_stem = _zero_conv(HINT_CHANNELS, self.encoder.stem_channels)
-            self.hint_out = _zero_conv(HINT_CHANNELS, self.out_channels)
+            stem = self.encoder.stem_stride
+            self.hint_stem = HintBranch(self.encoder.stem_channels, stem)
+            self.hint_out = HintBranch(self.out_channels, 4)
 
     def forward(self, lightness: Tensor, hints: Tensor | None = None) -> Tensor:
         gray = (lightness / L_MAX).expand(-1, 3, -1, -1)  # (B, 3, H, W) in [0, 1]
@@ -166,8 +207,7 @@ class UNet(nn.Module):
         if hints is None:
             hints = lightness.new_zeros(lightness.shape[0], HINT_CHANNELS, *lightness.shape[-2:])
         hints = hints.to(lightness)
-        stride = self.encoder.stem_stride
-        extra = self.hint_stem(F.avg_pool2d(hints, stride))  # (B, C_stem, H/s, W/s)
+        extra = self.hint_stem(hints)  # (B, C_stem, H/s, W/s) at the stem's stride
         f4, f8, f16, f32 = self.encoder((gray - self.mean) / self.std, extra)
         features = self.up4(self.up8(self.up16(f32, f16), f8), f4)  # (B, 64, H/4, W/4)
-        return features + self.hint_out(F.avg_pool2d(hints, 4))
+        return features + self.hint_out(hints)
