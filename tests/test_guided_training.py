@@ -13,7 +13,7 @@ from test_train import invoke, tiny_config
 
 from zhangcolor.checkpoint import copy_matching, save_model
 from zhangcolor.colorize import Colorizer
-from zhangcolor.model_file import read_model
+from zhangcolor.model_file import load_model, read_model
 from zhangcolor.models import ModelConfig, build_model
 from zhangcolor.options import TrainConfig
 
@@ -149,3 +149,45 @@ def test_a_guided_network_exports_to_onnx_with_its_hint_input(tmp_path):
         a = ours.decode(ours.predict([ours.prepare(photo, hints)])[0])
         b = ort.decode(ort.predict([ort.prepare(photo, hints)])[0])
         assert (a - b).abs().max() <= 1e-3
+
+
+def test_freeze_automatic_trains_the_hint_branches_only(tmp_path):
+    """Started from an automatic U-Net with hints.freeze_automatic, the guided one colorizes
+    without points exactly as the automatic one, whatever its branches learnt."""
+    unet = {"backbone": "unet", "encoder": "efficientnet-lite0"}
+    first = invoke("train", "--config", tiny_config(tmp_path, model=unet, epochs=1))
+    assert first.exit_code == 0, first.output
+    automatic = tmp_path / "run" / "checkpoints" / "last.safetensors"
+    (tmp_path / "second").mkdir()
+    config = tiny_config(
+        tmp_path / "second",
+        model={**unet, "hints": True},
+        epochs=1,
+        init_from=str(automatic),
+        hints={"freeze_automatic": True},
+        select_on="val_auc_rebalanced_hints",
+    )
+    config.write_text(config.read_text().replace(str(tmp_path / "second" / "photos"),
+                                                 str(tmp_path / "photos")))  # fmt: skip
+    second = invoke("train", "--config", config)
+    assert second.exit_code == 0, second.output
+    guided = tmp_path / "second" / "run" / "checkpoints" / "last.safetensors"
+    before, _ = load_model(automatic)
+    after, _ = load_model(guided)
+    branches = {k: v for k, v in after.state_dict().items() if "hint_" in k}
+    assert branches and any(v.abs().max() > 0 for v in branches.values())  # they learnt
+    for name, value in before.state_dict().items():
+        assert torch.equal(after.state_dict()[name], value), name  # the rest did not move
+    lightness = torch.rand(2, 1, 32, 32) * 100
+    with torch.no_grad():
+        assert torch.equal(after(lightness), before(lightness))
+        assert torch.equal(after(lightness, torch.zeros(2, 3, 32, 32)), before(lightness))
+
+
+def test_freeze_automatic_needs_a_guided_unet_started_from_a_model():
+    with pytest.raises(ValueError, match="freeze_automatic"):
+        TrainConfig(
+            model=ModelConfig(backbone="unet", hints=True), hints={"freeze_automatic": True}
+        )
+    with pytest.raises(ValueError, match=r"needs model\.hints"):
+        TrainConfig(select_on="val_auc_rebalanced_hints")

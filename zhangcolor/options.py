@@ -65,7 +65,15 @@ FEATURE_LOSSES = ("l2+perceptual", "l2+contrastive")
 LOSSES = ("auto", "ce", *REGRESSION_LOSSES, *FEATURE_LOSSES)
 SCHEDULES = ("cosine", "constant")
 #: The validation metric that picks the best checkpoint and stops early (losses fall, AuCs rise).
-SELECT_ON = ("val_loss", "val_auc", "val_auc_rebalanced")
+#: The ``_hints`` ones score a guided network with each validation crop's simulated points.
+SELECT_ON = (
+    "val_loss",
+    "val_auc",
+    "val_auc_rebalanced",
+    "val_loss_hints",
+    "val_auc_hints",
+    "val_auc_rebalanced_hints",
+)
 #: The decoded-photo cache: auto (when it fits in cache_max_gb), on, off.
 CACHE_MODES = ("auto", "on", "off")
 COLOR_SPACES = ("lab", "rgb")
@@ -215,6 +223,13 @@ class HintConfig:
         9, help="Largest side of a point's patch, px at the crop.", rule=integer(1)
     )
     max_points: int = option(64, help="The most points one crop gets.", rule=integer(1, 1000))
+    freeze_automatic: bool = option(
+        False,
+        help="Train only the layers that take the points (a U-Net's hint branches), keeping "
+        "the rest as init_from gives it: without points the model then colorizes exactly as "
+        "the automatic model it started from.",
+        rule=(lambda v: isinstance(v, bool), "must be true or false"),
+    )
 
     def __post_init__(self) -> None:
         check_config(self)
@@ -394,6 +409,18 @@ class TrainConfig:
             raise ValueError("the regression head trains with l1, l2 or huber, not ce")
         if head is Head.RGB_REGRESSION and loss not in ("auto", "l2"):
             raise ValueError(f"the RGB baseline trains with l2 on RGB, not {loss}")
+        if self.hints.freeze_automatic and not (
+            self.model.hints and self.model.backbone == "unet" and self.init_from
+        ):
+            raise ValueError(
+                "hints.freeze_automatic trains only a guided U-Net's hint branches: it needs "
+                "model.backbone unet, model.hints true and init_from (the automatic model)"
+            )
+        if self.select_on.endswith("_hints") and not self.model.hints:
+            raise ValueError(
+                f"select_on {self.select_on} scores the network with points: it needs "
+                "model.hints true"
+            )
         if self.model.backbone == "siggraph17":
             raise ValueError(
                 "siggraph17 is the authors' released network, loaded from their weights "

@@ -76,3 +76,14 @@ def enter_stage(
     encoder = pretrained_encoder(model, config)
     if encoder is not None:
         encoder.requires_grad_(not frozen)
+    if config.model.hints and config.hints.freeze_automatic:
+        # Only the layers that take the points train: without points, the network stays the
+        # automatic one it started from.
+        for name, parameter in unwrap(model).named_parameters():
+            parameter.requires_grad_(is_hint_layer(name))
+
+
+def is_hint_layer(name: str) -> bool:
+    """Whether a parameter belongs to the layers that take a user's points (a U-Net's hint
+    branches)."""
+    return ".hint_" in f".{name}"

@@ -246,7 +246,8 @@ def _run_bins(config: TrainConfig, device: torch.device) -> dict[str, Tensor]:
 
 
 def _maximises(config: TrainConfig) -> bool:
-    return config.select_on != "val_loss"
+    """Whether ``select_on`` improves upwards (the AuCs) or downwards (the losses)."""
+    return "auc" in config.select_on
 
 
 def prepare(config: TrainConfig, train_size: int, rank: int, world: int, device) -> Trainer:

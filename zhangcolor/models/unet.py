@@ -124,7 +124,8 @@ class HintBranch(nn.Module):
     each cell (upsampled bilinearly to stride s) and whether a point is near.
     A one-pixel point so reaches the branch undiluted, and a region far from every point still
     knows its nearest points' colours, at the coarser scales; the network learns where to follow
-    which (along edges, within objects). Two 3×3 convolutions follow; the last starts at zero,
+    which (along edges, within objects). Two 3×3 convolutions without biases follow, so that no
+    points add nothing, whatever the branch has learnt; the last starts at zero,
     and its output is scaled by :attr:`GAIN`, so that Adam, whose steps have the size of the
     learning rate whatever the gradient, grows the branch from zero at the pace the rest of the
     network trains at (as the regression head's ab is scaled by 110).
@@ -139,12 +140,11 @@ class HintBranch(nn.Module):
         super().__init__()
         self.stride = stride
         self.conv = nn.Sequential(
-            nn.Conv2d(HINT_CHANNELS * len(self.SCALES), hidden, 3, padding=1),
+            nn.Conv2d(HINT_CHANNELS * len(self.SCALES), hidden, 3, padding=1, bias=False),
             nn.ReLU(inplace=True),
         )
-        self.out = nn.Conv2d(hidden, channels, 3, padding=1)
+        self.out = nn.Conv2d(hidden, channels, 3, padding=1, bias=False)
         nn.init.zeros_(self.out.weight)
-        nn.init.zeros_(self.out.bias)
 
     def forward(self, hints: Tensor) -> Tensor:
         size = (hints.shape[-2] // self.stride, hints.shape[-1] // self.stride)
