@@ -149,6 +149,9 @@ def test_a_guided_network_exports_to_onnx_with_its_hint_input(tmp_path):
         a = ours.decode(ours.predict([ours.prepare(photo, hints)])[0])
         b = ort.decode(ort.predict([ort.prepare(photo, hints)])[0])
         assert (a - b).abs().max() <= 1e-3
+    # The nearest-point search is traced at the export's size: another size is refused.
+    with pytest.raises(ValueError, match="runs at 32×32 only"):
+        Colorizer.load(onnx, size=64, backend="onnx").colorize(photo)
 
 
 def test_freeze_automatic_trains_the_hint_branches_only(tmp_path):

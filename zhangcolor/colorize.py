@@ -89,7 +89,9 @@ def resolve_backend(model: str | Path | ModelFile, device: str, precision: str) 
     return _auto_backend(file, device, precision)[0]
 
 
-def _auto_backend(file: ModelFile, device: str, precision: str) -> tuple[str, Path | None]:
+def _auto_backend(
+    file: ModelFile, device: str, precision: str, size: int = WORKING_SIZE
+) -> tuple[str, Path | None]:
     """:func:`resolve_backend`, with the ONNX file it found or made (None for torch)."""
     if file.kind == "onnx":
         return "onnx", file.path
@@ -98,7 +100,7 @@ def _auto_backend(file: ModelFile, device: str, precision: str) -> tuple[str, Pa
     if any(importlib.util.find_spec(m) is None for m in ("onnx", "onnxruntime")):
         return "torch", None
     try:
-        return "onnx", onnx_export_of(file)
+        return "onnx", onnx_export_of(file, size)
     except Exception:  # the exporter raises many kinds (unsupported op, tracer errors, ...)
         return "torch", None
 
@@ -176,7 +178,7 @@ class Colorizer:
         file = read_model(model)
         onnx_path = None
         if backend == "auto":
-            backend, onnx_path = _auto_backend(file, device, precision)
+            backend, onnx_path = _auto_backend(file, device, precision, size)
         if backend == "onnx" or file.kind == "onnx":
             return cls._load_onnx(file, onnx_path, size)
         dev = resolve_device(device)
@@ -197,7 +199,7 @@ class Colorizer:
 
     @classmethod
     def _load_onnx(cls, file: ModelFile, onnx_path: Path | None, size: int) -> Colorizer:
-        net = onnx_network(file, onnx_path)
+        net = onnx_network(file, onnx_path, size)
         return cls(net, file.record, torch.device("cpu"), None, size, backend="onnx")
 
     @property

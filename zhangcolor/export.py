@@ -27,8 +27,10 @@ from zhangcolor.model_record import (
     record_from_json,
 )
 
-#: The metadata keys of the record and the provenance in an .onnx file.
+#: The metadata keys of the record and the provenance in an .onnx file, and of the one working
+#: size a guided network's export runs at.
 RECORD_KEY, PROVENANCE_KEY = "zhangcolor.model", "zhangcolor.provenance"
+SIZE_KEY = "zhangcolor.size"
 
 
 def _need(module: str):
@@ -82,10 +84,10 @@ def export_onnx(
                 dynamo=False,
             )
         proto = onnx.load(str(tmp))
-        for key, value in {
-            RECORD_KEY: record.to_json(),
-            PROVENANCE_KEY: json.dumps(provenance or {}),
-        }.items():
+        entries = {RECORD_KEY: record.to_json(), PROVENANCE_KEY: json.dumps(provenance or {})}
+        if len(names) > 1:  # the points' nearest-point search is traced at this size
+            entries[SIZE_KEY] = str(size)
+        for key, value in entries.items():
             entry = proto.metadata_props.add()
             entry.key, entry.value = key, value
         onnx.save(proto, str(tmp))
@@ -136,8 +138,16 @@ class OnnxNetwork:
         self.record, self.provenance = onnx_record(metadata, path)
         #: Whether the graph takes a user's colour points (an input named "hints").
         self.takes_hints = any(i.name == "hints" for i in self.session.get_inputs())
+        #: The one input size of a guided network's export (None: any size).
+        self.fixed_size = int(metadata[SIZE_KEY]) if SIZE_KEY in metadata else None
 
     def __call__(self, lightness: Tensor, hints: Tensor | None = None) -> Tensor:
+        side = self.fixed_size
+        if side is not None and tuple(lightness.shape[-2:]) != (side, side):
+            raise ValueError(
+                f"this ONNX export of a guided network runs at {side}×{side} only; export it "
+                f"again with --size {lightness.shape[-1]}"
+            )
         feed = {"lightness": _array(lightness)}
         if self.takes_hints:
             if hints is None:

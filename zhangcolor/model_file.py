@@ -15,6 +15,7 @@ from pathlib import Path
 
 from torch import nn
 
+from zhangcolor.constants import WORKING_SIZE
 from zhangcolor.files import cache_dir
 from zhangcolor.model_record import ModelRecord
 
@@ -119,9 +120,10 @@ def file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
-def onnx_export_of(model: ModelFile) -> Path:
+def onnx_export_of(model: ModelFile, size: int = WORKING_SIZE) -> Path:
     """The ONNX export of a torch model file in the cache folder, made on first use; an .onnx
-    file is itself.
+    file is itself. ``size`` is the working size it will run at (a guided network's export
+    runs at the size it was made at only).
 
     Named by the file's hash, so a changed file (or a new default model) gets a new export. The
     first use pays the export (about a second for the default model on a 2-core CPU).
@@ -130,20 +132,22 @@ def onnx_export_of(model: ModelFile) -> Path:
         return model.path
     from zhangcolor.export import export_onnx
 
-    path = cache_dir() / f"{model.label}-{file_digest(model.path)[:16]}.onnx"
+    at = f"-{size}" if model.record.network.hints else ""
+    path = cache_dir() / f"{model.label}-{file_digest(model.path)[:16]}{at}.onnx"
     if not path.is_file():
-        export_onnx(load_network(model), model.record, path, provenance={"source": model.label})
+        network = load_network(model)
+        export_onnx(network, model.record, path, provenance={"source": model.label}, size=size)
     return path
 
 
-def onnx_network(model: ModelFile, onnx_path: Path | None = None):
+def onnx_network(model: ModelFile, onnx_path: Path | None = None, size: int = WORKING_SIZE):
     """The onnxruntime network of a model file: an .onnx file's own session, else that of its
-    export (``onnx_path``, or made now by :func:`onnx_export_of`)."""
+    export (``onnx_path``, or made now by :func:`onnx_export_of` for ``size``)."""
     if model.kind == "onnx":
         return model.session
     from zhangcolor.export import OnnxNetwork
 
-    return OnnxNetwork(onnx_path or onnx_export_of(model))
+    return OnnxNetwork(onnx_path or onnx_export_of(model, size))
 
 
 def export_model_onnx(model: str | Path, target: str | Path, *, size: int) -> Path:

@@ -13,9 +13,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from zhangcolor.bins import ab_bins
 from zhangcolor.constants import STRIDE
 from zhangcolor.models.eccv16 import ECCV16
 from zhangcolor.models.heads import build_head
+from zhangcolor.models.hint_prior import HintPrior
 from zhangcolor.models.siggraph17 import SIGGRAPH17
 from zhangcolor.models.unet import UNet
 from zhangcolor.options import BACKBONES, ENCODERS, HEADS, Head, ModelConfig
@@ -42,6 +44,9 @@ class ColorizationNet(nn.Module):
         super().__init__()
         self.backbone = backbone
         self.head = build_head(Head.parse(head), backbone.out_channels)
+        if backbone.takes_hints and self.head.kind is Head.CLASSIFICATION:
+            # The points' own vote on each pixel's bins (models/hint_prior.py).
+            self.hint_prior = HintPrior(ab_bins(), backbone.out_channels)
 
     @property
     def kind(self) -> Head:
@@ -56,7 +61,11 @@ class ColorizationNet(nn.Module):
         refuses any."""
         if hints is not None and not self.takes_hints:
             raise ValueError(f"{type(self.backbone).__name__} takes no hints; pass hints=None")
-        return self.head(self.backbone(lightness, hints))
+        features = self.backbone(lightness, hints)
+        output = self.head(features)
+        if hints is None or not hasattr(self, "hint_prior"):
+            return output
+        return output + self.hint_prior(hints, features)
 
 
 def build_model(config: ModelConfig) -> ColorizationNet | SIGGRAPH17:
