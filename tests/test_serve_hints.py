@@ -7,6 +7,7 @@ point, where nearly all its mass is on the bins nearest the point's ab."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import threading
@@ -68,16 +69,19 @@ class HintFollower(torch.nn.Module):
         return torch.where(near > 0, -distance / (2 * 5.0**2), logits)  # (B, Q, s/4, s/4)
 
 
-def guided_colorizer(tmp: Path) -> Colorizer:
-    """A :class:`Colorizer` whose network is a :class:`HintFollower`, with a real model's bins."""
+def guided_colorizer(tmp: Path, temperature: float | None = None) -> Colorizer:
+    """A :class:`Colorizer` whose network is a :class:`HintFollower`, with a real model's bins
+    (and its own ``temperature``, as a calibrated model has)."""
     record = Colorizer.load(make_checkpoint(tmp / "bins.safetensors"), size=SIZE).record
+    if temperature is not None:
+        record = dataclasses.replace(record, temperature=temperature)
     model = HintFollower(record.centers)
     return Colorizer(model, record, torch.device("cpu"), None, SIZE)
 
 
-def guided_service(tmp: Path, **config) -> ColorizeService:
+def guided_service(tmp: Path, temperature: float | None = None, **config) -> ColorizeService:
     settings = {"model": "guided.safetensors", "size": SIZE, "cache_mb": 64, **config}
-    service = ColorizeService(guided_colorizer(tmp), ServeConfig(**settings))
+    service = ColorizeService(guided_colorizer(tmp, temperature), ServeConfig(**settings))
     service.self_check()
     return service
 
