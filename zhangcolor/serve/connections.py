@@ -64,6 +64,15 @@ class Every:
         return count
 
 
+def _retry_after_close(context: dict) -> bool:
+    """Whether ``context`` is a retry of a failed accept that found the server's socket closed:
+    asyncio schedules one retry per failed accept, and those still pending when the server
+    stops fail on the closed socket, with nothing left to do."""
+    callback = getattr(context.get("handle"), "_callback", None)
+    closed = isinstance(context.get("exception"), ValueError | OSError)
+    return closed and getattr(callback, "__name__", "") == "_start_serving"
+
+
 def quiet_accept_errors(loop: asyncio.AbstractEventLoop, log: logging.Logger) -> None:
     """Make ``loop`` log a failing accept as one line (no traceback), at most every
     :data:`LOG_EVERY_S`; every other problem goes to the handler it had."""
@@ -83,6 +92,8 @@ def quiet_accept_errors(loop: asyncio.AbstractEventLoop, log: logging.Logger) ->
                     count,
                     every.every_s,
                 )
+            return
+        if _retry_after_close(context):
             return
         if previous is not None:
             previous(loop, context)
