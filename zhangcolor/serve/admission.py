@@ -193,5 +193,6 @@ class WorkQueue:
         }
 
     def close(self) -> None:
+        """Stop the lanes' threads (for an owner done with the queue; an app's end with it)."""
         for lane in self.lanes.values():
             lane.executor.shutdown(wait=False, cancel_futures=True)

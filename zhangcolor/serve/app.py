@@ -62,9 +62,10 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
+        # The queue's threads outlive a stop of the lifespan (a test client may start the app
+        # again); they end with the app, when its executors are collected.
         quiet_accept_errors(asyncio.get_running_loop(), server_log)
         yield
-        queue.close()
 
     app = FastAPI(
         title="zhangcolor",

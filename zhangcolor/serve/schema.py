@@ -143,6 +143,7 @@ def upload_form(config: ServeConfig) -> dict[str, Any]:
                 "schema": {
                     "type": "object",
                     "required": ["image"],
+                    "additionalProperties": False,
                     "properties": {
                         "image": {
                             "type": "string",
