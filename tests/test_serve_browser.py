@@ -299,4 +299,6 @@ def test_the_api_docs_page_works_with_no_other_host(server, page):
     text = page.inner_text("#api")
     assert "POST /api/colorize" in text and "GET /api/colorize/{upload_id}" in text
     assert "temperature" in text and "max_side" in text
+    assert "POST /api/colorize/{upload_id}/suggestions" in text and "GET /api/model" in text
+    assert "number (≥ 0.001, ≤ 1)" in text and "integer (≥ 16)" in text  # T's one range
     assert not hosts, f"the docs page asked other hosts: {hosts}"
