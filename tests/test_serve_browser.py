@@ -126,7 +126,7 @@ def runs(url: str) -> int:
 
 
 def test_upload_compare_move_t_and_download_in_chromium(server, page, tmp_path):
-    photo = tmp_path / "old photo.jpg"
+    photo = tmp_path / "vieille photo d’été.jpg"
     Image.fromarray(data.astronaut()).convert("L").resize((320, 320)).save(photo)
     before_runs = runs(server)
 
@@ -173,7 +173,8 @@ def test_upload_compare_move_t_and_download_in_chromium(server, page, tmp_path):
         page.click("#download")
     saved = tmp_path / "download.png"
     info.value.save_as(saved)
-    assert info.value.suggested_filename == "old photo-colorized-T1.png"  # this upload's name
+    # Its name, accents kept (filename*).
+    assert info.value.suggested_filename == "vieille photo d’été-colorized-T1.png"
     with Image.open(saved) as image:
         assert image.format == "PNG" and image.size == (320, 320)
     assert runs(server) == before_runs + 1
