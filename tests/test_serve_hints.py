@@ -199,6 +199,7 @@ def test_suggestions_come_from_the_distribution_after_the_points_so_far(client):
         ({"dots": []}, "bad_hints", "points"),
         (b"{not json", "bad_hints", "not JSON"),
         (points(*[(1, 1, "#ffffff")] * 1001), "bad_hints", "1,001 points"),
+        (b"[" * 100_000 + b"]" * 100_000, "bad_hints", "nested too deep"),
     ],
 )
 def test_bad_points_are_a_422_naming_the_point(client, body, code, words):

@@ -197,12 +197,8 @@ def test_a_failing_accept_is_one_line_without_a_traceback_at_most_every_few_seco
 
 SERVER = """
 import resource, sys, time
-sys.path.insert(0, "tests")
-from pathlib import Path
-from test_colorize import make_checkpoint
 from zhangcolor.serve import ColorizeService, ServeConfig, background_server, create_app
-model = make_checkpoint(Path(sys.argv[1]) / "tiny.safetensors")
-service = ColorizeService.load(ServeConfig(model=str(model), size=32))
+service = ColorizeService.load(ServeConfig(model=sys.argv[1], size=32))
 with background_server(create_app(service=service)) as url:
     # Something else takes the descriptors the cap counted on: the process runs out.
     import os
@@ -214,11 +210,11 @@ with background_server(create_app(service=service)) as url:
 
 
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="counts Linux's open files")
-def test_a_server_out_of_file_descriptors_logs_a_line_not_a_traceback_per_accept(tmp_path):
+def test_a_server_out_of_file_descriptors_logs_a_line_not_a_traceback_per_accept(service):
     """Past the file limit every accept failed and asyncio logged a traceback for each, 12.9 MB
     of log in 15 s; the server must log a line and serve again once descriptors are free."""
     process = subprocess.Popen(
-        [sys.executable, "-c", SERVER, str(tmp_path)],
+        [sys.executable, "-c", SERVER, service.config.model],
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         stdin=subprocess.PIPE,
@@ -236,10 +232,10 @@ def test_a_server_out_of_file_descriptors_logs_a_line_not_a_traceback_per_accept
                 flood.append(socket.create_connection((host, int(port)), timeout=2))
             except OSError:
                 break
-        time.sleep(2.5)
+        time.sleep(1.5)
         for sock in flood:
             sock.close()
-        time.sleep(1.5)  # asyncio retries the accept after a second
+        time.sleep(1.2)  # asyncio retries the accept after a second
         assert httpx.get(f"{url}/healthz", timeout=10).status_code == 200
     finally:
         process.stdin.close()

@@ -42,7 +42,8 @@ def refusal_bytes() -> bytes:
     ).encode()
     head = (
         "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
-        f"content-length: {len(body)}\r\nretry-after: 1\r\nconnection: close\r\n\r\n"
+        f"content-length: {len(body)}\r\nretry-after: 1\r\nx-content-type-options: nosniff\r\n"
+        "connection: close\r\n\r\n"
     )
     return head.encode() + body
 

@@ -85,6 +85,8 @@ def hints_json(data: bytes, where: str = "hints") -> Any:
         raise ApiError(
             422, "bad_hints", f'{where}: not JSON ({e}); send {{"points": [...]}}'
         ) from None
+    except RecursionError:  # arrays nested thousands deep
+        raise ApiError(422, "bad_hints", f"{where}: JSON nested too deep") from None
 
 
 def points(value: Any, size: tuple[int, int], where: str = "hints") -> list[Hint]:

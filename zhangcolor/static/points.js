@@ -206,6 +206,8 @@ function paletteTitle(p) {
 
 function select(id) {
   const p = pointById(id);
+  // A point placed and left without a colour goes when another is chosen.
+  editor.points = editor.points.filter((q) => q.color || q.id === id);
   editor.selected = id;
   drawPoints();
   $("palette").hidden = false;
