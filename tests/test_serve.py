@@ -107,6 +107,19 @@ def many_fields(count: int = 317_750) -> bytes:
     return part * count + b"--b--\r\n"
 
 
+def other_addresses(count: int) -> list[str]:
+    """Loopback addresses besides 127.0.0.1, for clients the server must tell apart (Linux
+    answers all of 127.0.0.0/8); the test is skipped where the system has no such address."""
+    addresses = [f"127.0.0.{i}" for i in range(2, 2 + count)]
+    for address in addresses:
+        try:
+            with socket.socket() as probe:
+                probe.bind((address, 0))
+        except OSError:
+            pytest.skip(f"no loopback address {address} here to send from")
+    return addresses
+
+
 def connect(url: str) -> socket.socket:
     host, port = url.removeprefix("http://").split(":")
     return socket.create_connection((host, int(port)), timeout=5)

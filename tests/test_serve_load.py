@@ -23,7 +23,7 @@ import httpx
 import numpy as np
 import pytest
 from makers import photo_bytes
-from test_serve import png_of
+from test_serve import other_addresses, png_of
 
 from zhangcolor.serve import ColorizeService, ServeConfig, background_server, create_app
 
@@ -32,8 +32,9 @@ CONCURRENCY = 8
 PHOTOS = 40  # distinct uploads (the network runs); the other requests change T
 SLOW_UPLOADS = 40  # more than the 34 places of the queue (2 working, 32 waiting)
 SLOW_HEADERS = 10
-#: Clients flooding one large cached upload with T-only GETs, each from its own address.
-FLOODERS = {"127.0.0.2": "full", "127.0.0.3": "full", "127.0.0.4": "full", "127.0.0.5": "sides"}
+#: Clients flooding one large cached upload with T-only GETs, each from its own address: full-size
+#: re-decodes, or previews at ever new sizes.
+FLOODERS = ("full", "full", "full", "sides")
 
 
 def _trickle(url: str, stop: threading.Event, opened: list[int]) -> None:
@@ -134,6 +135,7 @@ def _attack(url: str, stop: threading.Event, outcomes: list[tuple[str, int | Non
 def test_200_requests_8_at_a_time_without_an_error(capsys):
     pytest.importorskip("fastapi", reason="the serve extra is not installed")
 
+    flood_from = other_addresses(len(FLOODERS))
     # Two work threads, so that network runs could overlap if the lock did not hold them.
     service = ColorizeService.load(ServeConfig(max_concurrent=2, max_queue=32))
     # Count how many network runs ever overlap: the server promises one at a time.
@@ -197,7 +199,7 @@ def test_200_requests_8_at_a_time_without_an_error(capsys):
                     target=_flood,
                     args=(url, address, kind, large.headers["x-upload-id"], stop, flooded),
                 )
-                for address, kind in FLOODERS.items()
+                for address, kind in zip(flood_from, FLOODERS, strict=True)
             ]
             for thread in hostile:
                 thread.start()
