@@ -10,6 +10,8 @@ from __future__ import annotations
 import base64
 import io
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -51,8 +53,10 @@ def server(tmp_path_factory):
         yield url
 
 
-@pytest.fixture
-def page(tmp_path):
+@contextmanager
+def chromium_page(tmp_path: Path) -> Iterator:
+    """A page of a new headless Chromium (an empty profile) that fails the test on any
+    JavaScript error or Content-Security-Policy violation of the page."""
     _need(CHROMIUM.is_file(), f"no {CHROMIUM}; install it with: apt-get install chromium")
     try:
         from playwright.sync_api import sync_playwright
@@ -71,10 +75,35 @@ def page(tmp_path):
             page = context.new_page()
             errors: list[str] = []
             page.on("pageerror", lambda error: errors.append(str(error)))
+            page.on(
+                "console",
+                lambda m: errors.append(m.text) if "Content Security Policy" in m.text else None,
+            )
             yield page
-            assert not errors, f"JavaScript errors on the page: {errors}"
+            assert not errors, f"JavaScript errors or CSP violations on the page: {errors}"
         finally:
             context.close()
+
+
+@pytest.fixture
+def page(tmp_path):
+    with chromium_page(tmp_path) as page:
+        yield page
+
+
+def accessibility_violations(page) -> list[str]:
+    """What axe-core (the copy axe-playwright-python ships) finds against WCAG 2.0 and 2.1, A
+    and AA, on the page as it is now."""
+    try:
+        from axe_playwright_python.sync_playwright import Axe
+    except ImportError:
+        _need(False, "axe-playwright-python is not installed: pip install axe-playwright-python")
+    tags = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]
+    results = Axe().run(page, options={"runOnly": {"type": "tag", "values": tags}})
+    return [
+        f"{v['id']}: {v['help']} ({', '.join(str(n['target']) for n in v['nodes'][:3])})"
+        for v in results.response["violations"]
+    ]
 
 
 def displayed_pixels(page) -> np.ndarray:
@@ -97,14 +126,14 @@ def runs(url: str) -> int:
 
 
 def test_upload_compare_move_t_and_download_in_chromium(server, page, tmp_path):
-    photo = tmp_path / "old photo.jpg"
+    photo = tmp_path / "vieille photo d’été.jpg"
     Image.fromarray(data.astronaut()).convert("L").resize((320, 320)).save(photo)
     before_runs = runs(server)
 
     api_calls: list[str] = []
     page.on(
         "request",
-        lambda r: api_calls.append(f"{r.method} {r.url}") if "/api/" in r.url else None,
+        lambda r: api_calls.append(f"{r.method} {r.url}") if "/api/colorize" in r.url else None,
     )
     page.goto(server)
     page.set_input_files("#file", str(photo))
@@ -119,7 +148,7 @@ def test_upload_compare_move_t_and_download_in_chromium(server, page, tmp_path):
     # Move the temperature slider: the result changes, and the network does not run again.
     page.locator("#temperature").fill("1")
     page.wait_for_function(
-        "document.getElementById('result').dataset.t === '1'"
+        "() => document.getElementById('result').dataset.t === '1'"
         " && document.body.dataset.state === 'ready'",
         timeout=30_000,
     )
@@ -135,13 +164,17 @@ def test_upload_compare_move_t_and_download_in_chromium(server, page, tmp_path):
     # The before/after split moves the clip of the result.
     page.locator("#split").fill("20")
     assert "20%" in page.get_attribute("#compare", "style")
+    # An automatic model: no colour points are offered, and nothing axe-core finds.
+    assert page.locator("#point-tools").is_hidden() and page.locator("#points").is_hidden()
+    assert accessibility_violations(page) == []
 
     # Download: the full-size PNG at the slider's T.
     with page.expect_download() as info:
         page.click("#download")
     saved = tmp_path / "download.png"
     info.value.save_as(saved)
-    assert info.value.suggested_filename == "old photo-colorized-T1.png"  # this upload's name
+    # Its name, accents kept (filename*).
+    assert info.value.suggested_filename == "vieille photo d’été-colorized-T1.png"
     with Image.open(saved) as image:
         assert image.format == "PNG" and image.size == (320, 320)
     assert runs(server) == before_runs + 1
@@ -153,7 +186,9 @@ def test_a_file_that_is_not_an_image_shows_the_servers_reason(server, page, tmp_
     page.goto(server)
     page.set_input_files("#file", str(bogus))
     page.wait_for_selector("#error:not([hidden])", timeout=30_000)
-    assert "not an image" in page.inner_text("#error")
+    message = page.inner_text("#error")
+    assert "not an image" in message and message.count("notes.png") == 1, message
+    assert " at 0x" not in message and "<" not in message, message
 
 
 def test_the_page_recovers_when_the_server_forgot_the_upload(server, page, tmp_path):
@@ -169,7 +204,7 @@ def test_the_page_recovers_when_the_server_forgot_the_upload(server, page, tmp_p
     page.evaluate("() => { state.uploadId = 'forgotten00000000000000000000000'; }")
     page.locator("#temperature").fill("0.7")
     page.wait_for_function(
-        "document.getElementById('result').dataset.t === '0.7'"
+        "() => document.getElementById('result').dataset.t === '0.7'"
         " && document.body.dataset.state === 'ready'",
         timeout=30_000,
     )
@@ -227,7 +262,7 @@ def test_after_a_failed_upload_the_page_goes_back_to_the_photo_before(server, pa
     runs_before = runs(server)
     page.locator("#temperature").fill("0.9")  # the slider re-decodes the previous photo
     page.wait_for_function(
-        "document.getElementById('result').dataset.t === '0.9'"
+        "() => document.getElementById('result').dataset.t === '0.9'"
         " && document.body.dataset.state === 'ready'",
         timeout=30_000,
     )
@@ -265,4 +300,6 @@ def test_the_api_docs_page_works_with_no_other_host(server, page):
     text = page.inner_text("#api")
     assert "POST /api/colorize" in text and "GET /api/colorize/{upload_id}" in text
     assert "temperature" in text and "max_side" in text
+    assert "POST /api/colorize/{upload_id}/suggestions" in text and "GET /api/model" in text
+    assert "number (≥ 0.001, ≤ 1)" in text and "integer (≥ 16)" in text  # T's one range
     assert not hosts, f"the docs page asked other hosts: {hosts}"

@@ -1,11 +1,13 @@
 """A bounded load test on loopback: 200 requests, 8 at a time, against a real server running the
 shipped model, while hostile clients work against it: 40 uploads that arrive a byte at a time
 (more than the queue's places, which they once took all of), 10 connections whose headers do,
-and a stream of bad requests (a 317,750-field form, a zTXt bomb, a NUL in a file name, a thin
-strip, a long boundary, a disconnect mid-upload). Zero errors allowed for the honest clients,
-each hostile one must get its own refusal, and p50 and p95 latencies are printed.
+a stream of bad requests (a 317,750-field form, a zTXt bomb, a NUL in a file name, a long
+boundary, a disconnect mid-upload), and, from four other addresses, T-only GETs that re-decode
+one 25 MP upload (a 6 KB PNG) at full size in a loop, and previews of it at ever new sizes.
+Zero errors allowed for the honest clients, each hostile one must get its own refusal (a flood
+of re-decodes: its work, or 429 and 503), and p50 and p95 latencies are printed.
 
-It runs in the default suite (about 20 s on 2 cores). Alone, with its table shown:
+It runs in the default suite (about 40 s on 2 cores). Alone, with its table shown:
 ``pytest tests/test_serve_load.py -s``.
 """
 
@@ -21,6 +23,7 @@ import httpx
 import numpy as np
 import pytest
 from makers import photo_bytes
+from test_serve import other_addresses, png_of
 
 from zhangcolor.serve import ColorizeService, ServeConfig, background_server, create_app
 
@@ -29,6 +32,9 @@ CONCURRENCY = 8
 PHOTOS = 40  # distinct uploads (the network runs); the other requests change T
 SLOW_UPLOADS = 40  # more than the 34 places of the queue (2 working, 32 waiting)
 SLOW_HEADERS = 10
+#: Clients flooding one large cached upload with T-only GETs, each from its own address: full-size
+#: re-decodes, or previews at ever new sizes.
+FLOODERS = ("full", "full", "full", "sides")
 
 
 def _trickle(url: str, stop: threading.Event, opened: list[int]) -> None:
@@ -39,7 +45,7 @@ def _trickle(url: str, stop: threading.Event, opened: list[int]) -> None:
     host, port = url.removeprefix("http://").split(":")
     body = multipart(photo_bytes(999))
     upload = (
-        f"POST /api/colorize HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n"
+        f"POST /api/colorize HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {len(body)}\r\n"
         "Content-Type: multipart/form-data; boundary=XyZ\r\n\r\n"
     ).encode() + body
     header = b"POST /api/colorize HTTP/1.1\r\nX-Slow: " + b"x" * 10_000
@@ -67,7 +73,7 @@ def _trickle(url: str, stop: threading.Event, opened: list[int]) -> None:
 def _hostile_requests(url: str) -> dict[str, tuple]:
     """Bad requests by name: how to send one, and the statuses it may get (None: the
     connection dropped, as when a refusal comes before the client has sent its whole body)."""
-    from test_serve import many_fields, multipart, png_of, png_with_chunk
+    from test_serve import many_fields, multipart, png_with_chunk
 
     ztxt = png_with_chunk(photo_bytes(998), b"zTXt", b"c\0\0" + zlib.compress(b"\0" * 2**21, 9))
     fields, good = many_fields(), photo_bytes(997)
@@ -83,7 +89,7 @@ def _hostile_requests(url: str) -> dict[str, tuple]:
         host, port = url.removeprefix("http://").split(":")
         with socket.create_connection((host, int(port))) as sock:
             sock.sendall(
-                b"POST /api/colorize HTTP/1.1\r\nHost: x\r\nContent-Length: 99999\r\n"
+                b"POST /api/colorize HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 99999\r\n"
                 b"Content-Type: multipart/form-data; boundary=XyZ\r\n\r\n" + multipart(good)[:500]
             )
         return None
@@ -92,11 +98,23 @@ def _hostile_requests(url: str) -> dict[str, tuple]:
         "317,750 fields": (form(fields, "b"), {413, None}),
         "zTXt bomb": (form(multipart(ztxt)), {415}),
         "NUL in the name": (form(multipart(good, b"a\0b.png")), {200}),
-        "thin strip": (form(multipart(png_of(1_000_000, 2))), {422}),
         "long boundary": (form(multipart(good, boundary=b"b" * 300), "b" * 300), {400}),
         "not an image": (form(multipart(b"hello")), {415}),
         "disconnect": (disconnect, {None}),
     }
+
+
+def _flood(url: str, address: str, kind: str, upload_id: str, stop, seen: list) -> None:
+    """T-only GETs of ``upload_id`` from ``address``, one at a time until ``stop``: full-size
+    re-decodes at ever new T ("full"), or previews at ever new sizes ("sides")."""
+    transport = httpx.HTTPTransport(local_address=address)
+    with httpx.Client(base_url=url, transport=transport, timeout=120) as http:
+        rng = np.random.default_rng(int(address.rsplit(".", 1)[1]))
+        while not stop.is_set():
+            params = {"temperature": f"{rng.uniform(0.05, 1):.3f}"}
+            if kind == "sides":
+                params |= {"max_side": str(int(rng.integers(16, 4000))), "format": "jpg"}
+            seen.append(http.get(f"/api/colorize/{upload_id}", params=params).status_code)
 
 
 def _attack(url: str, stop: threading.Event, outcomes: list[tuple[str, int | None]]) -> None:
@@ -117,6 +135,7 @@ def _attack(url: str, stop: threading.Event, outcomes: list[tuple[str, int | Non
 def test_200_requests_8_at_a_time_without_an_error(capsys):
     pytest.importorskip("fastapi", reason="the serve extra is not installed")
 
+    flood_from = other_addresses(len(FLOODERS))
     # Two work threads, so that network runs could overlap if the lock did not hold them.
     service = ColorizeService.load(ServeConfig(max_concurrent=2, max_queue=32))
     # Count how many network runs ever overlap: the server promises one at a time.
@@ -169,9 +188,18 @@ def test_200_requests_8_at_a_time_without_an_error(capsys):
     with background_server(create_app(service=service)) as url:
         with httpx.Client(base_url=url, timeout=120) as client:
             one(0, client)  # warm up, and make sure some upload exists
+            large = client.post("/api/colorize", files={"image": ("l.png", png_of(5000, 5000))})
+            assert large.status_code == 200, large.text
+            flooded: list[int] = []
             hostile = [
                 threading.Thread(target=_trickle, args=(url, stop, opened)),
                 threading.Thread(target=_attack, args=(url, stop, outcomes)),
+            ] + [
+                threading.Thread(
+                    target=_flood,
+                    args=(url, address, kind, large.headers["x-upload-id"], stop, flooded),
+                )
+                for address, kind in zip(flood_from, FLOODERS, strict=True)
             ]
             for thread in hostile:
                 thread.start()
@@ -185,7 +213,7 @@ def test_200_requests_8_at_a_time_without_an_error(capsys):
             finally:
                 stop.set()
                 for thread in hostile:
-                    thread.join(60)
+                    thread.join(120)
 
     errors = [r for r in results if r[3]]
     _, expected = outcomes.pop()
@@ -197,6 +225,8 @@ def test_200_requests_8_at_a_time_without_an_error(capsys):
         f"  alongside {opened[0]} slow connections ({arriving} uploads arriving at "
         f"the end) and {len(outcomes)} hostile requests, "
         f"{len(wrong)} of them answered other than expected",
+        f"  and {len(flooded)} T-only GETs of a 25 MP upload from {len(FLOODERS)} addresses: "
+        + ", ".join(f"{flooded.count(s)} × {s}" for s in sorted(set(flooded))),
     ]
     for kind in ("upload", "T change", "all"):
         took = np.array([r[1] for r in results if kind in (r[0], "all")]) * 1e3
@@ -214,3 +244,4 @@ def test_200_requests_8_at_a_time_without_an_error(capsys):
     assert not wrong, wrong[:5]
     assert {name for name, _ in outcomes} == set(expected), "each hostile request was sent"
     assert arriving >= SLOW_UPLOADS // 2
+    assert flooded and set(flooded) <= {200, 429, 503}, sorted(set(flooded))

@@ -710,6 +710,15 @@ def export_onnx_command(model: str, target: Path, size: int | None) -> None:
 @field_option(ServeConfig, "upload_timeout_s", "--upload-timeout-s", type=float)
 @field_option(ServeConfig, "max_concurrent", "--max-concurrent", type=int)
 @field_option(ServeConfig, "max_queue", "--max-queue", type=int)
+@field_option(ServeConfig, "max_client_mp", "--max-client-mp", type=float)
+@field_option(ServeConfig, "max_connections", "--max-connections", type=int)
+@field_option(
+    ServeConfig,
+    "allowed_hosts",
+    "--allowed-host",
+    multiple=True,
+    callback=lambda ctx, param, value: value or None,  # none given: the config's stand
+)
 @field_option(ServeConfig, "cache_mb", "--cache-mb", type=float)
 @field_option(ServeConfig, "cache_ttl_s", "--cache-ttl-s", type=float)
 def serve_command(config_path, **flags) -> None:
@@ -717,8 +726,8 @@ def serve_command(config_path, **flags) -> None:
 
     Open http://127.0.0.1:8000/ for the page: upload a photo, compare before and after, move the
     temperature (re-decoded from the cached network output, so the network does not run again),
-    and download. `POST /api/colorize` takes a multipart `image` with `temperature` and `format`;
-    the API docs are at `/docs`.
+    add colour points where the model takes them, and download. `POST /api/colorize` takes a
+    multipart `image` with `temperature`, `format` and `hints`; the API docs are at `/docs`.
     """
     try:
         import fastapi  # noqa: F401

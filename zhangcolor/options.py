@@ -11,6 +11,7 @@ field and its valid range, and the command line shows the help. YAML files in
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -513,12 +514,13 @@ class ServeConfig:
         help="Largest accepted width × height, read from the header (413 beyond).",
         rule=integer(1),
     )
-    # A thin strip's resampling costs memory in proportion to its long side, not its pixels (a
-    # 25,000,000 × 2 PNG takes 12.8 GB); 20 still takes panoramas.
-    max_aspect: float = option(
-        20.0,
-        help="Largest long side ÷ short side, read from the header (422 beyond).",
-        rule=within(1, 1000),
+    # Kept so that configs written for earlier versions still load: any shape is colorized now,
+    # in tiles whose memory follows the pixels, which max_pixels bounds.
+    max_aspect: float | None = option(
+        None,
+        help="No longer used: every shape is colorized, and --max-pixels bounds the work. A "
+        "value is accepted, with a warning, and ignored.",
+        rule=optional(within(1, 1000)),
     )
     max_concurrent: int = option(
         1,
@@ -529,6 +531,29 @@ class ServeConfig:
         32,
         help="Requests that may wait for those; more are told 503, retry later.",
         rule=integer(0),
+    )
+    max_client_mp: float = option(
+        100.0,
+        help="Work one client address may have in flight, in megapixels (the pixels its "
+        "requests decode, colorize and encode; a network run counts as 1); more is told 429, "
+        "retry later. A single request is always taken.",
+        rule=positive(),
+    )
+    max_connections: int = option(
+        1000,
+        help="Open connections at most (and always below the process's open-file limit); more "
+        "are answered 503 and closed at once.",
+        rule=integer(1),
+    )
+    allowed_hosts: tuple[str, ...] = option(
+        (),
+        help="Host names the server answers to besides localhost names, IP addresses and "
+        "--host (so that DNS rebinding cannot reach a local server); '*' answers any.",
+        rule=(
+            lambda v: isinstance(v, tuple) and all(isinstance(h, str) and h.strip() for h in v),
+            "must be a list of host names",
+        ),
+        shown="none",
     )
     cache_mb: float = option(
         1024.0,
@@ -552,7 +577,18 @@ class ServeConfig:
     )
 
     def __post_init__(self) -> None:
+        if isinstance(self.allowed_hosts, str):
+            self.allowed_hosts = (self.allowed_hosts,)
+        elif isinstance(self.allowed_hosts, list):  # YAML gives lists
+            self.allowed_hosts = tuple(self.allowed_hosts)
         check_config(self)
+        if self.max_aspect is not None:
+            warnings.warn(
+                "the serve option max_aspect is no longer used: every shape is colorized, and "
+                "max_pixels bounds the work; remove it from your config",
+                FutureWarning,
+                stacklevel=3,
+            )
 
 
 def default_workers() -> int:

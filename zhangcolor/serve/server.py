@@ -1,6 +1,7 @@
-"""The server process: uvicorn with a TCP_NODELAY protocol and a deadline for each request's
-headers, one process or ``--workers N`` of them (each with its own model and cache), and a
-server in a thread of this process for notebooks, tests and benchmarks.
+"""The server process: uvicorn with a TCP_NODELAY protocol, a deadline for each request's
+headers and a cap on open connections, the Host allow-list in front of the app, one process or
+``--workers N`` of them (each with its own model and cache), and a server in a thread of this
+process for notebooks, tests and benchmarks.
 
 Needs the ``serve`` extra: ``pip install 'zhangcolor[serve]'``.
 """
@@ -13,24 +14,24 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
 
 import torch
 
 from zhangcolor.options import ServeConfig
-from zhangcolor.serve.app import create_app
+from zhangcolor.serve.app import create_app, server_log
+from zhangcolor.serve.connections import Every, connection_cap, refusal_bytes
+from zhangcolor.serve.guard import HostGuard
 from zhangcolor.serve.service import ColorizeService
-
-if TYPE_CHECKING:
-    from fastapi import FastAPI
 
 #: Environment variable through which ``serve --workers N`` hands its config to each worker.
 CONFIG_ENV = "ZHANGCOLOR_SERVE_CONFIG"
 
 
-def nodelay_http(*args, header_timeout_s: float = 15.0, **kwargs):
-    """uvicorn's HTTP protocol with TCP_NODELAY set on each connection, and a deadline for each
-    request's headers.
+def nodelay_http(
+    *args, header_timeout_s: float = 15.0, max_connections: int | None = None, **kwargs
+):
+    """uvicorn's HTTP protocol with TCP_NODELAY set on each connection, a deadline for each
+    request's headers, and at most ``max_connections`` connections open.
 
     asyncio sets TCP_NODELAY only on sockets whose protocol number says TCP, which the sockets
     uvicorn binds for ``--workers`` (and sockets passed in) lack; without it every answer on a
@@ -40,6 +41,9 @@ def nodelay_http(*args, header_timeout_s: float = 15.0, **kwargs):
     a client that sends its headers a byte at a time would hold its connection forever. Here a
     connection is closed when a request's headers have not all arrived ``header_timeout_s``
     after it opened or after its last answer.
+
+    A connection beyond ``max_connections`` is answered 503 and closed at once, so that the
+    process never runs out of file descriptors (see :mod:`~zhangcolor.serve.connections`).
     """
     import socket
 
@@ -64,7 +68,19 @@ def nodelay_http(*args, header_timeout_s: float = 15.0, **kwargs):
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        over = max_connections is not None and len(protocol.connections) >= max_connections
         made(transport)
+        if over:
+            transport.write(refusal_bytes())
+            transport.close()
+            count = _over_cap.due()
+            if count:
+                server_log.warning(
+                    "%d connection(s) refused: %d are open, the most allowed",
+                    count,
+                    max_connections,
+                )
+            return
         expect_headers()
 
     def on_response_complete() -> None:
@@ -76,15 +92,34 @@ def nodelay_http(*args, header_timeout_s: float = 15.0, **kwargs):
     return protocol
 
 
+#: Connections refused over the cap, logged as one line at most every few seconds.
+_over_cap = Every()
+
+
+def http_for(config: ServeConfig):
+    """The protocol factory :func:`nodelay_http` with ``config``'s timeout and connection cap."""
+    return functools.partial(
+        nodelay_http,
+        header_timeout_s=config.read_timeout_s,
+        max_connections=connection_cap(config),
+    )
+
+
+def guarded(app, config: ServeConfig):
+    """``app`` behind the Host allow-list of ``config`` (see :mod:`~zhangcolor.serve.guard`)."""
+    return HostGuard(app, config)
+
+
 def worker_http(*args, **kwargs):
-    """:func:`nodelay_http` for ``serve --workers N``, with the header timeout of the config
-    the parent hands its workers."""
-    return nodelay_http(*args, header_timeout_s=_environment_config().read_timeout_s, **kwargs)
+    """:func:`nodelay_http` for ``serve --workers N``, with the header timeout and connection
+    cap of the config the parent hands its workers."""
+    return http_for(_environment_config())(*args, **kwargs)
 
 
 @contextmanager
 def background_server(app, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
-    """Serve ``app`` from a thread of this process (port 0: a free one); yields its base URL.
+    """Serve ``app`` from a thread of this process (port 0: a free one) behind the Host
+    allow-list of its service's config; yields its base URL.
 
     For notebooks, tests and benchmarks; ``zhangcolor serve`` is the way to deploy.
     """
@@ -96,9 +131,10 @@ def background_server(app, host: str = "127.0.0.1", port: int = 0) -> Iterator[s
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     service = getattr(getattr(app, "state", None), "service", None)
-    timeout_s = service.config.read_timeout_s if service else ServeConfig.read_timeout_s
-    http = functools.partial(nodelay_http, header_timeout_s=timeout_s)
-    config = uvicorn.Config(app, log_level="warning", lifespan="on", http=http)
+    serve_config = service.config if service else ServeConfig()
+    config = uvicorn.Config(
+        guarded(app, serve_config), log_level="warning", lifespan="on", http=http_for(serve_config)
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
@@ -123,11 +159,11 @@ def _environment_config() -> ServeConfig:
     return build_config(ServeConfig, json.loads(os.environ[CONFIG_ENV]), f" in ${CONFIG_ENV}")
 
 
-def app_from_environment() -> "FastAPI":
+def app_from_environment() -> HostGuard:
     """The app of one ``serve --workers N`` worker process, configured by the parent."""
     config = _environment_config()
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // config.workers))
-    return create_app(config)
+    return guarded(create_app(config), config)
 
 
 def serve(config: ServeConfig) -> None:
@@ -138,10 +174,10 @@ def serve(config: ServeConfig) -> None:
 
     if config.workers == 1:
         uvicorn.run(
-            create_app(config),
+            guarded(create_app(config), config),
             host=config.host,
             port=config.port,
-            http=functools.partial(nodelay_http, header_timeout_s=config.read_timeout_s),
+            http=http_for(config),
             log_level="info",
         )
         return

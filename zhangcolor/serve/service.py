@@ -4,56 +4,50 @@ routes call and that works without them::
     service = ColorizeService.load(ServeConfig(model="default"))
     result = service.colorize(Path("photo.jpg").read_bytes(), temperature=0.38)
     again = service.recolor(result.upload_id, temperature=0.8)  # the network does not run
+    # a guided model: the network runs again on the cached L, with the user's colour points
+    points = {"points": [{"x": 120, "y": 45, "color": "#c03020"}]}
+    guided = service.recolor(result.upload_id, hints=points)
+    palette = service.suggest(result.upload_id, 120, 45, hints=points)
 
-What the service refuses (a file that is not an image, too many pixels, a bad T) is an
-:class:`ApiError`: an HTTP status, a stable code and a message that says what to do. Uploads are
-checked from their header, before any pixel is decoded.
+What the service refuses (a file that is not an image, too many pixels, a bad T, a point outside
+the photo) is an :class:`ApiError`: an HTTP status, a stable code and a message that says what
+to do. Uploads are checked from their header, before any pixel is decoded.
 """
+
+from __future__ import annotations
 
 import hashlib
 import io
-import re
 import threading
 import time
-import unicodedata
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 
 from zhangcolor import colorize as _colorize
-from zhangcolor.colorize import Colorizer
-from zhangcolor.constants import MIN_PREVIEW_SIDE, STRIDE
+from zhangcolor.colorize import Colorizer, Photo, Suggestion
+from zhangcolor.constants import MAX_TEMPERATURE, MIN_PREVIEW_SIDE, MIN_TEMPERATURE, STRIDE
 from zhangcolor.decode import check_colorize_temperature
-from zhangcolor.images import DECODERS, ImageError, finished_image, load_image, write_image
+from zhangcolor.hints import MAX_POINTS, rasterize
+from zhangcolor.images import finished_image, write_image
 from zhangcolor.options import FORMATS, ServeConfig
-from zhangcolor.serve.cache import OutputCache, Upload
+from zhangcolor.serve.cache import OutputCache, SingleFlight, Upload
+from zhangcolor.serve.errors import ApiError, busy
+from zhangcolor.serve.inputs import decode, header_size, points, points_key
+from zhangcolor.serve.names import DownloadName, safe_stem
+
+__all__ = ["ApiError", "ColorizeService", "Palette", "Result", "busy", "safe_stem"]
 
 #: Results up to this side keep their resampling weights in colorize's cache (an LRU of matrices
 #: ``side × size/4``); after a wider or taller one the service empties that cache, so what it
 #: holds stays within a fixed reserve, counted against ``cache_mb``.
 _CACHED_WEIGHTS_SIDE = 4096
-#: Longest file name kept for a download (the stem, without the suffix).
-_MAX_NAME = 100
+#: The most colours a suggestion request may ask for.
+MAX_SUGGESTIONS = 32
 _MEDIA_TYPES = {"png": "image/png", "jpg": "image/jpeg"}
-
-
-class ApiError(Exception):
-    """A request the server refuses: HTTP status, a stable code, what to do about it, and any
-    headers the answer carries (a 503's Retry-After)."""
-
-    def __init__(self, status: int, code: str, detail: str, headers: dict | None = None):
-        super().__init__(detail)
-        self.status, self.code, self.detail = status, code, detail
-        self.headers = headers or {}
-
-
-def busy(detail: str, retry_after_s: int) -> ApiError:
-    """A 503 that says when to try again."""
-    return ApiError(503, "busy", detail, {"Retry-After": str(retry_after_s)})
 
 
 @dataclass(frozen=True)
@@ -73,9 +67,32 @@ class Result:
     content: bytes
     media_type: str
     upload_id: str
-    filename: str
+    download: DownloadName
     network_ran: bool
     timings: dict[str, float]  # milliseconds by step
+    size: tuple[int, int]  # the photo's (width, height), whatever the result's
+    temperature: float
+
+    @property
+    def filename(self) -> str:
+        return self.download.name
+
+
+@dataclass
+class Palette:
+    """The colours the network finds likely at a pixel, given the colour points so far."""
+
+    upload_id: str
+    x: float
+    y: float
+    suggestions: list[Suggestion]
+    network_ran: bool
+    timings: dict[str, float]
+
+
+def model_name(model: str) -> str:
+    """A model as clients may see it: "default", or its file's name, never where it lives."""
+    return Path(model).name if model != "default" else model
 
 
 class ColorizeService:
@@ -91,13 +108,10 @@ class ColorizeService:
         self.cache = OutputCache(budget, config.cache_ttl_s)
         self.network_runs = 0
         self._network = threading.Lock()  # torch already spreads one batch over every core
-        # Requests are worked on by these threads only, not by any of the server's pool: each
-        # thread that runs torch gets its own OpenMP team, and an idle team spins a while,
-        # taking cores from the next when requests hop between many threads.
-        self.executor = ThreadPoolExecutor(config.max_concurrent, thread_name_prefix="zhangcolor")
+        self._flights = SingleFlight()  # the same work asked for at once is done once
 
     @classmethod
-    def load(cls, config: ServeConfig) -> "ColorizeService":
+    def load(cls, config: ServeConfig) -> ColorizeService:
         """Load the model, and refuse it (ValueError or RuntimeError) unless it colorizes."""
         try:
             colorizer = Colorizer.load_as(config)
@@ -128,6 +142,28 @@ class ColorizeService:
                 f"({type(e).__name__}: {e}); is its metadata corrupt?"
             ) from None
 
+    def model_info(self) -> dict[str, Any]:
+        """What a client needs to know of the model: its T and range, and what it takes."""
+        colorizer = self.colorizer
+        return {
+            "model": model_name(self.config.model),
+            "head": colorizer.kind.value,
+            "temperature": colorizer.temperature,
+            "uses_temperature": colorizer.uses_temperature,
+            "min_temperature": MIN_TEMPERATURE,
+            "max_temperature": MAX_TEMPERATURE,
+            "takes_hints": colorizer.takes_hints,
+            "suggests": colorizer.uses_temperature,
+            "max_points": MAX_POINTS,
+        }
+
+    # ------------------------------------------------------------------------ requests
+
+    @staticmethod
+    def upload_id(data: bytes) -> str:
+        """The cache's name for an upload: its bytes' SHA-256, never its file name."""
+        return hashlib.sha256(data).hexdigest()[:32]
+
     def colorize(
         self,
         data: bytes,
@@ -136,22 +172,26 @@ class ColorizeService:
         temperature: float | None = None,
         fmt: str = "png",
         max_side: int | None = None,
+        hints: Any = None,
+        upload_id: str | None = None,
     ) -> Result:
-        """Colorize an uploaded file's bytes at T (the model's own when None); an upload seen
-        before skips the network.
+        """Colorize an uploaded file's bytes at T (the model's own when None), with the user's
+        colour points ``hints`` (``{"points": [...]}``; a guided model only); an upload seen
+        before skips the network (and points seen before for it, too).
 
-        The cache is keyed by the bytes alone and keeps no name: the download's name comes
-        from ``filename``, this request's, never from whoever sent the same bytes first.
+        The cache is keyed by the bytes alone and keeps no name: the download's name, and the
+        file's name in a refusal, come from ``filename``, this request's, never from whoever
+        sent the same bytes first.
         """
-        rendering = self._rendering(temperature, fmt, max_side, filename)
+        rendering = self.rendering(temperature, fmt, max_side, filename)
         timings: dict[str, float] = {}
-        upload_id = hashlib.sha256(data).hexdigest()[:32]
-        upload = self.cache.get(upload_id)
-        cached = upload is not None
-        if upload is None:
-            upload = self._run_network(data, filename, timings)
-            self.cache.put(upload_id, upload)
-        return self._finish(upload_id, upload, rendering, cached, timings)
+        upload_id = upload_id or self.upload_id(data)
+        try:
+            upload, ran = self._upload(upload_id, data, timings)
+        except ApiError as e:
+            raise e.about(filename or "image") from None
+        output, guided = self._output(upload_id, upload, hints, timings)
+        return self._finish(upload_id, upload, output, rendering, ran or guided, timings)
 
     def recolor(
         self,
@@ -161,79 +201,124 @@ class ColorizeService:
         temperature: float | None = None,
         fmt: str = "png",
         max_side: int | None = None,
+        hints: Any = None,
     ) -> Result:
-        """The cached upload ``upload_id`` decoded at a new T; never runs the network. The
-        download is named after ``filename`` (this request's), else generically."""
-        rendering = self._rendering(temperature, fmt, max_side, filename)
+        """The cached upload ``upload_id`` decoded at a new T: without colour points the network
+        does not run; with new ones it runs on the cached L. The download is named after
+        ``filename`` (this request's), else generically."""
+        rendering = self.rendering(temperature, fmt, max_side, filename)
+        upload = self._cached(upload_id)
+        timings: dict[str, float] = {}
+        output, ran = self._output(upload_id, upload, hints, timings)
+        return self._finish(upload_id, upload, output, rendering, ran, timings)
+
+    def suggest(
+        self, upload_id: str, x: float, y: float, *, k: int = 8, hints: Any = None
+    ) -> Palette:
+        """The ``k`` most probable colours at pixel ``(x, y)`` of the cached upload (origin
+        top-left), given the colour points so far (``hints``), as :meth:`Colorizer.suggest`."""
+        if not self.colorizer.uses_temperature:
+            raise ApiError(
+                422,
+                "no_distribution",
+                "this model predicts one colour per pixel (a regression head), not a "
+                "distribution: it has no suggestions; pick a colour instead",
+            )
+        if not 1 <= k <= MAX_SUGGESTIONS:
+            raise ApiError(422, "bad_k", f"k must be in [1, {MAX_SUGGESTIONS}], got {k}")
+        upload = self._cached(upload_id)
+        width, height = upload.size
+        if not (0 <= x < width and 0 <= y < height):
+            raise ApiError(
+                422, "bad_point", f"({x:g}, {y:g}) is outside the {width}×{height} photo"
+            )
+        timings: dict[str, float] = {}
+        output, ran = self._output(upload_id, upload, hints, timings)
+        palette = self.colorizer.suggestions(upload.lightness, output, x, y, k=k)
+        return Palette(upload_id, x, y, palette, ran, timings)
+
+    # ------------------------------------------------------------------------ the steps
+
+    def _cached(self, upload_id: str) -> Upload:
         upload = self.cache.get(upload_id)
         if upload is None:
             raise ApiError(
                 404,
                 "unknown_upload",
-                f"upload {upload_id!r} is not (or no longer) cached; POST the image to "
+                f"upload {upload_id[:64]!r} is not (or no longer) cached; POST the image to "
                 "/api/colorize again",
             )
-        return self._finish(upload_id, upload, rendering, True, {})
+        return upload
 
-    def _run_network(self, data: bytes, filename: str, timings: dict[str, float]) -> Upload:
+    def _upload(self, upload_id: str, data: bytes, timings: dict) -> tuple[Upload, bool]:
+        """The upload from the cache, else read and run through the network once, however many
+        requests bring the same bytes at once; and whether this request ran the network."""
+        upload = self.cache.get(upload_id)
+        if upload is not None:
+            return upload, False
+
+        def compute() -> Upload:
+            cached = self.cache.get(upload_id)  # a request just before may have made it
+            if cached is not None:
+                return cached
+            upload = self._read(data, timings)
+            self.cache.put(upload_id, upload)
+            return upload
+
+        upload, owner = self._flights.run(("upload", upload_id), compute)
+        return upload, owner and "network" in timings
+
+    def _read(self, data: bytes, timings: dict[str, float]) -> Upload:
         start = time.perf_counter()
-        self._check_header(data, filename)
-        image = self._decode(data, filename)
-        if min(image.pixels.shape[:2]) < 2:
-            h, w = image.pixels.shape[:2]
-            raise ApiError(422, "too_small", f"{filename}: too small to colorize ({w}×{h} px)")
-        photo = self.colorizer.prepare(image)
+        header_size(data, self.config.max_pixels)
+        photo = self.colorizer.prepare(decode(data, self.config.max_pixels))
         timings["read"] = _ms(start)
+        output = self._network_output(photo, timings)
+        return Upload(output, photo.lightness, photo.small, photo.alpha)
+
+    def _network_output(self, photo: Photo, timings: dict[str, float]) -> torch.Tensor:
         start = time.perf_counter()
         with self._network:
             output = self.colorizer.predict([photo])[0].cpu()
             self.network_runs += 1
-        timings["network"] = _ms(start)
-        return Upload(output, photo.lightness, photo.alpha)
+        timings["network"] = timings.get("network", 0.0) + _ms(start)
+        return output
 
-    def _check_header(self, data: bytes, filename: str) -> None:
-        """Refuse from the header, before any pixel is decoded, what would cost more than the
-        limits allow: every step's memory is bounded by the pixels and the longest side, which
-        ``max_pixels`` and ``max_aspect`` bound together."""
-        width, height = _header_size(data, filename)
-        pixels, short, long = width * height, min(width, height), max(width, height)
-        if pixels > self.config.max_pixels:
-            raise ApiError(
-                413,
-                "too_many_pixels",
-                f"{filename}: too many pixels ({width}×{height} = {pixels:,}; the limit is "
-                f"{self.config.max_pixels:,}); downscale the image first",
-            )
-        if short < 2:
-            raise ApiError(
-                422, "too_small", f"{filename}: too small to colorize ({width}×{height} px)"
-            )
-        if long / short > self.config.max_aspect:
+    def _output(
+        self, upload_id: str, upload: Upload, hints: Any, timings: dict[str, float]
+    ) -> tuple[torch.Tensor, bool]:
+        """The network output for the colour points ``hints`` (checked against the photo): the
+        upload's own without points, else kept or computed (once) on its cached L; and whether
+        this request ran the network."""
+        hinted = points(hints, upload.size)
+        if not hinted:
+            return upload.output, False
+        if not self.colorizer.takes_hints:
             raise ApiError(
                 422,
-                "bad_aspect_ratio",
-                f"{filename}: {width}×{height} px is too thin to colorize (aspect ratio "
-                f"{long / short:,.0f}:1; the limit is {self.config.max_aspect:g}:1); crop it",
+                "hints_not_supported",
+                "this model takes no colour points (it was trained without them); serve a "
+                "guided model to use them",
             )
+        key = points_key(hinted)
+        output = self.cache.guided(upload, key)
+        if output is not None:
+            return output, False
 
-    def _decode(self, data: bytes, filename: str):
-        """The upload decoded; any failure to decode, of any kind, is a 4xx that says why."""
-        try:
-            return load_image(data, max_pixels=self.config.max_pixels)
-        except ImageError as e:
-            if "too many pixels" in str(e):
-                raise ApiError(413, "too_many_pixels", f"{filename}: {e}") from None
-            raise ApiError(415, "not_an_image", f"{filename}: {e}") from None
-        except MemoryError:
-            raise
-        except Exception as e:  # decoders raise ValueError, SyntaxError, struct.error, ...
-            raise ApiError(
-                415,
-                "not_an_image",
-                f"{filename}: cannot decode the image ({type(e).__name__}: {e})",
-            ) from None
+        def compute() -> torch.Tensor:
+            kept = self.cache.guided(upload, key)
+            if kept is not None:
+                return kept
+            channels = rasterize(hinted, *upload.size, self.colorizer.size)
+            photo = Photo(upload.lightness, upload.small, upload.alpha, channels)
+            output = self._network_output(photo, timings)
+            self.cache.keep_guided(upload_id, upload, key, output)
+            return output
 
-    def _rendering(
+        output, owner = self._flights.run(("points", upload_id, key), compute)
+        return output, owner and "network" in timings
+
+    def rendering(
         self, temperature: float | None, fmt: str, max_side: int | None, filename: str | None
     ) -> Rendering:
         """A request's wishes, checked; T None is the model's own."""
@@ -244,7 +329,7 @@ class ColorizeService:
             raise ApiError(422, "bad_temperature", str(e)) from None
         if fmt not in FORMATS:
             raise ApiError(
-                422, "bad_format", f"format must be one of {', '.join(FORMATS)}, got {fmt!r}"
+                422, "bad_format", f"format must be one of {', '.join(FORMATS)}, got {fmt!r:.40}"
             )
         if max_side is not None and max_side < MIN_PREVIEW_SIDE:
             raise ApiError(
@@ -258,61 +343,33 @@ class ColorizeService:
         self,
         upload_id: str,
         upload: Upload,
+        output: torch.Tensor,
         rendering: Rendering,
-        cached: bool,
+        ran: bool,
         timings: dict[str, float],
     ) -> Result:
         start = time.perf_counter()
         temperature, fmt = rendering.temperature, rendering.fmt
-        lightness, alpha = upload.view(rendering.max_side)
-        self.cache.settle()
-        color = self.colorizer.finish(lightness, upload.output, temperature)
+        lightness, alpha = self.cache.view(upload_id, upload, rendering.max_side)
+        color = self.colorizer.finish(lightness, output, temperature)
         timings["decode"] = _ms(start)
         start = time.perf_counter()
         buffer = io.BytesIO()
         write_image(finished_image(color, alpha, fmt), buffer, fmt)
         timings["encode"] = _ms(start)
-        if max(upload.lightness.shape[-2:]) > _CACHED_WEIGHTS_SIDE:
+        if max(upload.size) > _CACHED_WEIGHTS_SIDE:
             _colorize.clear_resampling_cache()
-        stem = safe_stem(rendering.filename)
         return Result(
             content=buffer.getvalue(),
             media_type=_MEDIA_TYPES[fmt],
             upload_id=upload_id,
-            filename=f"{stem}-colorized-T{temperature:g}.{fmt}",
-            network_ran=not cached,
+            download=DownloadName.of(rendering.filename, f"-colorized-T{temperature:g}.{fmt}"),
+            network_ran=ran,
             timings=timings,
+            size=upload.size,
+            temperature=temperature,
         )
 
 
 def _ms(start: float) -> float:
     return (time.perf_counter() - start) * 1e3
-
-
-def _header_size(data: bytes, filename: str) -> tuple[int, int]:
-    """Width and height from the file's header alone; a 415 when Pillow cannot read it."""
-    try:
-        # lazy: reads the header only, and only with the decoders the loaders allow (an EPS
-        # named .jpg never reaches its plugin)
-        with Image.open(io.BytesIO(data), formats=DECODERS) as image:
-            return image.size
-    except Image.DecompressionBombError as e:
-        raise ApiError(413, "too_many_pixels", f"{filename}: {e}") from None
-    except MemoryError:
-        raise
-    except Exception as e:  # UnidentifiedImageError, or a bad chunk's ValueError, ...
-        raise ApiError(
-            415,
-            "not_an_image",
-            f"{filename}: not an image Pillow can read ({type(e).__name__}: {e})",
-        ) from None
-
-
-def safe_stem(name: str | None) -> str:
-    """A client's file name as the stem of a download's name: its last path part, without
-    control or format characters (NUL, CR, LF, right-to-left overrides), quotes or suffix; at
-    most 100 characters; "image" when nothing is left."""
-    name = re.split(r"[/\\]", name or "")[-1]
-    name = "".join(c for c in name if unicodedata.category(c)[0] != "C" and c not in '"')
-    stem = Path(name.strip(" .")).stem.strip(" .")
-    return stem[:_MAX_NAME] or "image"

@@ -1,6 +1,7 @@
-"""Reading an upload's multipart form in memory, never spooled to disk, under limits: its size,
-its parts, each part's headers, how long its body may take to arrive, and how many bytes all
-bodies still arriving may hold. Every refusal is an :class:`ApiError`.
+"""Reading a request's body in memory, never spooled to disk, under limits: an upload's multipart
+form (its size, its parts, each part's headers) or a JSON body of colour points; how long a body
+may take to arrive, and how many bytes all bodies still arriving may hold. Every refusal is an
+:class:`ApiError`.
 
 Parsing runs on the event loop, chunk by chunk as the body arrives; the limits on parts and on a
 part's headers bound what each chunk costs there, so a form of countless tiny parts (under the
@@ -13,15 +14,16 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from zhangcolor.options import ServeConfig
-from zhangcolor.serve.service import ApiError, busy
+from zhangcolor.serve.errors import ApiError, busy
+from zhangcolor.serve.names import part_filename
 
 #: Multipart framing allowed on top of the image itself (boundaries, headers, form fields).
 FORM_OVERHEAD = 64 * 1024
 #: A form has at most one part per field; each part costs parsing on the event loop.
-_MAX_PARTS = 4
+_MAX_PARTS = 5
 #: Header bytes of one form part (its name, file name and type need far less).
 _MAX_PART_HEADER_BYTES = 8 * 1024
-_FORM_FIELDS = ("image", "temperature", "format", "max_side")
+FORM_FIELDS = ("image", "temperature", "format", "max_side", "hints")
 
 
 class UploadBudget:
@@ -94,15 +96,37 @@ async def read_form(
         await _feed(parser, _body_chunks(request, config), take, limit, max_image_bytes)
     form: dict[str, tuple[str | None, bytes]] = {}
     for part in parts:
-        _, disposition = parse_options_header(part["headers"].get("content-disposition", b""))
+        header = part["headers"].get("content-disposition", b"")
+        _, disposition = parse_options_header(header)
         name = disposition.get(b"name", b"").decode("utf-8", "replace")
-        filename = disposition.get(b"filename")
-        form[name] = (
-            None if filename is None else filename.decode("utf-8", "replace"),
-            bytes(part["data"]),
-        )
+        form[name] = (part_filename(header, disposition.get(b"filename")), bytes(part["data"]))
     _check_form(form, max_image_bytes)
     return form
+
+
+async def read_json_body(request, config: ServeConfig, budget: UploadBudget, limit: int) -> bytes:
+    """A request's body (possibly empty: no colour points) read in memory under ``limit`` bytes
+    and the upload timeouts, to be read as JSON whatever its declared type (``curl --data``
+    says form-urlencoded); a multipart form is a 415, as it means the wrong route."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type.startswith("multipart/"):
+        raise ApiError(
+            415,
+            "not_json",
+            'send the colour points as JSON, {"points": [...]} (or no body); POST a new image '
+            "to /api/colorize",
+        )
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, "too_large", f"the body exceeds {limit:,} bytes")
+    body = bytearray()
+    with budget.body() as take:
+        async for chunk in _body_chunks(request, config):
+            if len(body) + len(chunk) > limit:
+                raise ApiError(413, "too_large", f"the body exceeds {limit:,} bytes")
+            take(len(chunk))
+            body += chunk
+    return bytes(body)
 
 
 async def _body_chunks(request, config: ServeConfig):
@@ -146,7 +170,7 @@ def _multipart_parser(boundary: bytes):
                 413,
                 "too_many_fields",
                 f"the form has more than {_MAX_PARTS} parts; valid fields: "
-                f"{', '.join(_FORM_FIELDS)}",
+                f"{', '.join(FORM_FIELDS)}",
             )
         parts.append({"headers": {}, "data": bytearray(), "header_bytes": 0})
 
@@ -200,12 +224,13 @@ async def _feed(parser, chunks, take, limit: int, max_image_bytes: int) -> None:
 
 
 def _check_form(form: dict[str, tuple[str | None, bytes]], max_image_bytes: int) -> None:
-    unknown = sorted(set(form) - set(_FORM_FIELDS))
+    unknown = sorted(set(form) - set(FORM_FIELDS))
     if unknown:
+        names = ", ".join(repr(name[:40]) for name in unknown[:5])
         raise ApiError(
             422,
             "unknown_field",
-            f"unknown form field(s): {', '.join(unknown)}; valid: {', '.join(_FORM_FIELDS)}",
+            f"unknown form field(s): {names}; valid: {', '.join(FORM_FIELDS)}",
         )
     if "image" not in form or not form["image"][1]:
         raise ApiError(
@@ -229,4 +254,4 @@ def form_number(
     try:
         return kind(text)
     except ValueError:
-        raise ApiError(422, f"bad_{name}", f"{name} must be a number, got {text!r}") from None
+        raise ApiError(422, f"bad_{name}", f"{name} must be a number, got {text[:40]!r}") from None

@@ -8,8 +8,13 @@ function el(tag, attributes = {}, ...children) {
   return node;
 }
 
-// A JSON-schema fragment in a line: its type (or enum), and its bounds and default.
+// A JSON-schema fragment in a line: its type (or enum), and its bounds and default. An optional
+// parameter's schema is "anyOf: [its type, null]": its type is described.
 function describeSchema(schema = {}) {
+  const options = (schema.anyOf || []).filter((s) => s.type !== "null");
+  if (options.length === 1) {
+    return describeSchema({ default: schema.default, ...options[0] });
+  }
   const type = schema.enum ? schema.enum.join(" | ") : schema.format || schema.type || "any";
   const notes = [];
   if (schema.exclusiveMinimum !== undefined) notes.push(`> ${schema.exclusiveMinimum}`);

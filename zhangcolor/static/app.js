@@ -1,10 +1,12 @@
-// The zhangcolor page: upload a photo, compare before and after, move T, download.
-// A T change asks the server to re-decode the network output it cached for this upload
-// (GET /api/colorize/{id}); only if the server has forgotten it is the photo sent again.
+// The zhangcolor page: upload a photo, compare before and after, move T, add colour points (for a
+// model that takes them; points.js), download. A T change asks the server to re-decode the network
+// output it cached for this upload (GET /api/colorize/{id}); new colour points ask it to run the
+// network again on the L it cached (POST /api/colorize/{id}); only if the server has forgotten the
+// upload is the photo sent again.
 "use strict";
 
-// The page shows (and re-decodes at each T) a preview as wide as its box in device pixels; the
-// download is full size.
+// The page shows (and re-decodes at each change) a preview as wide as its box in device pixels;
+// the download is full size.
 const previewSide = () =>
   Math.min(1280, Math.max(256, Math.round(document.querySelector("main").clientWidth * devicePixelRatio)));
 const $ = (id) => document.getElementById(id);
@@ -12,14 +14,46 @@ const $ = (id) => document.getElementById(id);
 const state = {
   file: null, // the File being worked on
   uploadId: null, // the server's name for its cached network output
+  photoSize: null, // [width, height] of the photo, as the server read it (X-Photo-Size)
   generation: 0, // counts the photos chosen, so a late answer for an old one is dropped
-  shown: null, // "generation:T" of the image on screen
-  wantedT: 0.38, // T of the slider, at first the paper's (constants.TEMPERATURE, as in index.html)
+  shown: null, // "generation:T:points" of the image on screen
+  wantedT: null, // T of the slider: the model's own until it moves (null until the model is known)
   inFlight: false,
   beforeUrl: null,
   resultUrl: null,
   previous: null, // the last photo that worked, shown again if a new one fails
 };
+
+// What the server says of its model (GET /api/model): its own T, T's range, whether it takes
+// colour points and suggests colours. Everything waits for it.
+const model = fetch("/api/model")
+  .then((response) => (response.ok ? response.json() : Promise.reject(new Error(response.statusText))))
+  .then((info) => {
+    const slider = $("temperature");
+    slider.min = String(info.min_temperature);
+    slider.max = String(info.max_temperature);
+    slider.value = String(info.temperature);
+    state.wantedT = info.temperature;
+    $("t-value").textContent = formatT(info.temperature);
+    $("t-own").textContent = formatT(info.temperature);
+    $("t-controls").hidden = !info.uses_temperature;
+    if (info.takes_hints) enablePoints(info);
+    return info;
+  })
+  .catch(() => {
+    state.wantedT = null; // the server's own T then
+    return { takes_hints: false, suggests: false };
+  });
+
+// T with two decimals, or three where it has them: 1.00, 0.36, 0.355, 0.001.
+function formatT(t) {
+  const rounded = Number(t.toFixed(3));
+  return rounded.toFixed(rounded === Number(rounded.toFixed(2)) ? 2 : 3);
+}
+
+function wanted() {
+  return `${state.generation}:${state.wantedT}:${pointsKey()}`;
+}
 
 function setState(name) {
   document.body.dataset.state = name;
@@ -38,16 +72,18 @@ function snapshot() {
   return {
     file: state.file,
     uploadId: state.uploadId,
+    photoSize: state.photoSize,
     beforeUrl: state.beforeUrl,
     beforeFilter: $("before").style.filter,
     beforeFallback: $("before").dataset.fallback,
     resultUrl: state.resultUrl,
-    shownT: Number($("result").dataset.t),
+    shown: state.shown.split(":").slice(1).join(":"),
+    points: savePoints(),
   };
 }
 
-// A new photo failed: show the message, and go back to the photo before it (slider, split and
-// download working on it), or to the empty page if there was none.
+// A new photo failed: show the message once with the file's name, and go back to the photo before
+// it (slider, split, points and download working on it), or to the empty page if there was none.
 function failNewPhoto(message, failed) {
   const previous = state.previous;
   state.previous = null;
@@ -56,38 +92,45 @@ function failNewPhoto(message, failed) {
     URL.revokeObjectURL(state.beforeUrl);
   }
   if (previous) {
-    state.file = previous.file;
-    state.uploadId = previous.uploadId;
-    state.beforeUrl = previous.beforeUrl;
-    state.resultUrl = previous.resultUrl;
+    Object.assign(state, {
+      file: previous.file,
+      uploadId: previous.uploadId,
+      photoSize: previous.photoSize,
+      beforeUrl: previous.beforeUrl,
+      resultUrl: previous.resultUrl,
+    });
     const before = $("before");
     before.onerror = null;
     before.style.filter = previous.beforeFilter;
     before.dataset.fallback = previous.beforeFallback;
     before.src = previous.beforeFallback === "gray" ? previous.resultUrl : previous.beforeUrl;
     $("result").src = previous.resultUrl;
-    state.shown = `${state.generation}:${previous.shownT}`;
+    restorePoints(previous.points, previous.photoSize);
+    state.shown = `${state.generation}:${previous.shown}`;
     $("status").textContent = `Could not colorize ${failed}. Still showing ${previous.file.name}.`;
   } else {
-    state.file = null;
-    state.uploadId = null;
-    state.beforeUrl = null;
-    state.shown = null;
+    Object.assign(state, { file: null, uploadId: null, beforeUrl: null, shown: null });
+    resetPoints(null);
     $("viewer").hidden = true;
     $("status").textContent = "";
   }
-  $("error").textContent = `${failed}: ${message}`;
+  // The server names the file in its message already; say it once.
+  $("error").textContent = message.startsWith(`${failed}:`) ? message : `${failed}: ${message}`;
   $("error").hidden = false;
   setState(state.uploadId ? "ready" : "empty");
 }
 
-async function errorMessage(response) {
+async function errorOf(response) {
+  let body = {};
   try {
-    const body = await response.json();
-    return body.detail || `${response.status} ${response.statusText}`;
+    body = await response.json();
   } catch {
-    return `${response.status} ${response.statusText}`;
+    // not JSON: the status says it
   }
+  const error = new Error(body.detail || `${response.status} ${response.statusText}`);
+  error.code = body.error;
+  error.status = response.status;
+  return error;
 }
 
 function serverTimings(response) {
@@ -99,72 +142,96 @@ function serverTimings(response) {
   return timings;
 }
 
-function post(t, format, maxSide) {
+function renderingQuery(t, format, maxSide) {
+  // The photo's name travels with each request: the server keeps none.
+  const query = new URLSearchParams({ format, name: state.file.name });
+  if (t !== null) query.set("temperature", String(t));
+  if (maxSide) query.set("max_side", String(maxSide));
+  return query;
+}
+
+function post(t, format, maxSide, hints) {
   const form = new FormData();
   form.append("image", state.file, state.file.name);
-  form.append("temperature", String(t));
+  if (t !== null) form.append("temperature", String(t));
   form.append("format", format);
   if (maxSide) form.append("max_side", String(maxSide));
+  if (hints.points.length) form.append("hints", JSON.stringify(hints));
   return fetch("/api/colorize", { method: "POST", body: form });
 }
 
-// The cached output at T if the server still has it, else the photo sent again.
-async function fetchAt(t, format, maxSide) {
+// The cached output at T (with the colour points) if the server still has it, else the photo
+// sent again.
+async function fetchAt(t, format, maxSide, hints) {
   if (state.uploadId) {
-    // The photo's name travels with each request: the server keeps none.
-    const query = new URLSearchParams({ temperature: String(t), format, name: state.file.name });
-    if (maxSide) query.set("max_side", String(maxSide));
-    const response = await fetch(`/api/colorize/${state.uploadId}?${query}`);
+    const url = `/api/colorize/${state.uploadId}?${renderingQuery(t, format, maxSide)}`;
+    const response = hints.points.length
+      ? await fetch(url, {
+          method: "POST",
+          headers: { "Content-Type": "application/json" },
+          body: JSON.stringify(hints),
+        })
+      : await fetch(url);
     if (response.status !== 404) return response;
   }
-  return post(t, format, maxSide);
+  return post(t, format, maxSide, hints);
 }
 
-async function render(t, generation) {
-  const started = performance.now();
-  const side = previewSide();
-  const response = state.uploadId ? await fetchAt(t, "jpg", side) : await post(t, "jpg", side);
-  if (generation !== state.generation) return; // another photo was chosen meanwhile
-  if (!response.ok) throw new Error(await errorMessage(response));
-  const network = response.headers.get("X-Network");
-  const url = URL.createObjectURL(await response.blob());
-  const result = $("result");
-  await new Promise((resolve, reject) => {
-    result.onload = resolve;
-    result.onerror = () => {
+function showImage(img, url) {
+  return new Promise((resolve, reject) => {
+    img.onload = resolve;
+    img.onerror = () => {
       URL.revokeObjectURL(url);
       reject(new Error("the browser could not show the result"));
     };
-    result.src = url;
+    img.src = url;
   });
+}
+
+async function render(t, generation, key) {
+  const started = performance.now();
+  const hints = currentHints();
+  const response = await fetchAt(t, "jpg", previewSide(), hints);
+  if (generation !== state.generation) return; // another photo was chosen meanwhile
+  if (!response.ok) throw await errorOf(response);
+  const network = response.headers.get("X-Network");
+  const url = URL.createObjectURL(await response.blob());
+  await showImage($("result"), url);
   if (generation !== state.generation) return;
   // Only now, with the result on screen, is the upload the page's (and the old result gone).
   state.uploadId = response.headers.get("X-Upload-Id");
+  const size = (response.headers.get("X-Photo-Size") || "").split("x").map(Number);
+  if (size.length === 2 && size.every((n) => n > 0)) setPhotoSize(size);
   const kept = state.previous && state.previous.resultUrl;
   if (state.resultUrl && state.resultUrl !== kept) URL.revokeObjectURL(state.resultUrl);
   state.resultUrl = url;
   const before = $("before");
   if (before.dataset.fallback === "gray") before.src = url; // see start()
-  result.dataset.t = String(t);
-  state.shown = `${generation}:${t}`;
+  const shownT = t === null ? Number(response.headers.get("X-Temperature")) : t;
+  $("result").dataset.t = String(shownT);
+  state.shown = `${generation}:${t}:${key}`;
   const took = Math.round(performance.now() - started);
   const timings = serverTimings(response);
+  const points = hints.points.length;
+  const withPoints = points ? ` with ${points} colour point${points > 1 ? "s" : ""}` : "";
   const status = $("status");
   status.dataset.network = network;
   status.textContent =
     network === "ran"
-      ? `Colorized at T = ${t} in ${took} ms (network ${Math.round(timings.network || 0)} ms).`
-      : `Re-decoded at T = ${t} in ${took} ms; the network did not run again.`;
+      ? `Colorized${withPoints} at T = ${formatT(shownT)} in ${took} ms (network ${Math.round(timings.network || 0)} ms).`
+      : `Re-decoded${withPoints} at T = ${formatT(shownT)} in ${took} ms; the network did not run again.`;
 }
 
-// Keep at most one request in flight; when it returns, catch up with the slider and the file.
+// Keep at most one request in flight; when it returns, catch up with the slider, the points and
+// the file.
 async function update() {
   if (state.inFlight) return;
   state.inFlight = true;
   setState("busy");
+  await model;
   try {
-    while (state.shown !== `${state.generation}:${state.wantedT}`) {
-      await render(state.wantedT, state.generation);
+    while (state.shown !== wanted()) {
+      await render(state.wantedT, state.generation, pointsKey());
       if (state.uploadId && state.previous) {
         // The new photo worked: nothing to go back to.
         URL.revokeObjectURL(state.previous.beforeUrl);
@@ -177,13 +244,14 @@ async function update() {
     if (!state.uploadId && state.file) {
       failNewPhoto(error.message, state.file.name);
     } else {
+      if (error.code === "bad_hints" || error.code === "hints_not_supported") undoPoints();
       showError(error.message);
     }
   } finally {
     state.inFlight = false;
   }
-  // The slider may have moved while a failed photo was being tried.
-  if (state.uploadId && state.shown !== `${state.generation}:${state.wantedT}`) update();
+  // The slider or the points may have moved while a failed request was being tried.
+  if (state.uploadId && state.shown !== wanted()) update();
 }
 
 function start(file) {
@@ -201,7 +269,9 @@ function start(file) {
   state.previous = kept;
   state.file = file;
   state.uploadId = null;
+  state.photoSize = null;
   state.generation += 1;
+  resetPoints(null);
   state.beforeUrl = URL.createObjectURL(file);
   const before = $("before");
   // Formats the browser cannot show (TIFF, say) fall back to the result in gray: its L is the
@@ -220,30 +290,66 @@ function start(file) {
   update();
 }
 
+// The name the server gave the download: its UTF-8 filename* when it has one, else filename.
+function downloadName(disposition) {
+  const extended = disposition.match(/filename\*=UTF-8''([^;]+)/i);
+  if (extended) {
+    try {
+      return decodeURIComponent(extended[1]);
+    } catch {
+      // a malformed escape: fall back to the plain name
+    }
+  }
+  return (disposition.match(/filename="([^"]+)"/) || [])[1] || "colorized.png";
+}
+
+function saveBlob(blob, name) {
+  const url = URL.createObjectURL(blob);
+  const link = document.createElement("a");
+  link.href = url;
+  link.download = name;
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10000);
+}
+
 async function download() {
   const t = state.wantedT;
   $("download").disabled = true;
-  $("status").textContent = `Preparing the full-size image at T = ${t}…`;
+  $("status").textContent = "Preparing the full-size image…";
   try {
-    const response = await fetchAt(t, "png", null);
-    if (!response.ok) throw new Error(await errorMessage(response));
+    const response = await fetchAt(t, "png", null, currentHints());
+    if (!response.ok) throw await errorOf(response);
     state.uploadId = response.headers.get("X-Upload-Id");
-    const disposition = response.headers.get("Content-Disposition") || "";
-    const name = (disposition.match(/filename="([^"]+)"/) || [])[1] || "colorized.png";
-    const url = URL.createObjectURL(await response.blob());
-    const link = document.createElement("a");
-    link.href = url;
-    link.download = name;
-    document.body.append(link);
-    link.click();
-    link.remove();
-    setTimeout(() => URL.revokeObjectURL(url), 10000);
+    const name = downloadName(response.headers.get("Content-Disposition") || "");
+    saveBlob(await response.blob(), name);
     $("status").textContent = `Downloaded ${name}.`;
   } catch (error) {
     showError(error.message);
   } finally {
     $("download").disabled = document.body.dataset.state !== "ready";
   }
+}
+
+function setT(value) {
+  state.wantedT = Number(Number(value).toFixed(3));
+  $("t-value").textContent = formatT(state.wantedT);
+  if (state.uploadId) update();
+}
+
+function wireTemperature() {
+  const slider = $("temperature");
+  slider.addEventListener("input", (e) => setT(e.target.value));
+  // The slider moves by 0.001 to reach every T; its keys move by 0.01 (0.1 with Page Up/Down).
+  const steps = { ArrowUp: 0.01, ArrowRight: 0.01, ArrowDown: -0.01, ArrowLeft: -0.01, PageUp: 0.1, PageDown: -0.1 };
+  slider.addEventListener("keydown", (e) => {
+    if (!(e.key in steps)) return;
+    e.preventDefault();
+    const value = Math.min(Number(slider.max), Math.max(Number(slider.min), Number(slider.value) + steps[e.key]));
+    slider.value = String(Number(value.toFixed(3)));
+    setT(slider.value);
+  });
 }
 
 function wire() {
@@ -262,12 +368,8 @@ function wire() {
     e.preventDefault();
     start(e.dataTransfer.files[0]);
   });
-
-  $("temperature").addEventListener("input", (e) => {
-    state.wantedT = Number(e.target.value);
-    $("t-value").textContent = state.wantedT.toFixed(2);
-    if (state.uploadId) update();
-  });
+  wireTemperature();
+  wirePoints();
   $("split").addEventListener("input", (e) => {
     $("compare").style.setProperty("--split", `${e.target.value}%`);
   });
