@@ -1,0 +1,118 @@
+"""The ``train`` command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import rich_click as click
+
+from zhangcolor.cli.common import build, config_option, field_option, out
+from zhangcolor.options import (
+    BACKBONES,
+    CACHE_MODES,
+    COLOR_SPACES,
+    ENCODERS,
+    HEADS,
+    LOSSES,
+    PRECISIONS,
+    SELECT_ON,
+    STAGES,
+    ModelConfig,
+    TrainConfig,
+)
+
+
+@click.command("train")
+@config_option("unet-effnet-classification")
+@field_option(TrainConfig, "data", "--data", type=click.Path(exists=True, file_okay=False))
+@field_option(TrainConfig, "out", "--out")
+@field_option(ModelConfig, "head", "--head", type=click.Choice(HEADS))
+@field_option(ModelConfig, "backbone", "--backbone", type=click.Choice(BACKBONES))
+@field_option(ModelConfig, "encoder", "--encoder", type=click.Choice(ENCODERS))
+@field_option(ModelConfig, "width", "--width", type=float)
+@field_option(TrainConfig, "loss", "--loss", type=click.Choice(LOSSES))
+@click.option(
+    "--no-rebalance",
+    is_flag=True,
+    default=None,
+    help="Unweighted cross-entropy (the paper's 'class' variant).",
+)
+@field_option(TrainConfig, "epochs", "--epochs", type=int)
+@field_option(TrainConfig, "max_steps", "--max-steps", type=int)
+@field_option(TrainConfig, "batch_size", "--batch-size", type=int)
+@field_option(TrainConfig, "lr", "--lr", type=float)
+@field_option(TrainConfig, "crop", "--crop", type=int)
+@field_option(TrainConfig, "bins", "--bins")
+@field_option(TrainConfig, "precision", "--precision", type=click.Choice(PRECISIONS))
+@field_option(TrainConfig, "workers", "--workers", type=int)
+@field_option(TrainConfig, "seed", "--seed", type=int)
+@field_option(TrainConfig, "select_on", "--select-on", type=click.Choice(SELECT_ON))
+@field_option(TrainConfig, "patience", "--patience", type=int)
+@field_option(TrainConfig, "ema_decay", "--ema-decay", type=float)
+@field_option(TrainConfig, "stages", "--stages", type=click.Choice([str(s) for s in STAGES]))
+@field_option(TrainConfig, "light_jitter", "--light-jitter", type=float)
+@field_option(TrainConfig, "cache", "--cache", type=click.Choice(CACHE_MODES))
+@click.option(
+    "--color-space",
+    type=click.Choice(COLOR_SPACES),
+    help="rgb: the RGB-space regression baseline (--head rgb-regression). [default: lab]",
+)
+@field_option(TrainConfig, "tensorboard", "--tensorboard", is_flag=True)
+@click.option(
+    "--resume",
+    "resume_dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Continue the run in this folder exactly where its last checkpoint left it.",
+)
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Start afresh in a run folder that holds an earlier run, deleting its checkpoints "
+    "and metrics (otherwise refused).",
+)
+def train(
+    config_path, resume_dir, no_rebalance, color_space, head, backbone, encoder, width, **flags
+) -> None:
+    """Train a colorization network on a folder of color photos.
+
+    YAML gives the defaults (`--config`), flags override them, and the resolved config is saved
+    in the run folder with `metrics.jsonl`, `plots/`, `samples/` and `checkpoints/`. Ctrl-C saves
+    a checkpoint and exits; `--resume RUN_DIR` goes on from it. Under
+    `torchrun --nproc_per_node N -m zhangcolor train ...` the run is data-parallel.
+    """
+    from zhangcolor.train import TrainingError, run
+
+    if color_space == "rgb":
+        if head not in (None, "regression", "rgb-regression"):
+            raise click.BadParameter("the RGB space is for regression", param_hint="--head")
+        head = "rgb-regression"
+    if flags.get("stages") is not None:
+        flags["stages"] = int(flags["stages"])
+    model = {"head": head, "backbone": backbone, "encoder": encoder, "width": width}
+    model = {k: v for k, v in model.items() if v is not None}
+    if no_rebalance:
+        flags["rebalance"] = False
+    overwrite = flags.pop("overwrite")
+    if resume_dir is not None:
+        if overwrite:
+            raise click.BadParameter(
+                "continues a run, --overwrite replaces it: pick one", param_hint="--resume"
+            )
+        config_path = resume_dir / "config.yaml"
+        if not config_path.is_file():
+            raise click.BadParameter(f"{resume_dir} holds no config.yaml", param_hint="--resume")
+        flags["out"] = str(resume_dir)
+    config = build(TrainConfig, config_path, model=model or None, **flags)
+    try:
+        ending = run(config, resume=resume_dir is not None, overwrite=overwrite)
+    except (TrainingError, OSError) as e:  # OSError: a full disk, a read-only folder
+        raise click.ClickException(str(e)) from None
+    messages = {
+        "done": "finished all epochs",
+        "max_steps": "reached --max-steps",
+        "early_stop": f"stopped early: {config.select_on} stopped improving",
+        "interrupted": f"interrupted; resume with: zhangcolor train --resume {config.out}",
+    }
+    out.print(f"{messages[ending]}. Run folder: {config.out}")
+    if ending == "interrupted":
+        raise SystemExit(130)
