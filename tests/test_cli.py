@@ -3,9 +3,12 @@ user actually gave (never another command's, never an object's repr)."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
+from pathlib import Path
 
+import click
 import pytest
 import yaml
 from click.testing import CliRunner
@@ -62,3 +65,41 @@ def test_a_bad_value_in_a_yaml_names_the_config_file(tmp_path):
     result = invoke("train", "--config", str(bad))
     text = " ".join(result.output.replace("│", " ").split())
     assert result.exit_code == 2 and "Invalid value for --config" in text and "crop=30" in text
+
+
+def test_train_needs_a_folder_of_photos_unless_the_config_names_one_that_exists(
+    tmp_path, monkeypatch
+):
+    """The shipped recipe names a folder of photos that is not distributed: where it is not
+    there, train asks for --data (and writes nothing)."""
+    monkeypatch.chdir(tmp_path)
+    result = invoke("train")
+    text = " ".join(result.output.replace("│", " ").split())
+    assert result.exit_code == 2 and "Missing option '--data'" in text, text
+    assert "is not a folder here" in text  # the recipe's own folder is absent
+    assert not (tmp_path / "runs").exists()
+
+
+def test_train_without_config_starts_from_the_shipped_recipe():
+    from zhangcolor.config import shipped_configs
+
+    param = next(p for p in main.commands["train"].params if p.name == "config_path")
+    assert param.default == "default"
+    assert (
+        param.process_value(click.Context(main.commands["train"]), "default")
+        == (shipped_configs()["default"])
+    )
+
+
+def test_tensorboard_without_its_package_is_refused_before_a_run_folder_exists(
+    tmp_path, monkeypatch
+):
+    (tmp_path / "photos").mkdir()
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "tensorboard" else real(name)
+    )
+    out = tmp_path / "run"
+    result = invoke("train", "--data", str(tmp_path / "photos"), "--out", str(out), "--tensorboard")
+    assert result.exit_code == 2 and "zhangcolor[tensorboard]" in result.output
+    assert not out.exists()

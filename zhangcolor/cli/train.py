@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import rich_click as click
@@ -23,7 +24,7 @@ from zhangcolor.options import (
 
 
 @click.command("train")
-@config_option("unet-effnet-classification")
+@config_option("unet-effnet-classification", default="default")
 @field_option(TrainConfig, "data", "--data", type=click.Path(exists=True, file_okay=False))
 @field_option(TrainConfig, "out", "--out")
 @field_option(ModelConfig, "head", "--head", type=click.Choice(HEADS))
@@ -75,21 +76,18 @@ def train(
 ) -> None:
     """Train a colorization network on a folder of color photos.
 
-    YAML gives the defaults (`--config`), flags override them, and the resolved config is saved
-    in the run folder with `metrics.jsonl`, `plots/`, `samples/` and `checkpoints/`. Ctrl-C saves
-    a checkpoint and exits; `--resume RUN_DIR` goes on from it. Under
-    `torchrun --nproc_per_node N -m zhangcolor train ...` the run is data-parallel.
+    `--data FOLDER` is required unless the config names a folder that exists. Without
+    `--config`, training starts from the shipped model's recipe (`default`: a U-Net over a
+    pretrained EfficientNet-Lite0). YAML gives the defaults, flags override them, and the
+    resolved config is saved in the run folder with `metrics.jsonl`, `plots/`, `samples/` and
+    `checkpoints/`. Ctrl-C saves a checkpoint and exits; `--resume RUN_DIR` goes on from it.
+    Under `torchrun --nproc_per_node N -m zhangcolor train ...` the run is data-parallel.
     """
     from zhangcolor.train import TrainingError, run
 
-    if color_space == "rgb":
-        if head not in (None, "regression", "rgb-regression"):
-            raise click.BadParameter("the RGB space is for regression", param_hint="--head")
-        head = "rgb-regression"
+    model = _model_flags(color_space, head, backbone, encoder, width)
     if flags.get("stages") is not None:
         flags["stages"] = int(flags["stages"])
-    model = {"head": head, "backbone": backbone, "encoder": encoder, "width": width}
-    model = {k: v for k, v in model.items() if v is not None}
     if no_rebalance:
         flags["rebalance"] = False
     overwrite = flags.pop("overwrite")
@@ -103,6 +101,7 @@ def train(
             raise click.BadParameter(f"{resume_dir} holds no config.yaml", param_hint="--resume")
         flags["out"] = str(resume_dir)
     config = build(TrainConfig, config_path, model=model or None, **flags)
+    _check_ready(config)
     try:
         ending = run(config, resume=resume_dir is not None, overwrite=overwrite)
     except (TrainingError, OSError) as e:  # OSError: a full disk, a read-only folder
@@ -116,3 +115,31 @@ def train(
     out.print(f"{messages[ending]}. Run folder: {config.out}")
     if ending == "interrupted":
         raise SystemExit(130)
+
+
+def _model_flags(color_space, head, backbone, encoder, width) -> dict:
+    """The model section the flags give (empty: the config's stands)."""
+    if color_space == "rgb":
+        if head not in (None, "regression", "rgb-regression"):
+            raise click.BadParameter("the RGB space is for regression", param_hint="--head")
+        head = "rgb-regression"
+    model = {"head": head, "backbone": backbone, "encoder": encoder, "width": width}
+    return {k: v for k, v in model.items() if v is not None}
+
+
+def _check_ready(config: TrainConfig) -> None:
+    """Refuse, before anything is written, a run that could not start: no photos to train on,
+    or TensorBoard asked for without its package."""
+    if config.data is None or not Path(config.data).is_dir():
+        given = (
+            ""
+            if config.data is None
+            else f" (the config's data: {config.data} is not a folder here)"
+        )
+        raise click.UsageError(
+            f"Missing option '--data': a folder of color photos to train on{given}."
+        )
+    if config.tensorboard and importlib.util.find_spec("tensorboard") is None:
+        raise click.UsageError(
+            "--tensorboard needs the tensorboard package: pip install 'zhangcolor[tensorboard]'"
+        )
