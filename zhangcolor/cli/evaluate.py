@@ -53,7 +53,7 @@ def evaluate_command(data, models, temperatures, out_dir, split, max_images, **f
     & Süsstrunk) against the truth, per model and temperature, always with the Gray baseline.
     """
     from zhangcolor.decode import check_colorize_temperature
-    from zhangcolor.evaluate import evaluate, evaluation_images, write_report
+    from zhangcolor.evaluate import evaluate, write_report
     from zhangcolor.progress import progress_bar
 
     try:
@@ -61,7 +61,7 @@ def evaluate_command(data, models, temperatures, out_dir, split, max_images, **f
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--temperatures") from None
     config = build(ColorizeConfig, **flags)
-    paths = evaluation_images(data, split, max_images)
+    paths = _scored_images(data, split, max_images)
     with progress_bar(console) as progress:
         task = progress.add_task("evaluating", total=len(paths))
         try:
@@ -114,21 +114,31 @@ def _print_report(report: dict, split: str) -> None:
     show_default=True,
     help="val: the validation split that `train` holds out of DATA.",
 )
+@click.option(
+    "-o",
+    "--out",
+    "out_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("calibration.json"),
+    show_default=True,
+    help="Where to write T and the sweep it was chosen from (package-model --temperature-from "
+    "reads it).",
+)
 @inference_options
 @click.option("--max-images", type=click.IntRange(min=1), help="Use the first N images only.")
-def calibrate_command(data, model, split, max_images, **flags) -> None:
+def calibrate_command(data, model, split, out_path, max_images, **flags) -> None:
     """Find the model's temperature: the T whose colorfulness comes closest to the truth's,
     losing at most half a point of rebalanced AuC against the paper's 0.38.
 
-    Store it with `zhangcolor package-model CKPT --temperature T`; colorize and serve then use
-    it by default.
+    Writes it to `--out`; store it in the model with
+    `zhangcolor package-model CKPT --temperature-from calibration.json -o MODEL.safetensors`,
+    and colorize and serve then use it by default. Fewer than 50 photos give an uncertain T.
     """
-    from zhangcolor.calibrate import MAX_AUC_LOSS, calibrate
-    from zhangcolor.evaluate import evaluation_images
+    from zhangcolor.calibrate import FEW_IMAGES, calibrate, write_calibration
     from zhangcolor.progress import progress_bar
 
     config = build(ColorizeConfig, model=model, **flags)
-    paths = evaluation_images(data, split, max_images)
+    paths = _scored_images(data, split, max_images)
     with progress_bar(console) as progress:
         task = progress.add_task("calibrating", total=len(paths))
         try:
@@ -144,6 +154,33 @@ def calibrate_command(data, model, split, max_images, **flags) -> None:
             )
         except (ValueError, FileNotFoundError) as e:
             raise click.ClickException(str(e)) from None
+    _print_calibration(result, split)
+    about = {"model": str(model), "data": Path(data).resolve().name, "split": split}
+    write_calibration(result, out_path, **about)
+    if result["images"] < FEW_IMAGES:
+        console.print(
+            f"[yellow]warning: only {result['images']} photos were scored ({split} split of "
+            f"{data}): T = {result['temperature']:g} is uncertain. Calibrate on a folder with "
+            f"at least {FEW_IMAGES} photos held out of training"
+            + (
+                ", or with --split all (which also scores the photos the model trained on)."
+                if split == "val"
+                else "."
+            )
+        )
+    out.print(f"wrote {out_path}. Store T in the model:")
+    out.print(
+        f"  zhangcolor package-model {_shell(_checkpoint_path(model))} "
+        f"--temperature-from {_shell(out_path)} -o {_shell(_packaged_name(model))}",
+        soft_wrap=True,  # one line, to copy whole
+        markup=False,
+        highlight=False,
+    )
+
+
+def _print_calibration(result: dict, split: str) -> None:
+    from zhangcolor.calibrate import MAX_AUC_LOSS
+
     table = Table(title=f"calibrate: {result['images']} images ({split})")
     for column in ("T", "rebal. AuC", "AuC", "colorful / truth"):
         table.add_column(column, justify="right")
@@ -161,7 +198,43 @@ def calibrate_command(data, model, split, max_images, **flags) -> None:
     gray = result["gray"]
     out.print(
         f"Gray: rebalanced AuC {gray['auc_rebalanced']:.1f}, AuC {gray['auc']:.1f}. Calibrated "
-        f"T = {result['temperature']:g} (at most {MAX_AUC_LOSS} point below T = {TEMPERATURE}). "
-        f"Store it: zhangcolor package-model {model} --temperature {result['temperature']:g} "
-        "-o MODEL.safetensors"
+        f"T = {result['temperature']:g} (at most {MAX_AUC_LOSS} point below T = {TEMPERATURE})."
     )
+
+
+def _scored_images(data: Path, split: str, max_images: int | None) -> list[Path]:
+    """The photos to score; a validation split with none is a usage error that says why."""
+    from zhangcolor.evaluate import evaluation_images
+
+    paths = evaluation_images(data, split, max_images)
+    if not paths and split == "val":
+        raise click.BadParameter(
+            f"none of the photos in {data} is in the validation split (train holds about one "
+            "in ten out, chosen by each file's path): use more photos, or --split all",
+            param_hint="--split",
+        )
+    return paths
+
+
+def _checkpoint_path(model: str) -> str:
+    """The file package-model is to read: the shipped model's for "default"."""
+    if model == "default":
+        from zhangcolor.model_file import default_model_path
+
+        return str(default_model_path())
+    return model
+
+
+def _packaged_name(model: str) -> str:
+    """A name for the packaged model: the run's (runs/NAME/checkpoints/best.safetensors ->
+    NAME.safetensors), else the checkpoint's own with "-calibrated"."""
+    path = Path(model)
+    if path.parent.name == "checkpoints" and path.parent.parent.name:
+        return f"{path.parent.parent.name}.safetensors"
+    return f"{path.stem}-calibrated.safetensors"
+
+
+def _shell(value) -> str:
+    import shlex
+
+    return shlex.quote(str(value))

@@ -28,27 +28,48 @@ from zhangcolor.options import ColorizeConfig
     type=float,
     help="The model's calibrated T, stored as colorize's and serve's default for it.",
 )
+@click.option(
+    "--temperature-from",
+    "calibration",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The JSON `zhangcolor calibrate` wrote: store its T (instead of --temperature).",
+)
 def package_model_command(
-    checkpoint: Path, target: Path, half: bool, temperature: float | None
+    checkpoint: Path,
+    target: Path,
+    half: bool,
+    temperature: float | None,
+    calibration: Path | None,
 ) -> None:
-    """Copy a trained checkpoint for shipping, with a provenance JSON beside it.
+    """Copy a trained checkpoint for shipping, with its calibrated T and a provenance JSON
+    beside it.
 
     This is how the default model in zhangcolor/weights/ is made (see the README's model card).
     """
     from zhangcolor.checkpoint import package_model
     from zhangcolor.decode import check_colorize_temperature
 
+    hint = "--temperature"
     try:
+        if calibration is not None:
+            if temperature is not None:
+                raise ValueError("give --temperature or --temperature-from, not both")
+            from zhangcolor.calibrate import read_calibration
+
+            hint, temperature = "--temperature-from", read_calibration(calibration)
         if temperature is not None:
             check_colorize_temperature(temperature)
     except ValueError as e:
-        raise click.BadParameter(str(e), param_hint="--temperature") from None
+        raise click.BadParameter(str(e), param_hint=hint) from None
     try:
         info = package_model(checkpoint, target, half=half, temperature=temperature)
     except (ValueError, FileNotFoundError) as e:
         raise click.ClickException(str(e)) from None
     size = target.stat().st_size / 1e6
-    out.print(f"wrote {target} ({size:.1f} MB, {info['dtype']}) and {target.with_suffix('.json')}")
+    stored = "" if temperature is None else f", T = {temperature:g}"
+    out.print(
+        f"wrote {target} ({size:.1f} MB, {info['dtype']}{stored}) and {target.with_suffix('.json')}"
+    )
 
 
 @click.command("convert-weights")
