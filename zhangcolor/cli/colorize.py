@@ -23,7 +23,13 @@ from zhangcolor.options import BACKENDS, FORMATS, ColorizeConfig
     help="Output folder; outputs mirror the inputs' paths from their common root.",
 )
 @field_option(ColorizeConfig, "temperature", "--temperature", "-t", type=float)
-@field_option(ColorizeConfig, "model", "--model")
+@field_option(
+    ColorizeConfig,
+    "model",
+    "--model",
+    help="'default' (shipped), a .safetensors model from `zhangcolor train` or "
+    "`package-model`, an .onnx file from `zhangcolor export onnx`, or the authors' eccv16 .pth.",
+)
 @inference_options
 @field_option(ColorizeConfig, "backend", "--backend", type=click.Choice(BACKENDS))
 @field_option(ColorizeConfig, "batch_size", "--batch-size", type=int)
@@ -33,13 +39,18 @@ from zhangcolor.options import BACKENDS, FORMATS, ColorizeConfig
 @field_option(ColorizeConfig, "side_by_side", "--side-by-side", is_flag=True)
 @field_option(ColorizeConfig, "overwrite", "--overwrite", is_flag=True)
 @click.option(
+    "--include-outputs",
+    is_flag=True,
+    help="Colorize earlier results of colorize too (they carry a mark; otherwise skipped).",
+)
+@click.option(
     "--hints",
     "hints_path",
     type=click.Path(exists=True, path_type=Path),
     help='Colour points to steer a guided model: a JSON file {"points": [{"x": 120, "y": 45, '
     '"color": "#c03020"}, ...]} for one photo, or a folder of <stem>.json at the photos\' paths.',
 )
-def colorize(inputs, out_dir, hints_path, **flags) -> None:
+def colorize(inputs, out_dir, hints_path, include_outputs, **flags) -> None:
     """Colorize photos: files, folders (recursively) and globs.
 
     The output has the input's full size and its very L; only ab comes from the network.
@@ -61,7 +72,13 @@ def colorize(inputs, out_dir, hints_path, **flags) -> None:
         raise click.ClickException(f"cannot load the model: {e}") from None
     if not colorizer.uses_temperature and config.temperature is not None:
         console.print("[yellow]warning: --temperature is ignored: this is a regression model")
-    jobs, outcomes = plan_jobs(inputs, out_dir, config.format, overwrite=config.overwrite)
+    jobs, outcomes = plan_jobs(
+        inputs,
+        out_dir,
+        config.format,
+        overwrite=config.overwrite,
+        include_outputs=include_outputs,
+    )
     if hints_path is not None:
         if not colorizer.takes_hints:
             raise click.BadParameter(
@@ -95,18 +112,30 @@ def colorize(inputs, out_dir, hints_path, **flags) -> None:
 
 
 def _print_outcomes(outcomes: list, out_dir: Path) -> None:
+    """One line when every file was colorized; else that line and a table of the files that
+    were skipped or failed, and why."""
     counts = {s: sum(o.status == s for o in outcomes) for s in ("done", "skipped", "failed")}
+    done = counts["done"]
+    summary = f"colorized {done} photo{'s' if done != 1 else ''} → {out_dir}"
+    if done == 1:
+        summary = f"colorized {next(o.source for o in outcomes if o.status == 'done')} → "
+        summary += next(o.detail for o in outcomes if o.status == "done")
+    others = [o for o in outcomes if o.status != "done"]
+    if not others:
+        out.print(summary, soft_wrap=True, markup=False, highlight=False)
+        return
     table = Table(
-        title=f"colorize: {counts['done']} done, {counts['skipped']} skipped, "
-        f"{counts['failed']} failed → {out_dir}"
+        title=f"colorize: {done} done, {counts['skipped']} skipped, {counts['failed']} failed "
+        f"→ {out_dir}"
     )
     table.add_column("file", overflow="fold")
     table.add_column("result")
     table.add_column("detail", overflow="fold")
-    outcomes = sorted(outcomes, key=lambda o: str(o.source))  # they finish in any order
-    shown = [o for o in outcomes if o.status != "done"] or outcomes[:10]
-    for o in shown[:50]:
+    others.sort(key=lambda o: str(o.source))  # they finish in any order
+    for o in others[:50]:
         table.add_row(str(o.source), o.status, o.detail)
+    if len(others) > 50:
+        table.add_row(f"… and {len(others) - 50} more", "", "")
     out.print(table)
     if counts["failed"]:
         raise SystemExit(1)

@@ -119,10 +119,8 @@ def _print_report(report: dict, split: str) -> None:
     "--out",
     "out_path",
     type=click.Path(dir_okay=False, path_type=Path),
-    default=Path("calibration.json"),
-    show_default=True,
     help="Where to write T and the sweep it was chosen from (package-model --temperature-from "
-    "reads it).",
+    "reads it). [default: calibration.json in the model's run folder, or beside the model]",
 )
 @inference_options
 @click.option("--max-images", type=click.IntRange(min=1), help="Use the first N images only.")
@@ -156,6 +154,7 @@ def calibrate_command(data, model, split, out_path, max_images, **flags) -> None
             raise click.ClickException(str(e)) from None
     _print_calibration(result, split)
     about = {"model": str(model), "data": Path(data).resolve().name, "split": split}
+    out_path = out_path or _calibration_path(model)
     write_calibration(result, out_path, **about)
     if result["images"] < FEW_IMAGES:
         console.print(
@@ -214,6 +213,17 @@ def _scored_images(data: Path, split: str, max_images: int | None) -> list[Path]
             param_hint="--split",
         )
     return paths
+
+
+def _calibration_path(model: str) -> Path:
+    """Where calibrate writes by default: runs/NAME/calibration.json for a run's checkpoint,
+    MODEL.calibration.json beside another model file, calibration.json for the shipped one."""
+    path = Path(model)
+    if model == "default":
+        return Path("calibration.json")
+    if path.parent.name == "checkpoints":
+        return path.parent.parent / "calibration.json"
+    return path.with_name(f"{path.stem}.calibration.json")
 
 
 def _checkpoint_path(model: str) -> str:
