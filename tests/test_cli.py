@@ -102,3 +102,15 @@ def test_tensorboard_without_its_package_is_refused_before_a_run_folder_exists(
     result = invoke("train", "--data", str(tmp_path / "photos"), "--out", str(out), "--tensorboard")
     assert result.exit_code == 2 and "zhangcolor[tensorboard]" in result.output
     assert not out.exists()
+
+
+def test_a_combination_names_the_flags_involved_and_not_the_default_config(tmp_path):
+    """train always reads a config (the shipped recipe by default): a problem of the user's
+    flags is theirs, not --config's."""
+    result = invoke("train", "--data", str(tmp_path), "--head", "regression", "--loss", "ce")
+    text = " ".join(result.output.replace("│", " ").split())
+    assert result.exit_code == 2 and "Invalid value for '--head'" in text, text
+    assert "--config" not in text
+    result = invoke("train", "--data", str(tmp_path), "--crop", "30", "--lr", "-1")
+    text = " ".join(result.output.replace("│", " ").split())
+    assert "'--lr', '--crop'" in text and "crop=30" in text and "lr=-1" in text

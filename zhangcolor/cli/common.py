@@ -66,16 +66,23 @@ def build(cls: type, config_path: Path | None = None, **flags):
 
 
 def _culprit(message: str, config_path: Path | None, flags: dict) -> str | None:
-    """The option a config error names: a field's flag (``temperature=0`` -> --temperature) if
-    the user gave it, else --config when a YAML was read; None leaves click to say "value"."""
+    """The option a config error names: the flag of a field the message names and the user gave
+    (``temperature=0`` -> --temperature; "the regression head ..." -> --head), else --config
+    when the user gave one; None leaves click to say "Invalid value"."""
     given = {k for k, v in flags.items() if v is not None}
     given |= {k for k, v in flags.items() if isinstance(v, dict) for k in v}  # model={...}
-    command = click.get_current_context(silent=True)
-    params = {p.name: p for p in command.command.params} if command else {}
-    for name in re.findall(r"\b(\w+)=", message):
-        if name in given and name in params:
-            return params[name].get_error_hint(command)
-    if config_path is not None:
+    ctx = click.get_current_context(silent=True)
+    params = [p for p in ctx.command.params if p.name in given] if ctx else []
+    named = re.findall(r"\b(\w+)=", message)
+    hints = [p.get_error_hint(ctx) for p in params if p.name in named]
+    hints = hints or [p.get_error_hint(ctx) for p in params if re.search(rf"\b{p.name}\b", message)]
+    if hints:
+        return ", ".join(hints)
+    explicit = ctx is not None and ctx.get_parameter_source("config_path") not in (
+        None,
+        click.core.ParameterSource.DEFAULT,
+    )
+    if config_path is not None and explicit:
         return f"--config ({config_path})"
     return None
 
