@@ -23,7 +23,7 @@ def field_option(cls: type, name: str, *decls: str, **kwargs: Any):
     needs other words), with the dataclass's default shown (flags: off)."""
     kwargs.setdefault("help", field_help(cls, name))
     if not kwargs.get("is_flag"):
-        kwargs["show_default"] = shown_default(cls, name)
+        kwargs.setdefault("show_default", shown_default(cls, name))
     return click.option(*decls, name, default=None, **kwargs)
 
 

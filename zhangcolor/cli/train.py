@@ -22,37 +22,58 @@ from zhangcolor.options import (
     TrainConfig,
 )
 
+#: What train starts from without --config: the shipped model's recipe.
+RECIPE = "default"
+
+
+def recipe_option(cls: type, name: str, *decls: str, **kwargs):
+    """A field's option whose shown default is the shipped recipe's value, where train starts
+    from without --config (the field's own default where the recipe keeps it)."""
+    from zhangcolor.config import config_dict, load_config, shipped_configs
+
+    recipe = config_dict(load_config(TrainConfig, shipped_configs()[RECIPE]))
+    value = recipe["model"][name] if cls is ModelConfig else recipe[name]
+    if not kwargs.get("is_flag"):
+        kwargs["show_default"] = "none" if value is None else str(value)
+    return field_option(cls, name, *decls, **kwargs)
+
 
 @click.command("train")
-@config_option("unet-effnet-classification", default="default")
-@field_option(TrainConfig, "data", "--data", type=click.Path(exists=True, file_okay=False))
-@field_option(TrainConfig, "out", "--out")
-@field_option(ModelConfig, "head", "--head", type=click.Choice(HEADS))
-@field_option(ModelConfig, "backbone", "--backbone", type=click.Choice(BACKBONES))
-@field_option(ModelConfig, "encoder", "--encoder", type=click.Choice(ENCODERS))
-@field_option(ModelConfig, "width", "--width", type=float)
-@field_option(TrainConfig, "loss", "--loss", type=click.Choice(LOSSES))
+@config_option("unet-effnet-classification", default=RECIPE)
+@field_option(
+    TrainConfig,
+    "data",
+    "--data",
+    type=click.Path(exists=True, file_okay=False),
+    show_default="required, unless the config names a folder that exists",
+)
+@recipe_option(TrainConfig, "out", "--out")
+@recipe_option(ModelConfig, "head", "--head", type=click.Choice(HEADS))
+@recipe_option(ModelConfig, "backbone", "--backbone", type=click.Choice(BACKBONES))
+@recipe_option(ModelConfig, "encoder", "--encoder", type=click.Choice(ENCODERS))
+@recipe_option(ModelConfig, "width", "--width", type=float)
+@recipe_option(TrainConfig, "loss", "--loss", type=click.Choice(LOSSES))
 @click.option(
     "--no-rebalance",
     is_flag=True,
     default=None,
     help="Unweighted cross-entropy (the paper's 'class' variant).",
 )
-@field_option(TrainConfig, "epochs", "--epochs", type=int)
-@field_option(TrainConfig, "max_steps", "--max-steps", type=int)
-@field_option(TrainConfig, "batch_size", "--batch-size", type=int)
-@field_option(TrainConfig, "lr", "--lr", type=float)
-@field_option(TrainConfig, "crop", "--crop", type=int)
-@field_option(TrainConfig, "bins", "--bins")
-@field_option(TrainConfig, "precision", "--precision", type=click.Choice(PRECISIONS))
-@field_option(TrainConfig, "workers", "--workers", type=int)
-@field_option(TrainConfig, "seed", "--seed", type=int)
-@field_option(TrainConfig, "select_on", "--select-on", type=click.Choice(SELECT_ON))
-@field_option(TrainConfig, "patience", "--patience", type=int)
-@field_option(TrainConfig, "ema_decay", "--ema-decay", type=float)
-@field_option(TrainConfig, "stages", "--stages", type=click.Choice([str(s) for s in STAGES]))
-@field_option(TrainConfig, "light_jitter", "--light-jitter", type=float)
-@field_option(TrainConfig, "cache", "--cache", type=click.Choice(CACHE_MODES))
+@recipe_option(TrainConfig, "epochs", "--epochs", type=int)
+@recipe_option(TrainConfig, "max_steps", "--max-steps", type=int)
+@recipe_option(TrainConfig, "batch_size", "--batch-size", type=int)
+@recipe_option(TrainConfig, "lr", "--lr", type=float)
+@recipe_option(TrainConfig, "crop", "--crop", type=int)
+@recipe_option(TrainConfig, "bins", "--bins")
+@recipe_option(TrainConfig, "precision", "--precision", type=click.Choice(PRECISIONS))
+@recipe_option(TrainConfig, "workers", "--workers", type=int)
+@recipe_option(TrainConfig, "seed", "--seed", type=int)
+@recipe_option(TrainConfig, "select_on", "--select-on", type=click.Choice(SELECT_ON))
+@recipe_option(TrainConfig, "patience", "--patience", type=int)
+@recipe_option(TrainConfig, "ema_decay", "--ema-decay", type=float)
+@recipe_option(TrainConfig, "stages", "--stages", type=click.Choice([str(s) for s in STAGES]))
+@recipe_option(TrainConfig, "light_jitter", "--light-jitter", type=float)
+@recipe_option(TrainConfig, "cache", "--cache", type=click.Choice(CACHE_MODES))
 @click.option(
     "--color-space",
     type=click.Choice(COLOR_SPACES),
