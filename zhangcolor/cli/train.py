@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 from pathlib import Path
 
@@ -26,12 +27,17 @@ from zhangcolor.options import (
 RECIPE = "default"
 
 
+@functools.cache
+def _recipe() -> dict:
+    from zhangcolor.config import config_dict, load_config, shipped_configs
+
+    return config_dict(load_config(TrainConfig, shipped_configs()[RECIPE]))
+
+
 def recipe_option(cls: type, name: str, *decls: str, **kwargs):
     """A field's option whose shown default is the shipped recipe's value, where train starts
     from without --config (the field's own default where the recipe keeps it)."""
-    from zhangcolor.config import config_dict, load_config, shipped_configs
-
-    recipe = config_dict(load_config(TrainConfig, shipped_configs()[RECIPE]))
+    recipe = _recipe()
     value = recipe["model"][name] if cls is ModelConfig else recipe[name]
     if not kwargs.get("is_flag"):
         kwargs["show_default"] = "none" if value is None else str(value)
