@@ -9,6 +9,9 @@ second training run or any numeric job would be. Each command runs in a fresh pr
 and without the policy in turn; "without" runs the same command line with the policy removed
 (``zhangcolor.cli.THREAD_POLICY`` emptied, the variable unset), so libgomp keeps its default.
 The photos are generated (smooth colour gradients with noise, 320×240): users have them too.
+
+One run on a 2-core CPU that other jobs shared as well (medians of 2): evaluate 35.1 s with the
+policy against 128.2 s without (3.6×); train 93.1 s against 412.2 s (4.4×).
 """
 
 from __future__ import annotations
