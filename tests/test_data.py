@@ -20,8 +20,8 @@ def test_device_batch_gives_the_crops_lab_and_where_they_count():
     red, teal = (200, 40, 30), (20, 150, 160)
     # Two sizes pad into one batch; the first photo's 10 left columns are transparent.
     batch = collate([item(red, 32, 42, transparent_left=10), item(teal, 40, 40)])
-    lightness, ab, mask = crops = device_batch(batch, 16, torch.device("cpu"))
-    assert isinstance(crops, Batch)
+    lightness, ab, mask, hints = crops = device_batch(batch, 16, torch.device("cpu"))
+    assert isinstance(crops, Batch) and hints is None  # an automatic network's batch
     assert lightness.shape == (2, 1, 16, 16) and ab.shape == (2, 2, 16, 16)
     assert mask.shape == (2, 16, 16) and mask.dtype == torch.bool
     # The centre square of the 42-wide photo starts at column 5: its first 5 columns (2.5 of

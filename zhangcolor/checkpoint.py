@@ -15,6 +15,7 @@ in the metadata) are read too. :mod:`zhangcolor.model_file` reads every kind of 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import json
 from pathlib import Path
@@ -62,14 +63,34 @@ def save_model(
     path: str | Path, model: nn.Module, config: TrainConfig, bins: dict[str, Tensor], step: int
 ) -> None:
     """A training checkpoint: the model's weights, its record (network and ``bins``), and the
-    training ``config`` and ``step`` as provenance."""
+    training ``config`` and ``step`` as provenance. The training photos are named by what they
+    are (:func:`describe_photos`), not by a path that means something only on the machine that
+    trained."""
+    training = config_dict(config)
+    photos = None
+    if config.data is not None:
+        photos = describe_photos(Path(config.data))
+        training["data"] = photos["folder"]
     provenance = {
         "step": step,
         "zhangcolor_version": __version__,
-        "training": config_dict(config),
+        "training": training,
+        "photos": photos,
     }
     record = make_record(config.model, bins)
     write_model(path, unwrap(model).state_dict(), record, provenance)
+
+
+@functools.lru_cache(maxsize=4)
+def describe_photos(folder: Path) -> dict:
+    """The training photos as provenance: the folder's name, how many images it holds and the
+    SHA-256 of their sorted relative paths (one per line), which tells whether two models saw
+    the same photo list. Listed once per process and folder."""
+    from zhangcolor.images import find_images
+
+    names = sorted(p.relative_to(folder).as_posix() for p in find_images(folder))
+    digest = hashlib.sha256("\n".join(names).encode()).hexdigest()
+    return {"folder": folder.resolve().name, "images": len(names), "paths_sha256": digest}
 
 
 def read_metadata(path: str | Path) -> dict[str, str]:
@@ -240,6 +261,7 @@ def package_model(
         "step": provenance.get("step"),
         "temperature": temperature,
         "config": provenance.get("training"),
+        "photos": provenance.get("photos"),
         "zhangcolor_version": __version__,
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         **(notes or {}),

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import glob
 import os
+import warnings
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -29,6 +30,8 @@ from zhangcolor.constants import COLORIZE_SUFFIXES, PNG_COMPRESS
 from zhangcolor.files import atomic_write
 from zhangcolor.hints import HintError, load_hints
 from zhangcolor.images import (
+    OUTPUT_KEY,
+    OUTPUT_MARK,
     ImageError,
     file_size,
     find_images,
@@ -62,7 +65,12 @@ class Outcome:
 
 
 def plan_jobs(
-    inputs: Sequence[str], out_dir: Path, fmt: str, *, overwrite: bool = False
+    inputs: Sequence[str],
+    out_dir: Path,
+    fmt: str,
+    *,
+    overwrite: bool = False,
+    include_outputs: bool = False,
 ) -> tuple[list[Job], list[Outcome]]:
     """Expand files, folders (recursively) and globs into jobs.
 
@@ -73,7 +81,8 @@ def plan_jobs(
     input whose output another input already claims (``x.jpg`` beside ``x.png``), and, with
     ``overwrite``, an input whose output would replace an input (``-o`` the input folder).
     Without ``overwrite`` that one is skipped, as any existing output is; a folder named like an
-    image is skipped too (its images are colorized as any folder's).
+    image is skipped too (its images are colorized as any folder's). So is an earlier result of
+    colorize (:func:`is_colorized`), unless ``include_outputs``.
     """
     found, outcomes = _expand(inputs, out_dir)
     if not found:
@@ -87,6 +96,9 @@ def plan_jobs(
         if source.resolve() in seen:  # the same file given twice
             continue
         seen.add(source.resolve())
+        if not include_outputs and is_colorized(source):
+            outcomes.append(Outcome(source, "skipped", _OURS))
+            continue
         relative = Path(os.path.abspath(source)).relative_to(root)
         target = out_dir / relative.with_suffix(f".{fmt}")
         if target in claimed:
@@ -159,6 +171,25 @@ def _expand(inputs: Sequence[str], out_dir: Path) -> tuple[list[tuple[Path, Path
             continue
         files.append((source, base))
     return files, outcomes
+
+
+_OURS = "colorized by zhangcolor already (--include-outputs colorizes it again)"
+
+
+def is_colorized(path: Path) -> bool:
+    """Whether an image file is a result zhangcolor wrote (its mark, :data:`OUTPUT_MARK`: a
+    PNG text chunk or a JPEG comment), from its header alone."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a header's problems are the decoder's to report
+            with Image.open(path, formats=("PNG", "JPEG")) as image:
+                info, fmt = image.info, image.format
+    except Exception:  # not a PNG or JPEG, or a damaged one: not ours; decoding says why
+        return False
+    mark = info.get(OUTPUT_KEY) if fmt == "PNG" else info.get("comment")
+    if isinstance(mark, bytes):
+        mark = mark.decode("utf-8", "replace")
+    return mark == OUTPUT_MARK
 
 
 def _identity(path: Path) -> tuple[int, int] | None:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageCms, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from zhangcolor.constants import IMAGE_SUFFIXES, MAX_ASPECT, MAX_RESIZED_PIXELS, PNG_COMPRESS
 
@@ -360,10 +360,18 @@ def finished_image(
     return color
 
 
+#: What every written result carries, so that colorize knows its own outputs when they come
+#: back as inputs: a PNG text chunk ``Software`` (:data:`OUTPUT_KEY`), or a JPEG comment.
+OUTPUT_MARK = "colorized by zhangcolor"
+OUTPUT_KEY = "Software"
+
+
 def write_image(image: Image.Image, target, fmt: str, *, png_compress: int = PNG_COMPRESS) -> None:
     """Save as ``png`` (zlib level ``png_compress``, 0-9; :data:`PNG_COMPRESS` says why 1) or
-    ``jpg`` (quality 95) to a path or file object."""
+    ``jpg`` (quality 95) to a path or file object, marked with :data:`OUTPUT_MARK`."""
     if fmt == "jpg":
-        image.save(target, format="JPEG", quality=95)
+        image.save(target, format="JPEG", quality=95, comment=OUTPUT_MARK.encode())
     else:
-        image.save(target, format="PNG", compress_level=png_compress)
+        info = PngImagePlugin.PngInfo()
+        info.add_text(OUTPUT_KEY, OUTPUT_MARK)
+        image.save(target, format="PNG", compress_level=png_compress, pnginfo=info)

@@ -160,36 +160,76 @@ def start_folder(paths: RunPaths, config: TrainConfig, *, fresh: bool = True) ->
 
 
 def log_record(paths: RunPaths, record: dict, tensorboard=None) -> None:
-    """Append ``record`` to metrics.jsonl, and its numbers to TensorBoard's log (under
-    ``val/`` for a validation record, else ``train/``), at its ``step``."""
+    """Append ``record`` to metrics.jsonl, and its numbers to TensorBoard's log at its ``step``:
+    ``val_*`` under ``val/``, the rest under ``train/`` (the epoch's mean loss as
+    ``train/epoch_loss``)."""
     with paths.metrics.open("a") as f:
         f.write(json.dumps(record) + "\n")
     if tensorboard is not None:
-        group = "val" if any(k.startswith("val_") for k in record) else "train"
         for key, value in record.items():
             if key not in ("step", "epoch") and isinstance(value, int | float):
-                name = key.removeprefix("val_")
-                tensorboard.add_scalar(f"{group}/{name}", value, record["step"])
+                name = "train/epoch_loss" if key == "train_loss" else f"train/{key}"
+                if key.startswith("val_"):
+                    name = f"val/{key.removeprefix('val_')}"
+                tensorboard.add_scalar(name, value, record["step"])
 
 
-def plot_losses(metrics_path: Path, out: Path) -> None:
-    """Draw the step losses and the validation losses of a metrics.jsonl into a PNG."""
+def plot_losses(metrics_path: Path, out: Path, config: TrainConfig | None = None) -> None:
+    """Draw a metrics.jsonl's training and validation losses into a PNG (:func:`loss_figure`)."""
+    import matplotlib.pyplot as plt
+
+    lines = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
+    fig = loss_figure(lines, config)
+    atomic_write(out, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+    plt.close(fig)
+
+
+def loss_figure(records: list[dict], config: TrainConfig | None = None):
+    """The training and validation losses of metrics records, with a legend that says what each
+    curve is and a note on why they differ (``config``: the run's, for the loss's name and
+    whether validation scores a moving average of the weights)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    lines = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
-    steps = [m for m in lines if "loss" in m]
-    vals = [m for m in lines if "val_loss" in m]
-    fig, ax = plt.subplots(figsize=(7, 4), constrained_layout=True)
-    ax.plot([m["step"] for m in steps], [m["loss"] for m in steps], lw=1, label="train (step)")
-    if vals:
-        ax.plot([m["step"] for m in vals], [m["val_loss"] for m in vals], "o-", label="val (epoch)")
-    ax.set(xlabel="step", ylabel="loss", title="training loss")
+    fig, ax = plt.subplots(figsize=(8, 5), constrained_layout=True)
+    curves = [
+        ("loss", ".-", "train: mean of each logged interval of steps"),
+        ("train_loss", "s-", "train: mean over the epoch"),
+        ("val_loss", "o-", "validation: held-out photos, after each epoch"),
+    ]
+    for key, style, label in curves:
+        points = [(m["step"], m[key]) for m in records if key in m]
+        if points:
+            ax.plot(*zip(*points, strict=True), style, lw=1, ms=4, label=label)
+    ax.set(xlabel="step", ylabel=_loss_name(config), title="training and validation loss")
     ax.legend()
-    atomic_write(out, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
-    plt.close(fig)
+    fig.text(0.01, 0.01, _why_they_differ(config), fontsize=7, va="bottom", wrap=True)
+    fig.get_layout_engine().set(rect=(0, 0.1, 1, 0.9))  # room for the note
+    return fig
+
+
+def _loss_name(config: TrainConfig | None) -> str:
+    if config is None:
+        return "loss"
+    if config.loss_kind == "ce":
+        return "class-rebalanced cross-entropy" if config.rebalance else "cross-entropy"
+    return f"{config.loss_kind} loss"
+
+
+def _why_they_differ(config: TrainConfig | None) -> str:
+    """Why the two curves need not meet: the same loss, on other crops and other weights."""
+    weights = "w-weighted (class rebalancing) " if config is None or config.rebalance else ""
+    ema = config is not None and config.ema_decay is not None
+    return (
+        f"Both are the same {weights}loss per valid pixel. Train: random resized, flipped and "
+        "rotated crops with lightness jitter, the network in training mode (BatchNorm on batch "
+        "statistics) while its weights change through the epoch. Validation: centre crops of "
+        "photos never trained on, in eval mode, with the weights at the epoch's end"
+        + (" (their moving average)" if ema else "")
+        + ". So the two need not sit at the same level; compare each curve's trend."
+    )
 
 
 def trim_metrics(path: Path, step: int, console: Console) -> None:

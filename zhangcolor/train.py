@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import signal
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from PIL import Image
 from rich.console import Console
 from safetensors.torch import load_file
 from torch import Tensor, nn
@@ -44,6 +45,7 @@ from zhangcolor.model_file import load_model
 from zhangcolor.models import ColorizationNet, build_model, feature_encoder, unwrap
 from zhangcolor.options import FEATURE_LOSSES, HintConfig, TrainConfig
 from zhangcolor.photo_cache import PhotoCache, estimate_bytes, is_built, open_cache
+from zhangcolor.progress import LossMeter
 from zhangcolor.rebalance import inverse_prior_weights
 from zhangcolor.run_folder import (
     RunPaths,
@@ -401,12 +403,14 @@ def _keep_frozen_statistics(model: nn.Module) -> None:
             module.eval()
 
 
-def train_one_epoch(trainer: Trainer, loader: DataLoader, on_step: Callable[[dict], None]) -> str:
-    """Train until the epoch ends; returns "epoch", "max_steps" or "interrupted"."""
+def train_one_epoch(
+    trainer: Trainer, loader: DataLoader, on_step: Callable[[float, int], None]
+) -> str:
+    """Train until the epoch ends, calling ``on_step(loss, images)`` after each step (images:
+    those of every rank); returns "epoch", "max_steps" or "interrupted"."""
     trainer.model.train()
     _keep_frozen_statistics(trainer.model)
     config, state = trainer.config, trainer.state
-    images, started = 0, time.perf_counter()  # images trained on, by every rank
     for loaded in loader:
         state.skipped += len(loaded["skipped"])
         state.epoch_samples += len(loaded["skipped"])
@@ -416,13 +420,7 @@ def train_one_epoch(trainer: Trainer, loader: DataLoader, on_step: Callable[[dic
         batch = device_batch(loaded, config.crop, trainer.device, _hint_config(config))
         size = batch.lightness.shape[0]
         state.epoch_samples += size
-        loss = train_step(trainer, batch)
-        images += size * trainer.world
-        if state.step % config.log_every == 0 or state.step == 1:
-            rate = images / max(time.perf_counter() - started, 1e-9)
-            lr = trainer.scheduler.get_last_lr()[0]
-            record = {"step": state.step, "epoch": state.epoch, "loss": loss, "lr": lr}
-            on_step({**record, "img_per_s": rate})
+        on_step(train_step(trainer, batch), size * trainer.world)
         if state.step >= trainer.total_steps:
             return "max_steps"
         if trainer.stop.is_set():
@@ -485,8 +483,6 @@ def sample_grid(
     model: nn.Module, images: Batch, bins: dict[str, Tensor], temperature: float
 ) -> Tensor:
     """Rows of gray | truth | prediction for a batch of crops: ``(3, H', W')``."""
-    from torchvision.utils import make_grid
-
     model = unwrap(model)
     training = model.training
     model.eval()
@@ -497,8 +493,11 @@ def sample_grid(
     truth = lab_to_rgb(torch.cat([lightness, ab], 1))
     color = lab_to_rgb(torch.cat([lightness, pred], 1))
     model.train(training)
-    rows = torch.stack([gray, truth, color], 1).flatten(0, 1)  # (3B, 3, H, W)
-    return make_grid(rows.cpu(), nrow=3, padding=2, pad_value=1.0)
+    # White lines of 2 px between the crops and around them.
+    tiles = F.pad(torch.stack([gray, truth, color], 1).cpu(), (2, 0, 2, 0), value=1.0)
+    b, _, _, h, w = tiles.shape  # (B, 3 crops, 3, H + 2, W + 2)
+    grid = tiles.permute(2, 0, 3, 1, 4).reshape(3, b * h, 3 * w)
+    return F.pad(grid, (0, 2, 0, 2), value=1.0)  # (3, H', W')
 
 
 # ----------------------------------------------------------------------------- epochs' ends
@@ -551,21 +550,21 @@ def end_epoch(
 def _draw_epoch(
     trainer: Trainer, metrics: dict, grid_batch: Batch | None, improved: bool, console
 ) -> None:
-    from torchvision.utils import save_image
-
     state, paths = trainer.state, trainer.paths
-    plot_losses(paths.metrics, paths.plot)
+    plot_losses(paths.metrics, paths.plot, trainer.config)
     if grid_batch is not None:
         grid = sample_grid(
             trainer.scored_model, grid_batch, trainer.bins, trainer.config.temperature
         )
-        atomic_write(paths.samples(state.epoch), lambda tmp: save_image(grid, tmp, format="png"))
+        png = Image.fromarray((grid.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy())
+        atomic_write(paths.samples(state.epoch), lambda tmp: png.save(tmp, "PNG"))
         if trainer.tensorboard is not None:
             trainer.tensorboard.add_image("samples", grid, state.step)
             trainer.tensorboard.flush()
     stage = f" (stage {state.stage})" if trainer.config.stages == 3 else ""
+    trained = f"{metrics['train_loss']:.4f}" if "train_loss" in metrics else "–"
     console.print(
-        f"epoch {state.epoch}{stage}: val loss {metrics['val_loss']:.4f}, "
+        f"epoch {state.epoch}{stage}: loss train {trained} / val {metrics['val_loss']:.4f}, "
         f"val AuC {metrics['val_auc']:.1f}, rebalanced {metrics['val_auc_rebalanced']:.1f}"
         + (" (best)" if improved else "")
     )
@@ -577,8 +576,12 @@ def _draw_epoch(
 @contextmanager
 def stop_on_sigint(trainer: Trainer, console: Console) -> Iterator[None]:
     """Ctrl-C asks the run to stop after the step in hand (and save), rather than kill it."""
+    owner = os.getpid()
 
     def on_sigint(signum, frame) -> None:
+        # Forked DataLoader workers get the terminal's Ctrl-C too: the run's process speaks, once.
+        if os.getpid() != owner or trainer.stop.is_set():
+            return
         trainer.stop.set()
         if trainer.is_main:
             console.print("[yellow]interrupted: saving a checkpoint after this step …")
@@ -646,7 +649,7 @@ def _no_usable_images(trainer: Trainer, shown: int = 20) -> str:
 
 def _epochs(trainer: Trainer, data: TrainingData, console: Console, show_progress: bool) -> str:
     """The epoch loop of :func:`run`; returns how it ended."""
-    from zhangcolor.progress import progress_bar
+    from zhangcolor.progress import training_bar
 
     config, state, device = trainer.config, trainer.state, trainer.device
     per_rank = config.batch_size // trainer.world
@@ -659,18 +662,18 @@ def _epochs(trainer: Trainer, data: TrainingData, console: Console, show_progres
     grid_batch = None
     if grid_photos["rgba"] is not None:
         grid_batch = device_batch(grid_photos, config.crop, device)
-    extra = "loss {task.fields[loss]:.4f}  {task.fields[rate]:.1f} img/s"
-    bar = progress_bar(console, "step", extra=extra, enabled=trainer.is_main and show_progress)
+    bar, meter = training_bar(console, enabled=trainer.is_main and show_progress), LossMeter()
     with bar:
-        task = bar.add_task(
-            "", total=trainer.total_steps, completed=state.step, loss=math.nan, rate=0.0
-        )
+        task = bar.add_task("", total=trainer.total_steps, completed=state.step, **meter.fields())
 
-        def on_step(record: dict) -> None:
-            trainer.log(record)
-            bar.update(
-                task, completed=record["step"], loss=record["loss"], rate=record["img_per_s"]
-            )
+        def on_step(loss: float, images: int) -> None:
+            meter.add(loss, images)
+            bar.update(task, completed=state.step, **meter.fields())
+            if state.step % config.log_every == 0 or state.step == 1:
+                lr = trainer.scheduler.get_last_lr()[0]
+                trainer.log(
+                    {"step": state.step, "epoch": state.epoch, **meter.interval(), "lr": lr}
+                )
 
         while state.epoch < config.epochs and state.step < trainer.total_steps:
             set_stage(trainer)
@@ -685,7 +688,8 @@ def _epochs(trainer: Trainer, data: TrainingData, console: Console, show_progres
                 return "interrupted"
             if reason == "epoch" or state.epoch_samples >= len(sampler) + sampler.skip:
                 state.epoch, state.epoch_samples = state.epoch + 1, 0
-            stop = end_epoch(trainer, validate(trainer, val_loader), grid_batch, console)
+            metrics = meter.epoch_record() | validate(trainer, val_loader)
+            stop = end_epoch(trainer, metrics, grid_batch, console)
             if reason == "max_steps" and state.epoch < config.epochs:
                 return "max_steps"
             if stop:

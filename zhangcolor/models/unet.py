@@ -17,7 +17,6 @@ import os
 from pathlib import Path
 
 import torch
-import torchvision
 from torch import Tensor, nn
 from torch.nn import functional as F
 
@@ -42,6 +41,9 @@ class ResNetEncoder(nn.Module):
 
     def __init__(self, name: str) -> None:
         super().__init__()
+        # Imported here: torchvision takes about 1.5 s to load, and only the ResNets need it.
+        import torchvision
+
         net = getattr(torchvision.models, name)(weights=None)
         self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
         self.layers = nn.ModuleList([net.layer1, net.layer2, net.layer3, net.layer4])
@@ -66,6 +68,8 @@ class ResNetEncoder(nn.Module):
         Never downloads: a missing file is an error that says where to put it.
         """
         if source is True or source == "torchvision":
+            import torchvision
+
             weights = {"resnet18": "ResNet18_Weights", "resnet34": "ResNet34_Weights"}[self.name]
             url = getattr(torchvision.models, weights).IMAGENET1K_V1.url
             path = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
