@@ -8,6 +8,7 @@ import yaml
 from click.testing import CliRunner
 
 from zhangcolor.cli import main
+from zhangcolor.config import load_config
 from zhangcolor.options import (
     ColorizeConfig,
     Head,
@@ -132,3 +133,66 @@ def test_a_yaml_syntax_error_is_a_usage_error_that_says_where(tmp_path):
     args = ["build-bins", str(tmp_path), "-o", str(tmp_path / "o"), "--config", str(binary)]
     result = runner.invoke(main, args)
     assert result.exit_code == 2 and "not a UTF-8 text file" in result.output
+
+
+def _alias_bomb(levels: int) -> str:
+    """A YAML whose last key stands for 9**levels strings through nested aliases (9 levels: 331
+    bytes for 387 M strings), each level an alias list of the one before."""
+    lines = ['l0: &l0 ["x","x","x","x","x","x","x","x","x"]']
+    for i in range(1, levels):
+        lines.append(f"l{i}: &l{i} [{','.join([f'*l{i - 1}'] * 9)}]")
+    return "\n".join(lines) + f"\nlr: *l{levels - 1}\n"
+
+
+@pytest.mark.parametrize("command", ["train", "serve"])
+def test_a_yaml_alias_bomb_is_refused_at_load(tmp_path, command):
+    """Issue 22 (2): a 331-byte --config of nested aliases made train and serve grow memory
+    without bound (the field check's message was a repr of the expansion). Aliases are refused
+    while the file is read. (Five levels here, so that today's main answers at all: a message
+    of 600 KB.)"""
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text(_alias_bomb(5))
+    result = CliRunner(env={"COLUMNS": "400"}).invoke(main, [command, "--config", str(bomb)])
+    assert result.exit_code == 2, result.output
+    assert "aliases (*name) are not accepted in a config" in result.output
+    assert len(result.output.replace("─", "").split()) < 100  # words: no expansion
+
+
+def test_messages_never_show_an_unbounded_value(tmp_path):
+    """Issue 22 (2): a field check, an unknown key or a head's name shows at most a few dozen
+    characters of what it got, however large."""
+    huge = "9" * 100_000
+    cases = [
+        ({"lr": huge}, "lr='999"),
+        ({"epochs": list(range(10_000))}, "epochs=a list of 10000"),
+        ({f"key{i}_{huge[:100]}": 1 for i in range(1000)}, "unknown option(s)"),
+        ({"model": {"head": [huge[:100]] * 1000}}, "unknown head a list of 1000"),
+    ]
+    for values, words in cases:
+        path = tmp_path / "big.yaml"
+        path.write_text(yaml.safe_dump(values))
+        with pytest.raises(ValueError) as caught:
+            load_config(TrainConfig, path)
+        assert words in str(caught.value) and len(str(caught.value)) < 1500, str(caught.value)[:300]
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("model: " + "[" * 20_000 + "]" * 20_000, "nested more than 32 levels deep"),
+        ("model: eccv16\n", "model in {path} must be a mapping of its options"),
+        ("hints: [1, 2]\n", "hints in {path} must be a mapping of its options"),
+    ],
+    ids=["deep", "model-string", "hints-list"],
+)
+def test_config_shapes_are_usage_errors(tmp_path, text, words):
+    """Issue 22 (15): a file nested 20,000 deep ended in a RecursionError, and `model: eccv16`
+    (a string where a mapping belongs) in an AttributeError; both are usage errors (status 2)
+    that say what is wrong."""
+    path = tmp_path / "shape.yaml"
+    path.write_text(text)
+    result = CliRunner(env={"COLUMNS": "400"}).invoke(main, ["train", "--config", str(path)])
+    assert result.exit_code == 2, result.output
+    assert words.format(path=path) in " ".join(result.output.split()).replace("│ │", "")
+    with pytest.raises(ValueError, match="must be a mapping of the network's options"):
+        TrainConfig(model="eccv16")

@@ -24,6 +24,7 @@ from zhangcolor.config import (
     option,
     optional,
     positive,
+    short,
     text,
     within,
 )
@@ -119,7 +120,7 @@ class Head(str, Enum):
             return cls(value)
         except ValueError:
             valid = ", ".join(h.value for h in cls)
-            raise ValueError(f"unknown head {value!r}; valid: {valid}") from None
+            raise ValueError(f"unknown head {short(value)}; valid: {valid}") from None
 
 
 HEADS = tuple(h.value for h in Head)
@@ -240,7 +241,11 @@ class TrainConfig:
         rule=(lambda v: isinstance(v, str) and v != "", "must be a folder"),
     )
     bins: str | None = option(None, help="bins.npz from build-bins; none: the shipped prior.")
-    model: ModelConfig = option(default_factory=ModelConfig, help="The network (ModelConfig).")
+    model: ModelConfig = option(
+        default_factory=ModelConfig,
+        help="The network (ModelConfig).",
+        rule=(lambda v: isinstance(v, ModelConfig), "must be a mapping of the network's options"),
+    )
     loss: str = option(
         "auto",
         help="auto: cross-entropy (ce) for classification, l2 for regression; l1 and huber; "
@@ -367,7 +372,9 @@ class TrainConfig:
     )
     tensorboard: bool = option(False, help="Write TensorBoard event files into RUN/tensorboard.")
     hints: HintConfig = option(
-        default_factory=HintConfig, help="Simulated users, for a guided network (HintConfig)."
+        default_factory=HintConfig,
+        help="Simulated users, for a guided network (HintConfig).",
+        rule=(lambda v: isinstance(v, HintConfig), "must be a mapping of the users' options"),
     )
     init_from: str | None = option(
         None,
