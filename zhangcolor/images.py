@@ -21,7 +21,6 @@ import numpy as np
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
 from zhangcolor.constants import IMAGE_SUFFIXES, MAX_ASPECT, MAX_RESIZED_PIXELS, PNG_COMPRESS
-from zhangcolor.files import special_file
 
 #: The Pillow decoders a file may reach. Pillow picks the decoder from the content, not the name:
 #: without this list an EPS file named .jpg would run Ghostscript where it is installed. (JPEG
@@ -114,10 +113,18 @@ def file_size(path: Path) -> int:
         raise ImageError(f"cannot read the file: {e.strerror or e}") from None
     if stat.S_ISDIR(info.st_mode):
         raise ImageError("a folder named like an image, not an image file")
-    kind = special_file(path)
-    if kind is not None:
-        raise ImageError(f"not a regular file ({kind})")
+    if not stat.S_ISREG(info.st_mode):
+        kind = next((name for test, name in _SPECIAL_FILES if test(info.st_mode)), "special file")
+        raise ImageError(f"not a regular file (a {kind})")
     return info.st_size
+
+
+_SPECIAL_FILES = (
+    (stat.S_ISFIFO, "FIFO"),
+    (stat.S_ISSOCK, "socket"),
+    (stat.S_ISCHR, "character device"),
+    (stat.S_ISBLK, "block device"),
+)
 
 
 def _open(source: Path | bytes, max_pixels: int | None) -> Image.Image:

@@ -63,7 +63,8 @@ def cache_key(paths: Sequence[Path], load_size: int) -> str:
             stat = path.stat()
         except OSError:  # a broken link: decoding gives its reason; it joins the key as one
             stat = path.lstat()
-        digest.update(f"\n{path.resolve()}\t{stat.st_size}\t{stat.st_mtime_ns}".encode())
+        line = f"\n{path.resolve()}\t{stat.st_size}\t{stat.st_mtime_ns}"
+        digest.update(line.encode("utf-8", "surrogateescape"))  # a name's bytes, UTF-8 or not
     return digest.hexdigest()[:24]
 
 

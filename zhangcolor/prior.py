@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import random
 import time
 from collections.abc import Callable
@@ -170,10 +171,18 @@ def _count_all(
 
 
 def _relative(path: Path, root: Path) -> str:
+    """A file's path under ``root`` as :func:`as_text`."""
     try:
-        return str(path.relative_to(root))
+        return as_text(str(path.relative_to(root)))
     except ValueError:
-        return str(path)
+        return as_text(str(path))
+
+
+def as_text(name: str) -> str:
+    """A path as text that any UTF-8 file or terminal takes: the bytes of a name that is not
+    UTF-8 (which Python holds as lone surrogates) as ``\\xNN`` escapes, e.g. ``caf\\xe9.png``;
+    every other name as it is."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
 
 
 def _first_reasons(failed: list[tuple[str, str]], n: int = 3) -> str:
@@ -210,7 +219,7 @@ def save_prior(result: PriorResult, out_dir: str | Path, config: PriorConfig, so
         "seconds": round(result.seconds, 2),
         "skipped": [{"file": f, "reason": "grayscale"} for f in result.gray]
         + [{"file": f, "reason": r} for f, r in result.failed],
-        "source": source,
+        "source": as_text(source),
         "zhangcolor_version": __version__,
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
