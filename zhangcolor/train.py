@@ -37,7 +37,7 @@ from zhangcolor.color import lab_to_rgb
 from zhangcolor.data import Batch, EpochSampler, PhotoDataset, collate, device_batch
 from zhangcolor.device import precision_context, resolve_precision
 from zhangcolor.distributed import barrier, setup_distributed
-from zhangcolor.files import atomic_write
+from zhangcolor.files import atomic_write, cache_dir
 from zhangcolor.loss import Criterion, build_criterion, targets_at_output
 from zhangcolor.metrics import auc
 from zhangcolor.model_file import load_model
@@ -123,16 +123,45 @@ def _photo_caches(
     if config.cache == "off" or (config.cache == "auto" and size > config.cache_max_gb * 2**30):
         return [None] * len(lists)
     if rank == 0 and not all(is_built(paths, load_size) for paths in lists):
-        from zhangcolor.progress import progress_bar
+        _build_photo_caches(config, lists, load_size, count, console)
+    barrier()
+    # A list whose cache rank 0 could not build (cache: auto, an unwritable cache) goes without.
+    return [open_cache(paths, load_size) if is_built(paths, load_size) else None for paths in lists]
 
-        bar = progress_bar(console or Console(quiet=True), enabled=console is not None)
-        workers = max(2, config.workers)
+
+def _build_photo_caches(
+    config: TrainConfig, lists: list[list[Path]], load_size: int, count: int, console
+) -> None:
+    """Rank 0 builds the caches, with a progress bar. An unwritable cache folder (a file, a
+    read-only or full disk) is a TrainingError with ``cache: on``; ``auto`` goes without the
+    cache, and says so."""
+    from zhangcolor.progress import progress_bar
+
+    shown = console or Console(stderr=True)
+    bar = progress_bar(console or Console(quiet=True), enabled=console is not None)
+    workers = max(2, config.workers)
+    try:
         with bar:
             task = bar.add_task(f"caching photos at {load_size} px", total=count)
             for paths in lists:
-                open_cache(paths, load_size, workers=workers, on_image=lambda _: bar.advance(task))
-    barrier()
-    return [open_cache(paths, load_size) for paths in lists]
+                open_cache(
+                    paths,
+                    load_size,
+                    workers=workers,
+                    on_image=lambda _: bar.advance(task),
+                    warn=lambda text: shown.print(f"[yellow]warning: {text}"),
+                )
+    except OSError as e:
+        where = f"in {cache_dir()}: {e.strerror or e}"
+        if config.cache == "on":
+            raise TrainingError(
+                f"cannot build the photo cache {where}; set $ZHANGCOLOR_CACHE to a writable "
+                "folder, or pass --cache off"
+            ) from None
+        shown.print(
+            f"[yellow]warning: training without the photo cache: cannot build it {where} "
+            "(set $ZHANGCOLOR_CACHE to a writable folder to use one)"
+        )
 
 
 def _hint_config(config: TrainConfig) -> HintConfig | None:
