@@ -10,6 +10,7 @@ from click.testing import CliRunner
 from makers import (
     HOSTILE_REASONS,
     bad_corpus,
+    blank_png,
     guard_allocations,
     noise,
     solid,
@@ -198,14 +199,17 @@ def test_split_train_leaves_out_the_validation_photos(tmp_path):
 def test_hostile_files_are_skipped_with_their_reasons_and_nothing_is_decoded_big(
     tmp_path, monkeypatch
 ):
-    """A 274-byte 65535×1 PNG would become 16,776,960×256 px at the working size (the OOM
-    killer); a 2 KB zTXt bomb raises ValueError in Pillow; an EPS named .jpg would reach
+    """A 274-byte 65535×1 PNG once became 16,776,960×256 px at the working size (the OOM
+    killer), then was refused for its shape: it is counted at its own pixels, as build-bins
+    never enlarges (issue 22, item 23); a 86 KB 2×44,000,000 PNG is 88 MP to decode, over the
+    limit; a 2 KB zTXt bomb raises ValueError in Pillow; an EPS named .jpg would reach
     Ghostscript; a FIFO would block. Each is skipped with its reason, the photos are counted."""
     guard_allocations(monkeypatch)
     data = tmp_path / "photos"
     for i in range(2):
         noise(data / f"good{i}.jpg", seed=i)
-    Image.new("RGB", (65535, 1), (200, 30, 30)).save(data / "strip.png")
+    Image.new("RGB", (65535, 1), (200, 30, 30)).save(data / "wide.png")
+    blank_png(data / "strip.png", 2, 44_000_000)
     text_bomb_png(data / "text.png")
     Image.new("RGB", (8, 8), (200, 30, 30)).save(data / "eps.jpg", format="EPS")
     special_entries(data)
@@ -213,7 +217,8 @@ def test_hostile_files_are_skipped_with_their_reasons_and_nothing_is_decoded_big
     assert result.exit_code == 0, result.output
     meta = json.loads((tmp_path / "out" / "bins.json").read_text())
     reasons = {s["file"]: s["reason"] for s in meta["skipped"]}
-    assert meta["images_used"] == 2 and meta["images_failed"] == 6, reasons
+    assert meta["images_used"] == 3 and meta["images_failed"] == 6, reasons
+    assert meta["pixels"] == 2 * 48 * 32 + 65535
     assert "not an image Pillow can read" in reasons["eps.jpg"]
     for name, reason in HOSTILE_REASONS.items():
         assert reason in reasons[name], name

@@ -8,6 +8,7 @@ import pytest
 from makers import (
     HOSTILE_REASONS,
     bad_corpus,
+    blank_png,
     guard_allocations,
     noise,
     solid,
@@ -64,29 +65,35 @@ def test_a_second_open_reuses_the_cache_and_a_changed_file_rebuilds_it(tmp_path,
 
 
 def hostile(folder):
-    """A thin strip, a zTXt bomb, and a folder, a FIFO and a broken link named like images."""
+    """A 2×44,000,000 PNG (88 MP to decode), a zTXt bomb, and a folder, a FIFO and a broken link
+    named like images."""
     folder.mkdir(parents=True, exist_ok=True)
-    Image.new("RGB", (65535, 1), (200, 30, 30)).save(folder / "strip.png")
-    return {"strip": folder / "strip.png", "text": text_bomb_png(folder / "text.png")} | (
-        special_entries(folder)
+    return {"strip": blank_png(folder / "strip.png", 2, 44_000_000)} | (
+        {"text": text_bomb_png(folder / "text.png")} | special_entries(folder)
     )
 
 
 def test_trains_loader_skips_hostile_files_with_their_reasons(tmp_path, monkeypatch):
+    """A 65535×1 PNG, once refused for its shape, is cached at a short side that keeps it
+    within the resize budget (issue 22, item 23); the others are skipped with their reasons,
+    and nothing is decoded or resized big."""
     guard_allocations(monkeypatch)
     bad = hostile(tmp_path / "bad")
-    paths = [noise(tmp_path / "good.png", size=(40, 30)), *bad.values()]
+    wide = tmp_path / "wide.png"
+    Image.new("RGB", (65535, 1), (200, 30, 30)).save(wide)
+    paths = [noise(tmp_path / "good.png", size=(40, 30)), wide, *bad.values()]
     cache = open_cache(paths, 256)
     assert cache.image(0).shape == (256, 341, 4)
-    for i, case in enumerate(bad, start=1):
+    assert cache.image(1).shape == (7, 458_745, 4)
+    for i, case in enumerate(bad, start=2):
         assert cache.image(i) is None and HOSTILE_REASONS[bad[case].name] in cache.reasons[i], case
     for dataset in (
         PhotoDataset(paths, train=True, load_size=256, cache=cache),
         PhotoDataset(paths, train=True, load_size=256),
     ):
         batch = collate([dataset[(i, 0)] for i in range(len(paths))])
-        assert batch["rgba"].shape[0] == 1
-        assert [reason for _, reason in batch["skipped"]] == list(cache.reasons[1:])
+        assert batch["rgba"].shape[0] == 2
+        assert [reason for _, reason in batch["skipped"]] == list(cache.reasons[2:])
 
 
 def test_train_runs_past_hostile_files_and_counts_them(tmp_path, monkeypatch):

@@ -572,6 +572,15 @@ class ColorizeConfig:
         rule=one_of(BACKENDS),
     )
     batch_size: int = option(4, help="Images per network batch.", rule=integer(1))
+    # The loaders' own limit, zhangcolor.images.MAX_DECODED_PIXELS (tests/test_images.py holds
+    # the two equal): images may import only constants, options no more than config.
+    max_pixels: int = option(
+        50_000_000,
+        help="The most pixels (width × height, read from the header) an input may have; a "
+        "larger one fails before any pixel is decoded. A 50 MP photo costs about 1.4 GB at its "
+        "peak, and Pillow refuses over about 89 MP in any case.",
+        rule=integer(1),
+    )
     workers: int = option(
         default_factory=default_workers,
         help="Threads that decode, join and write, around the network.",
