@@ -184,6 +184,10 @@ def test_the_record_round_trips_through_json():
         ({"color_space": "rgb"}, "predicts in lab"),
         ({"extra": 1}, "unknown fields: extra"),
         ({"version": "two"}, "no valid version"),
+        (  # issue 22 (12): decoding used to fail at the first photo
+            {"centers": [[0.0, 0.0]] * 5, "weights": [1.0] * 5},
+            "classification head has 313 classes, and its record 5 bin centres",
+        ),
     ],
 )
 def test_damaged_records_are_refused_at_load_with_what_is_wrong(change, words):
@@ -292,3 +296,29 @@ def test_a_record_of_another_network_fails_fast_before_building_it(
     with pytest.raises(ValueError, match=f"describes a network .*{words}.* do not fit"):
         load_model(bad)
     assert time.perf_counter() - started < 5
+
+
+@pytest.mark.parametrize("command", ["convert-weights", "colorize"])
+def test_a_fifo_given_as_a_model_is_named_and_never_opened(tmp_path, command):
+    """Issue 22 (12): convert-weights on a FIFO ended in a traceback that said "no model file"
+    (opening it would block until something wrote into it). Both commands say what it is, in a
+    fresh process that must end within the timeout."""
+    import os
+    import subprocess
+    import sys
+
+    fifo = tmp_path / "model.pth"
+    os.mkfifo(fifo)
+    args = {
+        "convert-weights": [str(fifo), "-o", str(tmp_path / "out.safetensors")],
+        "colorize": [str(tmp_path), "--model", str(fifo), "-o", str(tmp_path / "out")],
+    }[command]
+    done = subprocess.run(
+        [sys.executable, "-m", "zhangcolor", command, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "COLUMNS": "300"},
+    )
+    assert done.returncode == 1, done.stderr
+    assert "is a FIFO, not a model file" in done.stderr and "Traceback" not in done.stderr
