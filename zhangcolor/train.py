@@ -268,8 +268,12 @@ def check_weights(trainer: Trainer) -> None:
 
 
 def _run_bins(config: TrainConfig, device: torch.device) -> dict[str, Tensor]:
-    """The bins a run trains with, float32 on its device."""
-    loaded = load_bins(config.bins)
+    """The bins a run trains with, float32 on its device; a bins file that cannot be used is a
+    TrainingError that says why."""
+    try:
+        loaded = load_bins(config.bins)
+    except ValueError as e:  # BinsError: the file is named in its words
+        raise TrainingError(f"--bins: {e}") from None
     names = ("centers", "weights", "prior_smoothed")
     return {k: loaded[k].to(device=device, dtype=torch.float32) for k in names}
 
