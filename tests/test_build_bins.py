@@ -265,3 +265,30 @@ def test_a_full_or_read_only_output_fails_clearly_and_keeps_the_earlier_set(
     assert result.exit_code == 1 and f"cannot write into {out}: {words}" in result.output
     assert "Traceback" not in result.output
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # no temporaries either
+
+
+@pytest.mark.parametrize(
+    ("flags", "status", "words"),
+    [
+        (["--lambda", "0", "--sigma", "1"], 1, "cannot weigh the bins at λ = 0: lam = 0 needs"),
+        (["--lambda", "0"], 1, "the class weights would reach"),
+        (["--sigma", "1e-200"], 2, "sigma=1e-200 (must be in [0.1, 1000])"),
+        (["--sigma", "1e300"], 2, "sigma=1e+300 (must be in [0.1, 1000])"),
+    ],
+    ids=["lambda0-sigma1", "lambda0-one-colour", "sigma-tiny", "sigma-huge"],
+)
+def test_extreme_lambda_and_sigma_are_refused_with_a_reason(tmp_path, flags, status, words):
+    """Issue 22 (22): --lambda 0 --sigma 1, --sigma 1e-200 and --sigma 1e300 ended in
+    tracebacks, and --lambda 0 on photos of one colour wrote weights up to 7.7e227, which no
+    model file can store. σ is bounded by its rule; weights beyond what a model stores are
+    refused with the way out, and nothing is written."""
+    data = tmp_path / "photos"
+    solid(data / "red.png", (200, 30, 30), size=(16, 16))
+    solid(data / "redder.png", (210, 20, 25), size=(16, 16))
+    out = tmp_path / "bins"
+    result = run("build-bins", data, "-o", out, "--size", 16, "--workers", 1, *flags)
+    assert result.exit_code == status, result.output
+    assert words in " ".join(result.output.replace("│", " ").split())
+    assert "Traceback" not in result.output and not out.exists()
+    if status == 1:
+        assert "raise --lambda" in result.output

@@ -436,8 +436,9 @@ class PriorConfig:
     )
     sigma: float = option(
         SIGMA,
-        help="σ (ab units) of the Gaussian that smooths the empirical prior.",
-        rule=positive(),
+        help="σ (ab units) of the Gaussian that smooths the empirical prior. Bins are 10 apart: "
+        "below 0.1 it smooths nothing, above 1000 p̃ is uniform.",
+        rule=within(0.1, 1000),
     )
     max_images: int | None = option(
         None,
