@@ -23,14 +23,14 @@ BAD = [
     (TrainConfig, "temperature", 1.5, "[0.001, 1]"),
     (TrainConfig, "lr", -1, "> 0"),
     (TrainConfig, "val_fraction", 1.5, "[0, 1)"),
-    (TrainConfig, "workers", -3, "integer ≥ 0"),
+    (TrainConfig, "workers", -3, "integer in [0, 32]"),
     (TrainConfig, "weight_decay", -1, "≥ 0"),
     (TrainConfig, "betas", (0.9, 1.2), "two numbers in [0, 1)"),
     (TrainConfig, "crop", 30, "multiple of 4"),
     (TrainConfig, "schedule", "linear", "valid: cosine, constant"),
     (TrainConfig, "patience", 0, "integer ≥ 1, or null"),
     (TrainConfig, "huber_delta", 0, "> 0"),
-    (ModelConfig, "width", 0, "> 0"),
+    (ModelConfig, "width", 0, "in (0, 8]"),
     (ModelConfig, "encoder", "vit", "valid: resnet18"),
     (ModelConfig, "pretrained", "", "weights file"),
     (PriorConfig, "lam", 1.5, "[0, 1]"),
@@ -42,8 +42,16 @@ BAD = [
     (ColorizeConfig, "format", "gif", "valid: png, jpg"),
     (ColorizeConfig, "png_compress", 10, "integer in [0, 9]"),
     (ColorizeConfig, "png_compress", 1.5, "integer in [0, 9]"),
-    (ColorizeConfig, "workers", 0, "integer ≥ 1"),
+    (ColorizeConfig, "workers", 0, "integer in [1, 64]"),
     (ColorizeConfig, "backend", "tensorrt", "valid: auto, torch, onnx"),
+    # Issue 22 (16): upper bounds, where the value cannot fit
+    (ModelConfig, "width", 1000, "in (0, 8]"),  # tried to allocate 147 GB
+    (TrainConfig, "workers", 64, "integer in [0, 32]"),  # 129 processes: two loaders
+    (TrainConfig, "crop", 8192, "from 16 to 4096"),
+    (TrainConfig, "load_size", 65536, "integer in [16, 8192]"),
+    (ColorizeConfig, "size", 40000, "multiple of 4 from 16 to 4096"),
+    (ColorizeConfig, "workers", 1000, "integer in [1, 64]"),
+    (PriorConfig, "workers", 1000, "integer in [1, 64]"),
 ]
 
 
@@ -196,3 +204,21 @@ def test_config_shapes_are_usage_errors(tmp_path, text, words):
     assert words.format(path=path) in " ".join(result.output.split()).replace("│ │", "")
     with pytest.raises(ValueError, match="must be a mapping of the network's options"):
         TrainConfig(model="eccv16")
+
+
+def test_a_colorize_batch_whose_network_cannot_fit_in_memory_is_refused(monkeypatch):
+    """Issue 22 (16): the network's memory is batch × size² × about 220 bytes; what is over the
+    machine's memory is refused with the estimate, before any model loads."""
+    import zhangcolor.options as options
+
+    monkeypatch.setattr(options, "physical_memory", lambda: 16 * 2**30)
+    assert ColorizeConfig(size=4096, batch_size=1).size == 4096  # 3.4 GB
+    words = r"a batch of 5 at size 4096 takes about 17 GB .* more than this machine.s 16 GB"
+    with pytest.raises(ValueError, match=words):
+        ColorizeConfig(size=4096, batch_size=5)
+    result = CliRunner(env={"COLUMNS": "400"}).invoke(
+        main, ["colorize", "x.png", "--size", "4096", "--batch-size", "64"]
+    )
+    assert result.exit_code == 2 and "lower --size or --batch-size" in " ".join(
+        result.output.split()
+    )
