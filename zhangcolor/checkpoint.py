@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import io
 import json
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 from torch import Tensor, nn
 
 from zhangcolor import __version__
@@ -48,14 +50,16 @@ def write_model(
     path: str | Path, state: dict[str, Tensor], record: ModelRecord, provenance: dict
 ) -> None:
     """Weights ``state`` with their record and provenance, as .safetensors, atomically and
-    durably."""
+    durably. The file is made in memory and written by Python, so a full disk is an OSError
+    naming ``path`` (safetensors' own writer raised its SafetensorError)."""
     metadata = {
         "format": FORMAT,
         "model": record.to_json(),
         "provenance": json.dumps(provenance),
     }
     state = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in state.items()}
-    atomic_write(path, lambda tmp: save_file(state, str(tmp), metadata=metadata), durable=True)
+    data = safetensors_bytes(state, metadata=metadata)
+    atomic_write(path, lambda tmp: tmp.write_bytes(data), durable=True)
 
 
 def save_model(
@@ -257,8 +261,12 @@ _STATE_KEYS = frozenset({"optimizer", "scheduler", "progress", "rng"})
 
 
 def save_training_state(path: Path, state: dict) -> None:
-    """The trainer's half of a checkpoint (optimizer, scheduler, RNG, progress), atomically."""
-    atomic_write(path, lambda tmp: torch.save(state, tmp), durable=True)
+    """The trainer's half of a checkpoint (optimizer, scheduler, RNG, progress), atomically.
+    Serialised in memory and written by Python, so a full disk is an OSError naming ``path``
+    (torch's own writer raised RuntimeError: [enforce fail ...])."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    atomic_write(path, lambda tmp: tmp.write_bytes(buffer.getbuffer()), durable=True)
 
 
 def load_training_state(path: Path) -> dict:

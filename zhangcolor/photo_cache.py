@@ -179,6 +179,32 @@ def open_cache(
         raise OSError(f"cannot replace the damaged photo cache {folder} ({e})") from None
 
 
+def try_cache(
+    paths: Sequence[Path],
+    load_size: int,
+    *,
+    required: bool,
+    workers: int = 4,
+    on_image: Callable[[Path], None] | None = None,
+    warn: Callable[[str], None] | None = None,
+) -> None:
+    """Build (or check) the cache of ``paths``, as :func:`open_cache` does. Where the cache
+    folder cannot be written (a file, a read-only or full disk), an OSError that says what to do
+    when the cache is ``required``; else ``warn`` says the photos go without it."""
+    try:
+        open_cache(paths, load_size, workers=workers, on_image=on_image, warn=warn)
+    except OSError as e:
+        problem = f"cannot build the photo cache in {cache_dir()}: {e.strerror or e}"
+        if required:
+            raise OSError(
+                f"{problem}; set $ZHANGCOLOR_CACHE to a writable folder, or pass --cache off"
+            ) from None
+        (warn or (lambda text: warnings.warn(text, stacklevel=2)))(
+            f"training without the photo cache: {problem} (set $ZHANGCOLOR_CACHE to a writable "
+            "folder to use one)"
+        )
+
+
 def _remove(folder: Path) -> None:
     """Delete a cache folder: first renamed aside, so that no process meanwhile opens half of
     it, and a build's rename into its place cannot fail on what is left."""
