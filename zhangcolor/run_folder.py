@@ -378,9 +378,11 @@ def restore(
 ) -> RunState:
     """Load the folder's last matching pair (``point``, when it is loaded already) into the
     model, optimizer, scheduler and EMA, and the CPU RNG; returns the saved progress. Raises
-    :class:`TrainingError` when there is no pair, or it does not fit these modules."""
+    :class:`TrainingError` when there is no pair, or it does not fit these modules. The point's
+    state is released once loaded (a run holds its plan, and so the point, for its whole life)."""
     point = point or load_resume_point(paths)
-    saved = point.state
+    saved = dict(point.state)
+    point.state.clear()
     try:
         model.load_state_dict(load_file(str(point.weights)))
         optimizer.load_state_dict(saved["optimizer"])
@@ -461,10 +463,6 @@ class ResumePoint:
     state: dict
     weights: Path
     trained_with: dict = field(default_factory=dict)
-
-    @property
-    def progress(self) -> RunState:
-        return RunState(**self.state["progress"])
 
 
 @dataclass(frozen=True)
