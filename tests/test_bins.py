@@ -6,10 +6,12 @@ import hashlib
 import numpy as np
 import pytest
 import torch
+from click.testing import CliRunner
 from sklearn.neighbors import NearestNeighbors
 from torch import Tensor
 
-from zhangcolor.bins import ab_bins, grid_bins, grid_index, load_bins, nearest_bins
+from zhangcolor.bins import BinsError, ab_bins, grid_bins, grid_index, load_bins, nearest_bins
+from zhangcolor.cli import main
 from zhangcolor.color import rgb_to_lab
 
 
@@ -159,3 +161,83 @@ def test_shipped_default_prior_loads_and_is_consistent():
 def test_load_bins_explains_a_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="build-bins"):
         load_bins(tmp_path / "nope.npz")
+
+
+def _bins_file(path, **changes):
+    """The shipped bins.npz with arrays changed (None: left out), saved as ``path``."""
+    arrays = {k: v.numpy() for k, v in load_bins().items()}
+    arrays.update(changes)
+    with open(path, "wb") as f:
+        np.savez(f, **{k: v for k, v in arrays.items() if v is not None})
+    return path
+
+
+def _bad_bins(tmp_path):
+    """Each kind of bins file that cannot be used, with the words that say why."""
+    q = 313
+    text = tmp_path / "notes.npz"
+    text.write_text("centers: 313 bins\n")
+    npy = tmp_path / "array.npz"
+    np.save(npy.open("wb"), np.zeros(3))
+    bomb = tmp_path / "bomb.npz"
+    arrays = {k: v.numpy() for k, v in load_bins().items()}
+    with open(bomb, "wb") as f:
+        np.savez_compressed(f, **{**arrays, "counts": np.zeros(4_000_000)})
+    return {
+        "text": (text, "not a bins.npz archive (a text file)"),
+        "npy": (npy, "not a bins.npz archive (a single .npy array)"),
+        "pickled": (
+            _bins_file(tmp_path / "pickled.npz", weights=np.array([{"code": 1}] * q, dtype=object)),
+            "holds pickled (object) arrays, which are never loaded",
+        ),
+        "missing": (_bins_file(tmp_path / "missing.npz", prior=None), "lacks prior"),
+        "centers": (_bins_file(tmp_path / "c.npz", centers=np.zeros((q, 3))), "not (Q, 2)"),
+        "short": (_bins_file(tmp_path / "s.npz", weights=np.ones(5)), "are (5,), not (313,)"),
+        "nan": (
+            _bins_file(tmp_path / "nan.npz", weights=np.full(q, np.nan)),
+            "its weights hold NaN or infinite values",
+        ),
+        "zero": (
+            _bins_file(tmp_path / "zero.npz", weights=np.zeros(q)),
+            "class weights must lie in (0, 1e+06]",
+        ),
+        "huge": (
+            _bins_file(tmp_path / "huge.npz", weights=np.full(q, 7.7e227)),
+            "class weights must lie in (0, 1e+06]",
+        ),
+        "bomb": (bomb, "its counts is 32,000,128 bytes uncompressed"),
+    }
+
+
+def test_a_bins_file_is_checked_on_load_with_a_reason_for_each_fault(tmp_path):
+    """Issue 22 (21): pickled arrays, text files and wrong shapes raised numpy's own errors, or
+    none until training; NaN weights trained to a NaN loss that advised "a lower --lr"."""
+    for case, (path, words) in _bad_bins(tmp_path).items():
+        with pytest.raises(BinsError) as caught:
+            load_bins(path)
+        assert words in str(caught.value) and str(path) in str(caught.value), case
+        assert len(str(caught.value)) < 300, case
+
+
+def test_train_names_the_fault_of_its_bins_and_never_blames_the_lr(tmp_path):
+    from test_train import invoke, tiny_config
+
+    config = tiny_config(tmp_path, epochs=1)
+    bad = _bad_bins(tmp_path)
+    for case in ("text", "pickled", "nan"):
+        path, words = bad[case]
+        result = CliRunner(env={"COLUMNS": "400"}).invoke(
+            main, ["train", "--config", str(config), "--bins", str(path), "--overwrite"]
+        )
+        assert result.exit_code == 1, (case, result.output)
+        assert words in " ".join(result.output.split()) and "--lr" not in result.output, case
+    assert invoke("train", "--config", config, "--overwrite").exit_code == 0
+
+
+def test_the_bins_limits_are_the_model_records(tmp_path):
+    """bins may import only constants: the limits are typed twice, and held equal here."""
+    from zhangcolor import bins, model_record
+
+    assert bins.MAX_BINS == model_record.MAX_BINS
+    assert bins.MAX_CENTER == model_record.MAX_CENTER
+    assert bins.MAX_WEIGHT == model_record.MAX_WEIGHT

@@ -10,6 +10,7 @@ from click.testing import CliRunner
 from makers import (
     HOSTILE_REASONS,
     bad_corpus,
+    blank_png,
     guard_allocations,
     noise,
     solid,
@@ -198,14 +199,17 @@ def test_split_train_leaves_out_the_validation_photos(tmp_path):
 def test_hostile_files_are_skipped_with_their_reasons_and_nothing_is_decoded_big(
     tmp_path, monkeypatch
 ):
-    """A 274-byte 65535×1 PNG would become 16,776,960×256 px at the working size (the OOM
-    killer); a 2 KB zTXt bomb raises ValueError in Pillow; an EPS named .jpg would reach
+    """A 274-byte 65535×1 PNG once became 16,776,960×256 px at the working size (the OOM
+    killer), then was refused for its shape: it is counted at its own pixels, as build-bins
+    never enlarges (issue 22, item 23); a 86 KB 2×44,000,000 PNG is 88 MP to decode, over the
+    limit; a 2 KB zTXt bomb raises ValueError in Pillow; an EPS named .jpg would reach
     Ghostscript; a FIFO would block. Each is skipped with its reason, the photos are counted."""
     guard_allocations(monkeypatch)
     data = tmp_path / "photos"
     for i in range(2):
         noise(data / f"good{i}.jpg", seed=i)
-    Image.new("RGB", (65535, 1), (200, 30, 30)).save(data / "strip.png")
+    Image.new("RGB", (65535, 1), (200, 30, 30)).save(data / "wide.png")
+    blank_png(data / "strip.png", 2, 44_000_000)
     text_bomb_png(data / "text.png")
     Image.new("RGB", (8, 8), (200, 30, 30)).save(data / "eps.jpg", format="EPS")
     special_entries(data)
@@ -213,7 +217,8 @@ def test_hostile_files_are_skipped_with_their_reasons_and_nothing_is_decoded_big
     assert result.exit_code == 0, result.output
     meta = json.loads((tmp_path / "out" / "bins.json").read_text())
     reasons = {s["file"]: s["reason"] for s in meta["skipped"]}
-    assert meta["images_used"] == 2 and meta["images_failed"] == 6, reasons
+    assert meta["images_used"] == 3 and meta["images_failed"] == 6, reasons
+    assert meta["pixels"] == 2 * 48 * 32 + 65535
     assert "not an image Pillow can read" in reasons["eps.jpg"]
     for name, reason in HOSTILE_REASONS.items():
         assert reason in reasons[name], name
@@ -260,3 +265,30 @@ def test_a_full_or_read_only_output_fails_clearly_and_keeps_the_earlier_set(
     assert result.exit_code == 1 and f"cannot write into {out}: {words}" in result.output
     assert "Traceback" not in result.output
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # no temporaries either
+
+
+@pytest.mark.parametrize(
+    ("flags", "status", "words"),
+    [
+        (["--lambda", "0", "--sigma", "1"], 1, "cannot weigh the bins at λ = 0: lam = 0 needs"),
+        (["--lambda", "0"], 1, "the class weights would reach"),
+        (["--sigma", "1e-200"], 2, "sigma=1e-200 (must be in [0.1, 1000])"),
+        (["--sigma", "1e300"], 2, "sigma=1e+300 (must be in [0.1, 1000])"),
+    ],
+    ids=["lambda0-sigma1", "lambda0-one-colour", "sigma-tiny", "sigma-huge"],
+)
+def test_extreme_lambda_and_sigma_are_refused_with_a_reason(tmp_path, flags, status, words):
+    """Issue 22 (22): --lambda 0 --sigma 1, --sigma 1e-200 and --sigma 1e300 ended in
+    tracebacks, and --lambda 0 on photos of one colour wrote weights up to 7.7e227, which no
+    model file can store. σ is bounded by its rule; weights beyond what a model stores are
+    refused with the way out, and nothing is written."""
+    data = tmp_path / "photos"
+    solid(data / "red.png", (200, 30, 30), size=(16, 16))
+    solid(data / "redder.png", (210, 20, 25), size=(16, 16))
+    out = tmp_path / "bins"
+    result = run("build-bins", data, "-o", out, "--size", 16, "--workers", 1, *flags)
+    assert result.exit_code == status, result.output
+    assert words in " ".join(result.output.replace("│", " ").split())
+    assert "Traceback" not in result.output and not out.exists()
+    if status == 1:
+        assert "raise --lambda" in result.output

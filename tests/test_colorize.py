@@ -461,6 +461,21 @@ def test_package_model_half_keeps_predictions_and_writes_provenance(checkpoint, 
     assert invoke("package-model", noise(tmp_path / "x.png"), "-o", tmp_path / "y").exit_code == 1
 
 
+def test_package_model_never_writes_its_provenance_over_the_model(checkpoint, tmp_path):
+    """Issue 22 (14): `package-model X -o out.json` once wrote the model to out.json and then
+    its provenance, out.json too, over it. The packaged model must be a .safetensors file (its
+    provenance is TARGET.json beside it), so the two never share a name. (Refused since
+    checkpoint.package_model required the suffix; this test holds it.)"""
+    source = tmp_path / "source.safetensors"
+    source.write_bytes(checkpoint.read_bytes())
+    for target in (tmp_path / "out.json", tmp_path / "out", tmp_path / "out.safetensors.json"):
+        result = invoke("package-model", source, "-o", target)
+        assert result.exit_code == 1 and "must be a .safetensors file" in result.output
+        assert not target.exists()
+    assert source.read_bytes() == checkpoint.read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["source.safetensors"]
+
+
 def test_the_shipped_default_model_colorizes_offline():
     import zhangcolor
 

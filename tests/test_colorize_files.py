@@ -4,6 +4,7 @@ join; PNG levels; the auto backend."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -162,12 +163,12 @@ def test_photos_in_flight_are_bounded_in_pixels_and_in_files(
     in_flight, peak, lock = [0], [0], threading.Lock()
     real_load, real_save = colorize_files_module.load_image, colorize_files_module.save_result
 
-    def load_image(path):
+    def load_image(path, **limits):
         with lock:
             in_flight[0] += 1
             peak[0] = max(peak[0], in_flight[0])
         time.sleep(0.01)  # decoding outpaces nothing otherwise
-        return real_load(path)
+        return real_load(path, **limits)
 
     def save_result(*args):
         real_save(*args)
@@ -229,7 +230,7 @@ def test_png_compress_changes_the_size_not_the_pixels_and_one_worker_works(check
     assert np.array_equal(values[0], values[9])
     for flag, value, words in [
         ("--png-compress", 10, "integer in [0, 9]"),
-        ("--workers", 0, "integer ≥ 1"),
+        ("--workers", 0, "integer in [1, 64]"),
     ]:
         result = invoke("colorize", photo, "--model", checkpoint, flag, value)
         assert result.exit_code == 2 and words in result.output
@@ -301,7 +302,8 @@ def cli(inputs, out, checkpoint, *extra):
 
 def test_a_bad_file_in_a_batch_loses_none_of_the_good_ones(checkpoint, tmp_path, monkeypatch):
     """A 2 KB zTXt bomb (Pillow raises ValueError at its header), a 86 KB 2×44,000,000 PNG
-    (88 MP, whose join once asked for 22.5 GB) and an EPS named .jpg, sorted among good photos
+    (88 MP, whose join once asked for 22.5 GB: over --max-pixels, refused from its header) and
+    an EPS named .jpg, sorted among good photos
     in the same batches: each is failed with its reason, every good photo is written, and none
     of them is decoded big."""
     guard_allocations(monkeypatch)
@@ -313,9 +315,95 @@ def test_a_bad_file_in_a_batch_loses_none_of_the_good_ones(checkpoint, tmp_path,
     result = cli(["colorize", inputs], out, checkpoint, "--batch-size", 4, "--workers", 2)
     assert result.exit_code == 1, result.output
     assert "5 done, 0 skipped, 3 failed" in result.output
-    for reason in ("ValueError: Decompressed data too large", "too thin a strip", "not an image"):
+    strip = "too many pixels (2×44000000 = 88,000,000; colorize takes at most 50,000,000)"
+    for reason in ("ValueError: Decompressed data too large", strip, "not an image"):
         assert reason in result.output, reason
     assert sorted(p.name for p in out.iterdir()) == [f"{i:02d}.png" for i in range(5)]
+
+
+def test_an_image_of_any_shape_is_colorized_at_its_size_with_its_l(checkpoint, tmp_path):
+    """Issue 22 (23): no valid image is refused for its shape. A 3×500 or 65535×1 strip was
+    refused ("over 50 times its short side"); it is colorized like any photo, and so are 1×1
+    and 2×2 images (the network sees them resized up to its working size)."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    shapes = {"dot": (1, 1), "two": (2, 2), "thin": (3, 500), "tall": (500, 3), "wide": (65535, 1)}
+    rng = np.random.default_rng(0)
+    for name, (width, height) in shapes.items():
+        gray = rng.integers(40, 220, (height, width), dtype=np.uint8)
+        Image.fromarray(gray, "L").save(inputs / f"{name}.png")
+    out = tmp_path / "out"
+    result = cli(["colorize", inputs], out, checkpoint, "--workers", 2)
+    assert result.exit_code == 0, result.output
+    for name, shape in shapes.items():
+        colored = Image.open(out / f"{name}.png")
+        assert colored.size == shape, name
+        truth = skcolor.rgb2lab(np.asarray(Image.open(inputs / f"{name}.png").convert("RGB")) / 255)
+        got = skcolor.rgb2lab(np.asarray(colored.convert("RGB")) / 255)
+        assert np.abs(got[..., 0] - truth[..., 0]).mean() <= 1.0, name
+
+
+def test_an_input_over_max_pixels_fails_from_its_header_and_the_limit_can_be_raised(
+    checkpoint, tmp_path, monkeypatch
+):
+    inputs = tmp_path / "in"
+    noise(inputs / "a.png", size=(100, 60))
+    noise(inputs / "b.png", size=(10, 6))
+    guard_allocations(monkeypatch, max_pixels=5000)  # a.png must not be decoded
+    result = cli(["colorize", inputs], tmp_path / "out", checkpoint, "--max-pixels", 5000)
+    assert result.exit_code == 1 and "1 done, 0 skipped, 1 failed" in result.output
+    words = " ".join(result.output.replace("│", " ").split())
+    assert "too many pixels (100×60 = 6,000; colorize takes at most 5,000): raise --max-pixels" in (
+        words
+    )
+    monkeypatch.undo()
+    result = cli(["colorize", inputs], tmp_path / "out", checkpoint, "--max-pixels", 6000)
+    assert result.exit_code == 0 and (tmp_path / "out" / "a.png").is_file()
+
+
+def tiny_jpeg_claiming(width: int, height: int) -> bytes:
+    """A JPEG of an 8×8 picture whose frame header (SOF0) says ``width × height``: about 700
+    bytes that Pillow opens as that size, and decodes at that size before it finds the data
+    cut short."""
+    import io
+    import struct
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), (120, 60, 30)).save(buffer, format="JPEG", quality=50)
+    data = bytearray(buffer.getvalue())
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5 : sof + 9] = struct.pack(">HH", height, width)
+    return bytes(data)
+
+
+def test_a_tiny_jpeg_claiming_81_megapixels_costs_nothing_to_refuse(checkpoint, tmp_path):
+    """Issue 22 (1): a 1 KB JPEG whose SOF says 9000×9000 decoded in the CLI to 81 MP (1.95 GB
+    of RSS). colorize refuses it from its header, over --max-pixels (50 MP): its peak RSS is
+    that of colorizing an 8×8 photo, within 100 MB (measured in fresh processes)."""
+    inputs = {"bomb": tmp_path / "bomb.jpg", "small": tmp_path / "small.jpg"}
+    inputs["bomb"].write_bytes(tiny_jpeg_claiming(9000, 9000))
+    assert inputs["bomb"].stat().st_size < 1024 and Image.open(inputs["bomb"]).size == (9000, 9000)
+    noise(inputs["small"], size=(8, 8))
+    peaks = {}
+    for name, path in inputs.items():
+        code = (
+            "import resource, sys; from zhangcolor.cli import main\n"
+            "try:\n"
+            f"    main(['colorize', {str(path)!r}, '-o', {str(tmp_path / name)!r}, '--model', "
+            f"{str(checkpoint)!r}, '--size', '32'], standalone_mode=False)\n"
+            "except SystemExit as e:\n"
+            "    print('status', e.code)\n"
+            "print('peak', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)"
+        )
+        env = {**os.environ, "COLUMNS": "400"}
+        done = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env
+        )
+        assert "peak" in done.stdout, done.stderr[-2000:]
+        peaks[name] = int(done.stdout.rsplit(maxsplit=1)[-1])
+        if name == "bomb":
+            assert "status 1" in done.stdout and "9000×9000 = 81,000,000" in done.stdout
+    assert peaks["bomb"] < peaks["small"] + 100, peaks
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (1, 7), (2, 2), (3, 500), (700, 2), (2, 5000)])

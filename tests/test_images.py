@@ -1,5 +1,7 @@
 """Decoding odd and broken files: each is read right or refused with its own reason."""
 
+import io
+
 import numpy as np
 import pytest
 from makers import (
@@ -14,8 +16,17 @@ from makers import (
 )
 from PIL import EpsImagePlugin, Image, ImageCms, PngImagePlugin
 
-from zhangcolor.constants import MAX_ASPECT, MAX_RESIZED_PIXELS
-from zhangcolor.images import ImageError, find_images, header_pixels, load_image
+from zhangcolor.constants import MAX_RESIZED_PIXELS
+from zhangcolor.images import (
+    MAX_SMALL_PNG_CHUNKS,
+    RESIZE_ASPECT,
+    ImageError,
+    find_images,
+    header_pixels,
+    header_size,
+    load_image,
+    resized_size,
+)
 
 
 def test_plain_rgb_jpeg_and_png(tmp_path):
@@ -136,36 +147,110 @@ def test_unicode_and_space_paths(tmp_path):
 # ----------------------------------------------------------------------------- hostile files
 
 
-def test_thin_strips_are_refused_from_the_header_before_anything_is_decoded(tmp_path, monkeypatch):
-    """A 65535×1 PNG at short side 256 would be 16,776,960×256 px (13 GB), and a 2×44,000,000
-    one is 88 MP of a 86 KB file: both are refused with the reason before any decoding."""
+def test_a_thin_strip_is_loaded_at_a_size_that_fits_never_refused_for_its_shape(
+    tmp_path, monkeypatch
+):
+    """Issue 22 (23): a 65535×1 PNG at short side 256 would be 16,776,960×256 px (13 GB), and
+    was refused for its shape; a 3×500,000 one too. Each is now loaded, at a short side that
+    keeps the resize within RESIZE_ASPECT · 256² px, and nothing is decoded or resized big. A
+    2×44,000,000 PNG (88 MP of an 86 KB file) is refused for its pixels, as a square of 88 MP
+    is, before any is decoded."""
     guard_allocations(monkeypatch)
     wide = tmp_path / "wide.png"
-    Image.new("RGB", (65535, 1)).save(wide)
+    Image.new("RGB", (65535, 1), (200, 30, 30)).save(wide)
     assert wide.stat().st_size < 300
+    thin = blank_png(tmp_path / "thin.png", 3, 500_000)
+    for source in (wide, wide.read_bytes()):
+        assert load_image(source).pixels.shape == (1, 65535, 3)
+        strip = load_image(source, short_side=256)
+        assert strip.pixels.shape == (7, 458_745, 3) and strip.original_size == (65535, 1)
+        assert np.abs(strip.rgb - strip.rgb[0, 0]).max() < 0.01  # still the one colour
+    assert load_image(thin, short_side=256).pixels.shape == (666_667, 4, 3)
+    assert load_image(thin, short_side=256, enlarge=False).pixels.shape == (500_000, 3, 3)
     tall = blank_png(tmp_path / "tall.png", 2, 44_000_000)
-    for source in (wide, tall, tall.read_bytes()):
+    for source in (tall, tall.read_bytes()):
         for short_side in (None, 256):
-            with pytest.raises(ImageError, match=r"too thin a strip .* over 50 times"):
+            with pytest.raises(ImageError, match=r"too many pixels \(2×44000000 = 88,000,000; "):
                 load_image(source, short_side=short_side)
-    assert header_pixels(tall) == 0  # the pipeline's budget: no size for a refused file
+    assert header_pixels(tall) == 88_000_000  # its header is read, not refused
 
 
-def test_the_aspect_limit_keeps_panoramas(tmp_path):
-    assert MAX_ASPECT == 50
+def test_panoramas_keep_their_shape_and_thinner_strips_get_a_shorter_side(tmp_path):
+    assert RESIZE_ASPECT == 50
     panorama = load_image(noise(tmp_path / "pano.png", size=(50 * 8, 8)), short_side=16)
     assert panorama.pixels.shape == (16, 800, 3)
-    with pytest.raises(ImageError, match="too thin a strip"):
-        load_image(noise(tmp_path / "strip.png", size=(50 * 8 + 1, 8)))
+    strip = load_image(noise(tmp_path / "strip.png", size=(50 * 8 + 1, 8)), short_side=16)
+    assert strip.pixels.shape == (15, 752, 3)  # 16 × 802 would be over 50 · 16²
 
 
-def test_a_resize_to_too_many_pixels_is_refused_before_decoding(tmp_path, monkeypatch):
-    guard_allocations(monkeypatch)
-    path = noise(tmp_path / "pano.png", size=(400, 10))  # 40:1, allowed
-    side = int((MAX_RESIZED_PIXELS / 40) ** 0.5) + 1  # 40 side² just over the limit
-    with pytest.raises(ImageError, match=r"resizing 400×10 to a short side of .* the limit is"):
-        load_image(path, short_side=side)
-    assert load_image(path, short_side=side // 4).pixels.shape == (side // 4, side * 10, 3)
+@pytest.mark.parametrize("short_side", [1, 16, 256, 2048, 8192])
+def test_a_resize_stays_within_its_budget_and_keeps_the_aspect_where_it_can(short_side):
+    budget = min(MAX_RESIZED_PIXELS, RESIZE_ASPECT * short_side**2)
+    rng = np.random.default_rng(short_side)
+    sizes = [(1, 1), (2, 2), (65535, 1), (1, 44_000_000), (9000, 9000), (6000, 4000)]
+    sizes += [tuple(int(v) for v in rng.integers(1, 100_000, 2)) for _ in range(200)]
+    for size in sizes:
+        for enlarge in (True, False):
+            got = resized_size(size, short_side, enlarge) or size
+            short, long = min(got), max(got)
+            assert short * long <= max(budget, size[0] * size[1] if got == size else 0), size
+            plain = short_side if enlarge else min(short_side, min(size))
+            fits = plain * round(max(size) * plain / min(size)) <= budget
+            if fits:
+                assert short == plain, (size, got)  # within the budget: the plain resize
+            else:
+                assert short < plain or short == 1, (size, got)
+            if long < budget // max(short, 1):  # the long side was not cut
+                assert (
+                    abs(long / short - max(size) / min(size)) <= max(size) / min(size) / short + 1
+                )
+            assert (got[0] >= got[1]) == (size[0] >= size[1]) or short == long
+
+
+def test_a_large_jpeg_is_decoded_at_the_dct_scale_its_resize_needs(tmp_path, monkeypatch):
+    """Issue 22 (1): a JPEG resized to a short side is decoded reduced (Pillow's draft), so a
+    9000×9000 one decodes at 1125² for a short side of 256, under the decode limit; decoded
+    whole it is refused before any pixel is decoded."""
+    path = tmp_path / "big.jpg"
+    Image.new("RGB", (9000, 9000), (30, 120, 200)).save(path, quality=50)
+    guard_allocations(monkeypatch, max_pixels=2_000_000)
+    assert load_image(path, short_side=256).pixels.shape == (256, 256, 3)
+    with pytest.raises(ImageError, match=r"9000×9000 = 81,000,000; the limit is 50,000,000"):
+        load_image(path)
+    assert load_image(path, short_side=256, max_pixels=1_300_000).pixels.shape == (256, 256, 3)
+
+
+def _chunked_png(path, chunks: int, size: int = 0) -> bytes:
+    """An 8×8 PNG with ``chunks`` unknown ancillary chunks of ``size`` bytes before its data."""
+    import struct
+    import zlib
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), (200, 30, 30)).save(buffer, format="PNG")
+    data = buffer.getvalue()
+    body = b"tEXu" + bytes(size)
+    chunk = struct.pack(">I", size) + body + struct.pack(">I", zlib.crc32(body))
+    first_idat = data.index(b"IDAT") - 4
+    path.write_bytes(data[:first_idat] + chunk * chunks + data[first_idat:])
+    return path.read_bytes()
+
+
+def test_a_png_of_many_small_chunks_is_refused_before_pillow_walks_them(tmp_path):
+    """Issue 22 (10): 1.6 M empty unknown chunks cost Pillow 9 s of CPU per decode (the server
+    decodes every upload). More than MAX_SMALL_PNG_CHUNKS chunks of under 1 KB are refused
+    after reading that many chunk headers; real files, and large chunks, pass."""
+    import time
+
+    many = tmp_path / "many.png"
+    data = _chunked_png(many, 1_600_000)
+    for source in (many, data):
+        start = time.perf_counter()
+        with pytest.raises(ImageError, match=r"a PNG of too many small chunks \(over 4,096"):
+            load_image(source)
+        assert time.perf_counter() - start < 1.0
+    assert header_size(many) is None
+    assert load_image(_chunked_png(tmp_path / "some.png", MAX_SMALL_PNG_CHUNKS - 8)).rgb.shape
+    assert load_image(_chunked_png(tmp_path / "large.png", 5000, size=1024)).rgb.shape
 
 
 def test_enlarge_false_only_ever_reduces(tmp_path):
@@ -271,3 +356,11 @@ def test_icc_primaries_move_colors_and_srgb_or_broken_profiles_change_nothing(tm
     rgba = np.concatenate([red, np.full((8, 8, 1), 128, np.uint8)], axis=2)
     loaded = load_image(with_profile(tmp_path / "rgba.png", rgba, swapped))
     assert loaded.pixels[0, 0, 1] > 150 and np.allclose(loaded.alpha, 128 / 255)
+
+
+def test_colorizes_input_limit_is_the_loaders_own():
+    """options may not import images: the two are typed twice, and held equal here."""
+    from zhangcolor.images import MAX_DECODED_PIXELS
+    from zhangcolor.options import ColorizeConfig
+
+    assert ColorizeConfig().max_pixels == MAX_DECODED_PIXELS

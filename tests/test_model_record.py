@@ -181,9 +181,14 @@ def test_the_record_round_trips_through_json():
         ({"temperature": "hot"}, "not a number"),
         ({"network": {"backbone": "eccv16", "head": "classification", "dropout": 1}}, "dropout"),
         ({"network": {"backbone": "eccv17"}}, "backbone='eccv17'"),
+        ({"network": {"backbone": "eccv16", "width": 200}}, "width=200 (must be in (0, 8])"),
         ({"color_space": "rgb"}, "predicts in lab"),
         ({"extra": 1}, "unknown fields: extra"),
         ({"version": "two"}, "no valid version"),
+        (  # issue 22 (12): decoding used to fail at the first photo
+            {"centers": [[0.0, 0.0]] * 5, "weights": [1.0] * 5},
+            "classification head has 313 classes, and its record 5 bin centres",
+        ),
     ],
 )
 def test_damaged_records_are_refused_at_load_with_what_is_wrong(change, words):
@@ -265,13 +270,14 @@ def test_a_damaged_record_is_a_clear_error_not_a_traceback(tmp_path, changes, wo
 
 @pytest.mark.parametrize(
     ("network", "words"),
-    [({"backbone": "eccv16", "width": 200}, "width 200"), ({"head": "regression"}, "regression")],
+    [({"backbone": "eccv16", "width": 8}, "width 8"), ({"head": "regression"}, "regression")],
 )
 def test_a_record_of_another_network_fails_fast_before_building_it(
     tmp_path, monkeypatch, network, words
 ):
-    """The weights are for width 0.125; a record of width 200 (11.8 GB) must be refused from
-    the file's header, without building the network it describes."""
+    """The weights are for width 0.125; a record of width 8 (8.2 GB) must be refused from the
+    file's header, without building the network it describes (width 200 is refused by the
+    record's own check: at most 8)."""
     import time
 
     import zhangcolor.checkpoint as checkpoint
@@ -292,3 +298,29 @@ def test_a_record_of_another_network_fails_fast_before_building_it(
     with pytest.raises(ValueError, match=f"describes a network .*{words}.* do not fit"):
         load_model(bad)
     assert time.perf_counter() - started < 5
+
+
+@pytest.mark.parametrize("command", ["convert-weights", "colorize"])
+def test_a_fifo_given_as_a_model_is_named_and_never_opened(tmp_path, command):
+    """Issue 22 (12): convert-weights on a FIFO ended in a traceback that said "no model file"
+    (opening it would block until something wrote into it). Both commands say what it is, in a
+    fresh process that must end within the timeout."""
+    import os
+    import subprocess
+    import sys
+
+    fifo = tmp_path / "model.pth"
+    os.mkfifo(fifo)
+    args = {
+        "convert-weights": [str(fifo), "-o", str(tmp_path / "out.safetensors")],
+        "colorize": [str(tmp_path), "--model", str(fifo), "-o", str(tmp_path / "out")],
+    }[command]
+    done = subprocess.run(
+        [sys.executable, "-m", "zhangcolor", command, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "COLUMNS": "300"},
+    )
+    assert done.returncode == 1, done.stderr
+    assert "is a FIFO, not a model file" in done.stderr and "Traceback" not in done.stderr

@@ -8,6 +8,7 @@ import yaml
 from click.testing import CliRunner
 
 from zhangcolor.cli import main
+from zhangcolor.config import load_config
 from zhangcolor.options import (
     ColorizeConfig,
     Head,
@@ -22,14 +23,14 @@ BAD = [
     (TrainConfig, "temperature", 1.5, "[0.001, 1]"),
     (TrainConfig, "lr", -1, "> 0"),
     (TrainConfig, "val_fraction", 1.5, "[0, 1)"),
-    (TrainConfig, "workers", -3, "integer ≥ 0"),
+    (TrainConfig, "workers", -3, "integer in [0, 32]"),
     (TrainConfig, "weight_decay", -1, "≥ 0"),
     (TrainConfig, "betas", (0.9, 1.2), "two numbers in [0, 1)"),
     (TrainConfig, "crop", 30, "multiple of 4"),
     (TrainConfig, "schedule", "linear", "valid: cosine, constant"),
     (TrainConfig, "patience", 0, "integer ≥ 1, or null"),
     (TrainConfig, "huber_delta", 0, "> 0"),
-    (ModelConfig, "width", 0, "> 0"),
+    (ModelConfig, "width", 0, "in (0, 8]"),
     (ModelConfig, "encoder", "vit", "valid: resnet18"),
     (ModelConfig, "pretrained", "", "weights file"),
     (PriorConfig, "lam", 1.5, "[0, 1]"),
@@ -41,8 +42,16 @@ BAD = [
     (ColorizeConfig, "format", "gif", "valid: png, jpg"),
     (ColorizeConfig, "png_compress", 10, "integer in [0, 9]"),
     (ColorizeConfig, "png_compress", 1.5, "integer in [0, 9]"),
-    (ColorizeConfig, "workers", 0, "integer ≥ 1"),
+    (ColorizeConfig, "workers", 0, "integer in [1, 64]"),
     (ColorizeConfig, "backend", "tensorrt", "valid: auto, torch, onnx"),
+    # Issue 22 (16): upper bounds, where the value cannot fit
+    (ModelConfig, "width", 1000, "in (0, 8]"),  # tried to allocate 147 GB
+    (TrainConfig, "workers", 64, "integer in [0, 32]"),  # 129 processes: two loaders
+    (TrainConfig, "crop", 8192, "from 16 to 4096"),
+    (TrainConfig, "load_size", 65536, "integer in [16, 8192]"),
+    (ColorizeConfig, "size", 40000, "multiple of 4 from 16 to 4096"),
+    (ColorizeConfig, "workers", 1000, "integer in [1, 64]"),
+    (PriorConfig, "workers", 1000, "integer in [1, 64]"),
 ]
 
 
@@ -134,3 +143,84 @@ def test_a_yaml_syntax_error_is_a_usage_error_that_says_where(tmp_path):
     args = ["build-bins", str(tmp_path), "-o", str(tmp_path / "o"), "--config", str(binary)]
     result = runner.invoke(main, args)
     assert result.exit_code == 2 and "not a UTF-8 text file" in result.output
+
+
+def _alias_bomb(levels: int) -> str:
+    """A YAML whose last key stands for 9**levels strings through nested aliases (9 levels: 331
+    bytes for 387 M strings), each level an alias list of the one before."""
+    lines = ['l0: &l0 ["x","x","x","x","x","x","x","x","x"]']
+    for i in range(1, levels):
+        lines.append(f"l{i}: &l{i} [{','.join([f'*l{i - 1}'] * 9)}]")
+    return "\n".join(lines) + f"\nlr: *l{levels - 1}\n"
+
+
+@pytest.mark.parametrize("command", ["train", "serve"])
+def test_a_yaml_alias_bomb_is_refused_at_load(tmp_path, command):
+    """Issue 22 (2): a 331-byte --config of nested aliases made train and serve grow memory
+    without bound (the field check's message was a repr of the expansion). Aliases are refused
+    while the file is read. (Five levels here, so that today's main answers at all: a message
+    of 600 KB.)"""
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text(_alias_bomb(5))
+    result = CliRunner(env={"COLUMNS": "400"}).invoke(main, [command, "--config", str(bomb)])
+    assert result.exit_code == 2, result.output
+    assert "aliases (*name) are not accepted in a config" in result.output
+    assert len(result.output.replace("─", "").split()) < 100  # words: no expansion
+
+
+def test_messages_never_show_an_unbounded_value(tmp_path):
+    """Issue 22 (2): a field check, an unknown key or a head's name shows at most a few dozen
+    characters of what it got, however large."""
+    huge = "9" * 100_000
+    cases = [
+        ({"lr": huge}, "lr='999"),
+        ({"epochs": list(range(10_000))}, "epochs=a list of 10000"),
+        ({f"key{i}_{huge[:100]}": 1 for i in range(1000)}, "unknown option(s)"),
+        ({"model": {"head": [huge[:100]] * 1000}}, "unknown head a list of 1000"),
+    ]
+    for values, words in cases:
+        path = tmp_path / "big.yaml"
+        path.write_text(yaml.safe_dump(values))
+        with pytest.raises(ValueError) as caught:
+            load_config(TrainConfig, path)
+        assert words in str(caught.value) and len(str(caught.value)) < 1500, str(caught.value)[:300]
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("model: " + "[" * 20_000 + "]" * 20_000, "nested more than 32 levels deep"),
+        ("model: eccv16\n", "model in {path} must be a mapping of its options"),
+        ("hints: [1, 2]\n", "hints in {path} must be a mapping of its options"),
+    ],
+    ids=["deep", "model-string", "hints-list"],
+)
+def test_config_shapes_are_usage_errors(tmp_path, text, words):
+    """Issue 22 (15): a file nested 20,000 deep ended in a RecursionError, and `model: eccv16`
+    (a string where a mapping belongs) in an AttributeError; both are usage errors (status 2)
+    that say what is wrong."""
+    path = tmp_path / "shape.yaml"
+    path.write_text(text)
+    result = CliRunner(env={"COLUMNS": "400"}).invoke(main, ["train", "--config", str(path)])
+    assert result.exit_code == 2, result.output
+    assert words.format(path=path) in " ".join(result.output.split()).replace("│ │", "")
+    with pytest.raises(ValueError, match="must be a mapping of the network's options"):
+        TrainConfig(model="eccv16")
+
+
+def test_a_colorize_batch_whose_network_cannot_fit_in_memory_is_refused(monkeypatch):
+    """Issue 22 (16): the network's memory is batch × size² × about 220 bytes; what is over the
+    machine's memory is refused with the estimate, before any model loads."""
+    import zhangcolor.options as options
+
+    monkeypatch.setattr(options, "physical_memory", lambda: 16 * 2**30)
+    assert ColorizeConfig(size=4096, batch_size=1).size == 4096  # 3.4 GB
+    words = r"a batch of 5 at size 4096 takes about 17 GB .* more than this machine.s 16 GB"
+    with pytest.raises(ValueError, match=words):
+        ColorizeConfig(size=4096, batch_size=5)
+    result = CliRunner(env={"COLUMNS": "400"}).invoke(
+        main, ["colorize", "x.png", "--size", "4096", "--batch-size", "64"]
+    )
+    assert result.exit_code == 2 and "lower --size or --batch-size" in " ".join(
+        result.output.split()
+    )

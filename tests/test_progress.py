@@ -94,14 +94,14 @@ def test_the_sample_grid_is_laid_out_as_torchvision_lays_it_out():
 
 
 def test_ctrl_c_is_announced_once_and_not_by_forked_workers():
-    from zhangcolor.train import stop_on_sigint
+    from zhangcolor.train import stop_on_signals
 
     class Trainer:
         stop = threading.Event()
         is_main = True
 
     console = Console(record=True, width=200)
-    with stop_on_sigint(Trainer, console):
+    with stop_on_signals(Trainer, console):
         handler = signal.getsignal(signal.SIGINT)
         for _ in range(3):  # the terminal's Ctrl-C pressed again while it saves
             handler(signal.SIGINT, None)

@@ -122,3 +122,25 @@ def test_inverse_prior_weights_against_numpy(dtype):
     assert got.shape == (2, 9, 7) and got.dtype == dtype
     np.testing.assert_allclose(got.double().numpy(), expected, rtol=1e-6)
     assert got[0, 0, 0] == pytest.approx(1e12, rel=1e-6) and torch.isfinite(got).all()
+
+
+@pytest.mark.parametrize("sigma", [1e-200, 1e-3, 1e300])
+def test_any_positive_sigma_gives_a_finite_smoothed_prior(sigma):
+    """Issue 22 (22): σ² underflowed to 0 (1e-200: NaN) or overflowed (1e300: OverflowError).
+    A tiny σ smooths nothing, a huge one makes p̃ uniform."""
+    p = torch.from_numpy(skewed_prior())
+    for prior in (p, p.float()):
+        smoothed = smooth_prior(prior, sigma=sigma)
+        assert smoothed.dtype == prior.dtype and bool(torch.isfinite(smoothed).all())
+        expected = p if sigma < 1 else torch.full_like(p, 1 / 313)
+        torch.testing.assert_close(smoothed.double(), expected, rtol=1e-5, atol=1e-9)
+    for bad in (0.0, -1.0, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="positive finite"):
+            smooth_prior(p, sigma=bad)
+
+
+def test_weights_that_would_be_infinite_are_refused_with_the_count_of_empty_bins():
+    one_colour = torch.zeros(313, dtype=torch.float64)
+    one_colour[100] = 1.0
+    with pytest.raises(ValueError, match=r"lam = 0 needs every smoothed bin to have mass; \d+ of"):
+        class_weights(smooth_prior(one_colour, sigma=1.0), 0.0)

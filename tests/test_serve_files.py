@@ -20,7 +20,6 @@ pytest.importorskip("fastapi", reason="the serve extra is not installed")
 from fastapi.testclient import TestClient
 
 from zhangcolor.config import load_config
-from zhangcolor.images import ImageError, load_image
 from zhangcolor.serve import ColorizeService, ServeConfig, create_app, inputs
 from zhangcolor.serve import service as service_module
 
@@ -49,23 +48,6 @@ def peak_growth(call) -> int:
     return status("VmHWM:") - before
 
 
-def _loader_takes_strips() -> bool:
-    try:
-        load_image(png_of(3, 500))
-    except ImageError:
-        return False
-    return True
-
-
-#: The server refuses no shape itself; until zhangcolor.images.load_image also takes strips over
-#: its MAX_ASPECT when it does not resize them, such a strip is still refused there.
-STRIPS = pytest.mark.xfail(
-    not _loader_takes_strips(),
-    reason="zhangcolor.images.load_image refuses strips over MAX_ASPECT even when not resizing",
-    strict=True,
-)
-
-
 @pytest.mark.parametrize("size", [(1, 1), (2, 2), (1, 7), (5, 1)])
 def test_the_smallest_images_are_colorized(client, size):
     """A 1 × 1 PNG was refused (too_small) though the schema allowed it."""
@@ -84,7 +66,6 @@ def test_the_server_refuses_no_shape_from_the_header():
     assert refused.value.status == 413 and refused.value.code == "too_many_pixels"
 
 
-@STRIPS
 def test_a_thin_strip_is_colorized(client):
     """A 3 × 500 strip was refused (bad_aspect_ratio)."""
     assert decoded(post(client, png_of(3, 500))).size == (3, 500)
@@ -103,7 +84,6 @@ def test_max_pixels_bounds_the_work_from_the_header_before_any_decoding(client, 
         assert body["error"] == "too_many_pixels" and body["detail"].startswith("big.png: ")
 
 
-@STRIPS
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="measures Linux's VmHWM")
 def test_memory_follows_the_pixels_whatever_the_shape(client):
     """Colorize joins in tiles of bounded size, so a strip costs about what a square of the

@@ -246,8 +246,31 @@ def nearest_bins(ab: Tensor, centers: Tensor, k: int = 1) -> tuple[Tensor, Tenso
     return dist2, index
 
 
+#: The arrays of a bins.npz, each ``(Q,)`` but the centres ``(Q, 2)``.
+BINS_ARRAYS = ("centers", "counts", "prior", "prior_smoothed", "weights")
+#: The most bins a bins file may have, the farthest (ab units) a centre may lie from gray, and
+#: the largest class weight: the limits a model's record keeps (model_record.MAX_BINS,
+#: MAX_CENTER and MAX_WEIGHT; tests/test_bins.py holds them equal), so that bins that load
+#: also go into every checkpoint a run saves.
+MAX_BINS, MAX_CENTER, MAX_WEIGHT = 4096, 200.0, 1e6
+#: The largest array member a bins.npz may hold, uncompressed: 4096 × 2 float64 is 64 KB.
+_MAX_MEMBER_BYTES = 1 << 20
+#: What the first bytes of a file that is not an .npz archive say it is.
+_NOT_NPZ = ((b"\x93NUMPY", "a single .npy array"), (b"\x80", "a Python pickle"))
+
+
+class BinsError(ValueError):
+    """A bins file cannot be used; the message names it and says why."""
+
+
 def load_bins(path: str | Path | None = None) -> dict[str, Tensor]:
     """Load a ``bins.npz`` written by ``zhangcolor build-bins``; the shipped default prior if None.
+
+    Every array is checked where it enters (the file may come from anyone): a
+    :class:`BinsError` names the file and what is wrong: not an .npz archive (a text file, a
+    pickle, an .npy), pickled (object) arrays, which are never loaded, a missing array, a shape
+    that does not fit ``Q`` centres, values that are not finite, class weights that are not
+    positive or over :data:`MAX_WEIGHT`, distributions that are negative or empty.
 
     Returns:
         float64 tensors ``centers (Q, 2)``, ``counts``, ``prior``, ``prior_smoothed`` and
@@ -255,15 +278,93 @@ def load_bins(path: str | Path | None = None) -> dict[str, Tensor]:
     """
     if path is None:
         source = _asset("default_prior").joinpath("bins.npz")
+        name = "the default bins"
     else:
-        source = Path(path)
+        source, name = Path(path), str(path)
+        if source.exists() and not source.is_file() and not source.is_dir():
+            raise BinsError(f"{name} is not a regular file (a FIFO or a device); give a bins.npz")
         if not source.is_file():
             raise FileNotFoundError(
                 f"no bins file at {source}; "
                 "make one with `zhangcolor build-bins DATA_DIR --out DIR`"
             )
-    with source.open("rb") as f, np.load(f) as npz:
-        missing = {"centers", "counts", "prior", "prior_smoothed", "weights"} - set(npz.files)
-        if missing:
-            raise ValueError(f"{path or 'the default bins'} lacks {', '.join(sorted(missing))}")
-        return {name: torch.from_numpy(npz[name].astype(np.float64)) for name in npz.files}
+    with source.open("rb") as f:
+        head = f.read(8)
+        f.seek(0)
+        if not head.startswith(b"PK"):
+            kind = next((k for magic, k in _NOT_NPZ if head.startswith(magic)), None)
+            kind = kind or ("a text file" if _looks_like_text(head) else "not one")
+            raise BinsError(f"{name} is not a bins.npz archive ({kind}); {_REMAKE}")
+        arrays = _read_arrays(f, name)
+    _check_arrays(arrays, name)
+    return {key: torch.from_numpy(value.astype(np.float64)) for key, value in arrays.items()}
+
+
+_REMAKE = "make one with `zhangcolor build-bins DATA_DIR --out DIR`"
+
+
+def _looks_like_text(head: bytes) -> bool:
+    return bool(head) and all(32 <= b < 127 or b in b"\t\r\n" for b in head)
+
+
+def _read_arrays(f, name: str) -> dict[str, np.ndarray]:
+    """The arrays of an open .npz (allow_pickle stays off), each checked to be small before it
+    is read."""
+    try:
+        with np.load(f) as npz:
+            missing = set(BINS_ARRAYS) - set(npz.files)
+            if missing:
+                raise BinsError(f"{name} lacks {', '.join(sorted(missing))}; {_REMAKE}")
+            for key in BINS_ARRAYS:
+                size = npz.zip.getinfo(f"{key}.npy").file_size
+                if size > _MAX_MEMBER_BYTES:
+                    raise BinsError(
+                        f"{name}: its {key} is {size:,} bytes uncompressed; a bins array is a "
+                        "few KB"
+                    )
+            return {key: npz[key] for key in BINS_ARRAYS}
+    except BinsError:
+        raise
+    except ValueError as e:
+        if "allow_pickle" in str(e):
+            raise BinsError(
+                f"{name} holds pickled (object) arrays, which are never loaded since loading "
+                f"them could run code; {_REMAKE}"
+            ) from None
+        raise BinsError(f"{name} is a damaged .npz archive ({e}); {_REMAKE}") from None
+    except Exception as e:  # zipfile and numpy raise their own kinds for a damaged archive
+        raise BinsError(
+            f"{name} is a damaged .npz archive ({type(e).__name__}); {_REMAKE}"
+        ) from None
+
+
+def _check_arrays(arrays: dict[str, np.ndarray], name: str) -> None:
+    """Shapes, kinds and ranges of a bins file's arrays; BinsError naming the first problem."""
+    centers = arrays["centers"]
+    q = len(centers) if centers.ndim == 2 else 0
+    if centers.ndim != 2 or centers.shape[1] != 2 or not 1 <= q <= MAX_BINS:
+        raise BinsError(
+            f"{name}: its centers are {tuple(centers.shape)}, not (Q, 2) with Q from 1 to "
+            f"{MAX_BINS}; {_REMAKE}"
+        )
+    for key, value in arrays.items():
+        if value.dtype.kind not in "iuf":
+            raise BinsError(f"{name}: its {key} are {value.dtype}, not numbers; {_REMAKE}")
+        if key != "centers" and value.shape != (q,):
+            raise BinsError(
+                f"{name}: its {key} are {tuple(value.shape)}, not ({q},) for its {q} bin "
+                f"centres; {_REMAKE}"
+            )
+        if not np.isfinite(value).all():
+            raise BinsError(f"{name}: its {key} hold NaN or infinite values; {_REMAKE}")
+    if np.abs(centers).max() > MAX_CENTER:
+        raise BinsError(f"{name}: its centers reach past ±{MAX_CENTER:g} ab units; {_REMAKE}")
+    weights = arrays["weights"]
+    if not (weights > 0).all() or weights.max() > MAX_WEIGHT:
+        raise BinsError(
+            f"{name}: its class weights must lie in (0, {MAX_WEIGHT:g}]; they run from "
+            f"{weights.min():.3g} to {weights.max():.3g}; {_REMAKE}"
+        )
+    for key in ("counts", "prior", "prior_smoothed"):
+        if (arrays[key] < 0).any() or not arrays[key].sum() > 0:
+            raise BinsError(f"{name}: its {key} must be non-negative, and not all zero; {_REMAKE}")

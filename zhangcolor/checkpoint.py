@@ -17,17 +17,19 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import hashlib
+import io
 import json
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 from torch import Tensor, nn
 
 from zhangcolor import __version__
 from zhangcolor.config import config_dict
-from zhangcolor.files import atomic_write
+from zhangcolor.files import as_text, atomic_write
 from zhangcolor.model_record import (
     ModelRecord,
     ModelRecordError,
@@ -49,14 +51,16 @@ def write_model(
     path: str | Path, state: dict[str, Tensor], record: ModelRecord, provenance: dict
 ) -> None:
     """Weights ``state`` with their record and provenance, as .safetensors, atomically and
-    durably."""
+    durably. The file is made in memory and written by Python, so a full disk is an OSError
+    naming ``path`` (safetensors' own writer raised its SafetensorError)."""
     metadata = {
         "format": FORMAT,
         "model": record.to_json(),
         "provenance": json.dumps(provenance),
     }
     state = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in state.items()}
-    atomic_write(path, lambda tmp: save_file(state, str(tmp), metadata=metadata), durable=True)
+    data = safetensors_bytes(state, metadata=metadata)
+    atomic_write(path, lambda tmp: tmp.write_bytes(data), durable=True)
 
 
 def save_model(
@@ -89,8 +93,9 @@ def describe_photos(folder: Path) -> dict:
     from zhangcolor.images import find_images
 
     names = sorted(p.relative_to(folder).as_posix() for p in find_images(folder))
-    digest = hashlib.sha256("\n".join(names).encode()).hexdigest()
-    return {"folder": folder.resolve().name, "images": len(names), "paths_sha256": digest}
+    listing = "\n".join(names).encode("utf-8", "surrogateescape")  # a name's bytes, UTF-8 or not
+    digest = hashlib.sha256(listing).hexdigest()
+    return {"folder": as_text(folder.resolve().name), "images": len(names), "paths_sha256": digest}
 
 
 def read_metadata(path: str | Path) -> dict[str, str]:
@@ -279,8 +284,12 @@ _STATE_KEYS = frozenset({"optimizer", "scheduler", "progress", "rng"})
 
 
 def save_training_state(path: Path, state: dict) -> None:
-    """The trainer's half of a checkpoint (optimizer, scheduler, RNG, progress), atomically."""
-    atomic_write(path, lambda tmp: torch.save(state, tmp), durable=True)
+    """The trainer's half of a checkpoint (optimizer, scheduler, RNG, progress), atomically.
+    Serialised in memory and written by Python, so a full disk is an OSError naming ``path``
+    (torch's own writer raised RuntimeError: [enforce fail ...])."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    atomic_write(path, lambda tmp: tmp.write_bytes(buffer.getbuffer()), durable=True)
 
 
 def load_training_state(path: Path) -> dict:

@@ -8,6 +8,12 @@ The files go through a pipeline: a pool of threads decodes them and computes the
 calling thread runs the network on batches of consecutive files, and the pool joins each result
 and writes it (Pillow and torch release the GIL, so the threads use every core). A few batches'
 worth of photos are in flight at most, counted in files and in pixels.
+
+An input of any shape is colorized at its full size, with its very L; what bounds its cost is
+its pixels: an input over ``max_pixels`` (:data:`~zhangcolor.images.MAX_DECODED_PIXELS` unless
+raised) fails from its header, before any pixel is decoded. A network that fails on a batch (a
+model file whose graph asks for more memory than there is) fails that batch's files, not the
+run.
 """
 
 from __future__ import annotations
@@ -30,13 +36,14 @@ from zhangcolor.constants import COLORIZE_SUFFIXES, PNG_COMPRESS
 from zhangcolor.files import atomic_write
 from zhangcolor.hints import HintError, load_hints
 from zhangcolor.images import (
+    MAX_DECODED_PIXELS,
     OUTPUT_KEY,
     OUTPUT_MARK,
     ImageError,
     file_size,
     find_images,
     finished_image,
-    header_pixels,
+    header_size,
     load_image,
     write_image,
 )
@@ -45,6 +52,8 @@ from zhangcolor.images import (
 #: written). A waiting photo holds its float L (4 bytes a pixel), one being written about 10,
 #: so this is a few hundred MB; a larger photo still goes through, alone.
 PIXELS_IN_FLIGHT = 40_000_000
+#: The most characters of an error's own words that a file's outcome shows.
+_DETAIL = 300
 
 
 @dataclass
@@ -248,20 +257,26 @@ def colorize_files(
     output: OutputOptions | None = None,
     batch_size: int = 4,
     workers: int = 1,
+    max_pixels: int = MAX_DECODED_PIXELS,
 ) -> Iterator[Outcome]:
     """Colorize each job's file; yields an :class:`Outcome` per file, in the order they finish.
-    A file that fails (cannot be read or written) is reported and the rest go on.
+    A file that fails (cannot be read or written, has more than ``max_pixels`` pixels, or the
+    network fails on its batch) is reported and the rest go on.
 
     ``workers`` threads decode, join and write (the command line's default is one per core);
     the network runs in the calling thread, on batches of ``batch_size`` consecutive readable
     files: the batches of a one-file-at-a-time loop, so the results are the same (only the
     memory budget, :data:`PIXELS_IN_FLIGHT`, can cut a batch short, around huge photos).
     """
-    if batch_size < 1 or workers < 1:
-        raise ValueError(f"batch_size and workers must be ≥ 1, got {batch_size} and {workers}")
+    if batch_size < 1 or workers < 1 or max_pixels < 1:
+        raise ValueError(
+            f"batch_size, workers and max_pixels must be ≥ 1, got {batch_size}, {workers} and "
+            f"{max_pixels}"
+        )
     t = colorizer.resolve_temperature(temperature)  # a bad T fails before any work
     with photo_threads(workers) as pool:
-        pipeline = _Pipeline(colorizer, pool, t, output or OutputOptions(), batch_size, workers)
+        options = output or OutputOptions()
+        pipeline = _Pipeline(colorizer, pool, t, options, batch_size, workers, max_pixels)
         yield from pipeline.run(jobs)
 
 
@@ -273,10 +288,10 @@ class _Prepared:
     photo: Photo
 
 
-def _prepare(colorizer: Colorizer, job: Job) -> _Prepared | Outcome:
+def _prepare(colorizer: Colorizer, job: Job, max_pixels: int) -> _Prepared | Outcome:
     """Decode a file and prepare it (in a worker thread); a failure is its Outcome."""
     try:
-        image = load_image(job.source)
+        image = load_image(job.source, max_pixels=max_pixels)
         points = None
         if job.hints is not None:
             height, width = image.pixels.shape[:2]
@@ -285,8 +300,23 @@ def _prepare(colorizer: Colorizer, job: Job) -> _Prepared | Outcome:
     except (ImageError, HintError) as e:
         return Outcome(job.source, "failed", str(e))
     except Exception as e:  # whatever one file raises is its outcome, never the run's end
-        return Outcome(job.source, "failed", f"cannot prepare it ({type(e).__name__}: {e})")
+        return Outcome(job.source, "failed", f"cannot prepare it ({_words(e)})")
     return _Prepared(job, photo)
+
+
+def _words(error: BaseException) -> str:
+    """An error's type and words for an outcome, cut to :data:`_DETAIL` characters."""
+    text = f"{type(error).__name__}: {error}"
+    return text if len(text) <= _DETAIL else text[: _DETAIL - 1] + "…"
+
+
+def _too_many_pixels(size: tuple[int, int], max_pixels: int) -> str:
+    width, height = size
+    return (
+        f"too many pixels ({width}×{height} = {width * height:,}; colorize takes at most "
+        f"{max_pixels:,}): raise --max-pixels (up to Pillow's limit of about 89 MP), or "
+        "downscale the image first"
+    )
 
 
 def _finish(
@@ -306,7 +336,7 @@ def _finish(
     except OSError as e:
         return Outcome(job.source, "failed", f"cannot write {job.target}: {e.strerror or e}")
     except Exception as e:  # as in _prepare: this file fails, the others go on
-        return Outcome(job.source, "failed", f"cannot finish it ({type(e).__name__}: {e})")
+        return Outcome(job.source, "failed", f"cannot finish it ({_words(e)})")
     return Outcome(job.source, "done", str(job.target))
 
 
@@ -322,9 +352,11 @@ class _Pipeline:
         output: OutputOptions,
         batch_size: int,
         workers: int,
+        max_pixels: int,
     ) -> None:
         self.colorizer, self.pool, self.output = colorizer, pool, output
         self.temperature, self.batch_size = temperature, batch_size
+        self.max_pixels = max_pixels  # the most pixels an input may have
         # Enough to keep every worker and the network busy: a batch decoding, one gathered,
         # one being written, and a file per worker on either side.
         self.max_files = 3 * batch_size + 2 * workers
@@ -338,10 +370,15 @@ class _Pipeline:
             if job.target.exists() and not self.output.overwrite:
                 yield Outcome(job.source, "skipped", f"{job.target} exists (use --overwrite)")
                 continue
-            pixels = header_pixels(job.source)
+            size = header_size(job.source)  # None: decoding says why
+            pixels = 0 if size is None else size[0] * size[1]
+            if pixels > self.max_pixels:
+                yield Outcome(job.source, "failed", _too_many_pixels(size, self.max_pixels))
+                continue
             while self.files and not self._room_for(pixels):
                 yield from self._step(wait_for_one=True)
-            self.loads.append((self.pool.submit(_prepare, self.colorizer, job), pixels))
+            prepare = self.pool.submit(_prepare, self.colorizer, job, self.max_pixels)
+            self.loads.append((prepare, pixels))
             self.files, self.pixels = self.files + 1, self.pixels + pixels
             yield from self._step(wait_for_one=False)
         while self.files:
@@ -357,7 +394,7 @@ class _Pipeline:
             if self.loads:
                 wait([self.loads[0][0]])
             elif self.batch:
-                self._run_batch()
+                yield from self._run_batch()
             else:
                 wait(self.writes, return_when=FIRST_COMPLETED)
         while self.loads and self.loads[0][0].done():
@@ -369,19 +406,27 @@ class _Pipeline:
                 continue
             self.batch.append((result, pixels))
             if len(self.batch) == self.batch_size:
-                self._run_batch()
+                yield from self._run_batch()
         for future in [f for f in self.writes if f.done()]:
             self._release(self.writes.pop(future))
             yield future.result()
 
-    def _run_batch(self) -> None:
+    def _run_batch(self) -> list[Outcome]:
         """The network on the gathered batch (in this thread); finishing each photo (decoding
-        and the join) and writing it go to the pool."""
-        outputs = self.colorizer.predict([prepared.photo for prepared, _ in self.batch])
-        for (prepared, pixels), output in zip(self.batch, outputs, strict=True):
+        and the join) and writing it go to the pool. When the network fails, every file of the
+        batch fails with its reason (returned), and the run goes on."""
+        batch, self.batch = self.batch, []
+        try:
+            outputs = self.colorizer.predict([prepared.photo for prepared, _ in batch])
+        except Exception as e:  # onnxruntime and torch raise their own kinds
+            for _, pixels in batch:
+                self._release(pixels)
+            reason = f"the network failed on its batch ({_words(e)})"
+            return [Outcome(prepared.job.source, "failed", reason) for prepared, _ in batch]
+        for (prepared, pixels), output in zip(batch, outputs, strict=True):
             args = (self.colorizer, prepared, output, self.temperature, self.output)
             self.writes[self.pool.submit(_finish, *args)] = pixels
-        self.batch = []
+        return []
 
     def _release(self, pixels: int) -> None:
         self.files, self.pixels = self.files - 1, self.pixels - pixels

@@ -1,6 +1,11 @@
 """Config dataclasses from YAML, with command-line overrides (YAML gives defaults, flags win), the
 configs shipped with zhangcolor, and each field's one-line help and rule, which the config checks
-when made and the command line shows."""
+when made and the command line shows.
+
+A config file may come from anyone, so its YAML is read with limits: no aliases (a 331-byte file
+of nested aliases stands for billions of values), at most :data:`MAX_DEPTH` levels of nesting,
+and every message shows a value cut to a few dozen characters.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +20,12 @@ from typing import Any, TypeVar
 import yaml
 
 C = TypeVar("C")
+
+#: The deepest nesting a config file may have: configs have two levels (a section, its keys); a
+#: file nested 20,000 deep used to end in a RecursionError.
+MAX_DEPTH = 32
+#: The most characters of a value, or of a list of names, that a message shows.
+SHOWN = 60
 
 # ----------------------------------------------------------------------------- field checks
 
@@ -121,12 +132,80 @@ def check_config(config: Any) -> None:
     for spec in dataclasses.fields(config):
         rule, value = spec.metadata.get("rule"), getattr(config, spec.name)
         if rule is not None and not rule[0](value):
-            problems.append(f"{spec.name}={value!r} ({rule[1]})")
+            problems.append(f"{spec.name}={short(value)} ({rule[1]})")
     if problems:
         raise ValueError(f"invalid {type(config).__name__}: {'; '.join(problems)}")
 
 
+def short(value: Any, limit: int = SHOWN) -> str:
+    """``repr(value)`` for a message, never longer than ``limit`` characters: a value read from
+    a file may be a megabyte of text or a structure of billions of elements (whose repr would
+    never end), so a container is shown by its type and size, and only scalars by their repr."""
+    if isinstance(value, list | tuple | dict | set):
+        shown = f"a {type(value).__name__} of {len(value)}"
+        if isinstance(value, tuple) and len(value) <= 4 and all(map(_scalar, value)):
+            shown = repr(value)
+    else:
+        shown = repr(value) if _scalar(value) else f"a {type(value).__name__}"
+    return shown if len(shown) <= limit else shown[: limit - 1] + "…"
+
+
+def _scalar(value: Any) -> bool:
+    return value is None or isinstance(value, bool | int | float | str | Enum | Path)
+
+
+def names(items: Sequence[Any], limit: int = SHOWN) -> str:
+    """Names joined by commas for a message, cut after about ``limit`` characters with a count
+    of the rest."""
+    shown: list[str] = []
+    for item in items:
+        text = str(item) if len(str(item)) <= limit else str(item)[: limit - 1] + "…"
+        if shown and len(", ".join([*shown, text])) > limit:
+            return ", ".join(shown) + f" and {len(items) - len(shown)} more"
+        shown.append(text)
+    return ", ".join(shown)
+
+
 # ----------------------------------------------------------------------------- YAML
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing aliases and nesting deeper than :data:`MAX_DEPTH`."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            raise yaml.composer.ComposerError(
+                None,
+                None,
+                "aliases (*name) are not accepted in a config; write the value out",
+                self.peek_event().start_mark,
+            )
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise yaml.composer.ComposerError(
+                    None,
+                    None,
+                    f"nested more than {MAX_DEPTH} levels deep; a config has two",
+                    self.peek_event().start_mark,
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def read_yaml(text: str) -> Any:
+    """A YAML document read with the limits of config files (no aliases, at most
+    :data:`MAX_DEPTH` levels); a yaml.YAMLError for anything else."""
+    loader = _ConfigLoader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
 
 
 def shipped_configs() -> dict[str, Path]:
@@ -147,7 +226,7 @@ def resolve_config(value: str | Path) -> Path:
     if name in shipped:
         return shipped[name]
     raise ValueError(
-        f"no config file {str(value)!r}, and no shipped config of that name; "
+        f"no config file {short(str(value))}, and no shipped config of that name; "
         f"shipped: {', '.join(shipped)}"
     )
 
@@ -157,12 +236,12 @@ def load_config(cls: type[C], path: str | Path | None = None, **overrides: Any) 
     (a dict override merges into the YAML's section of that name).
 
     Unknown keys raise ValueError listing the valid ones; so does a YAML syntax error, with
-    where it is.
+    where it is, and an alias or a nesting deeper than :data:`MAX_DEPTH`.
     """
     values: dict[str, Any] = {}
     if path is not None:
         try:
-            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+            loaded = read_yaml(Path(path).read_text(encoding="utf-8"))
         except UnicodeDecodeError:
             raise ValueError(f"{path} is not a UTF-8 text file") from None
         except yaml.YAMLError as e:
@@ -191,18 +270,21 @@ def _yaml_problem(error: yaml.YAMLError) -> str:
 def build_config(cls: type[C], values: dict[str, Any], where: str) -> C:
     """``cls(**values)``, building nested config dataclasses from nested mappings."""
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(values) - set(fields))
+    unknown = sorted(set(values) - set(fields), key=str)
     if unknown:
-        raise ValueError(
-            f"unknown option(s){where}: {', '.join(unknown)}; valid: {', '.join(fields)}"
-        )
+        raise ValueError(f"unknown option(s){where}: {names(unknown)}; valid: {', '.join(fields)}")
     for name, value in values.items():
         factory = fields[name].default_factory
-        if isinstance(value, dict) and factory is not dataclasses.MISSING:
-            nested = factory()
-            if dataclasses.is_dataclass(nested):
-                merged = {**config_dict(nested), **value}
-                values[name] = build_config(type(nested), merged, f" in {name}{where}")
+        nested = factory() if factory is not dataclasses.MISSING else None
+        if not dataclasses.is_dataclass(nested) or isinstance(value, type(nested)):
+            continue
+        if not isinstance(value, dict):
+            raise ValueError(
+                f"{name}{where} must be a mapping of its options (e.g. {name}: "
+                f"{{{next(iter(config_dict(nested)))}: ...}}), not {short(value)}"
+            )
+        merged = {**config_dict(nested), **value}
+        values[name] = build_config(type(nested), merged, f" in {name}{where}")
     return cls(**values)
 
 

@@ -84,11 +84,6 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 COLORIZE_SUFFIXES = (*IMAGE_SUFFIXES, ".gif")
 
 # --- Limits on what one image file may cost (checked from its header, before decoding) ------------
-#: The most a picture's long side may be of its short side. Loaders resize the short side to the
-#: working size, so a thin strip costs far more than its file: a 274-byte 65535×1 PNG would become
-#: 16,776,960×256 px. 50:1 still takes any panorama a camera or phone makes (360° ones are 2:1 to
-#: about 10:1).
-MAX_ASPECT = 50
 #: The most pixels a loader makes when it resizes to a short side (build-bins' --size, train's
-#: load size): 8192² px, 256 MB as RGBA. At the working size and MAX_ASPECT a photo makes 3.3 MP.
+#: load size): 8192² px, 256 MB as RGBA.
 MAX_RESIZED_PIXELS = 8192 * 8192

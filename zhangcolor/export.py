@@ -117,7 +117,10 @@ def onnx_record(metadata: dict[str, str], path: Path) -> tuple[ModelRecord, dict
 
 class OnnxNetwork:
     """Runs an exported network with onnxruntime; called like the torch module. Its
-    :attr:`record` and :attr:`provenance` are the file's."""
+    :attr:`record` and :attr:`provenance` are the file's, and its graph's input and output are
+    checked against them when it is loaded (:func:`check_signature`): a graph that does not
+    take ``lightness (B, 1, H, W)`` or gives another number of channels than the record's head
+    fails at load, not at the first photo."""
 
     def __init__(self, path: str | Path) -> None:
         ort = _need("onnxruntime")
@@ -136,12 +139,16 @@ class OnnxNetwork:
             raise ValueError(f"{path} is not a readable ONNX model ({e})") from None
         metadata = self.session.get_modelmeta().custom_metadata_map
         self.record, self.provenance = onnx_record(metadata, path)
+        check_signature(self.session, self.record, path)
         #: Whether the graph takes a user's colour points (an input named "hints").
         self.takes_hints = any(i.name == "hints" for i in self.session.get_inputs())
         #: The one input size of a guided network's export (None: any size).
         self.fixed_size = int(metadata[SIZE_KEY]) if SIZE_KEY in metadata else None
 
     def __call__(self, lightness: Tensor, hints: Tensor | None = None) -> Tensor:
+        """The graph on ``lightness (B, 1, H, W)`` (and ``hints (B, 3, H, W)`` for a guided
+        one). Whatever it fails with (a graph may ask for any amount of memory) is raised as it
+        is, for the caller to fail its photos with."""
         side = self.fixed_size
         if side is not None and tuple(lightness.shape[-2:]) != (side, side):
             raise ValueError(
@@ -160,3 +167,38 @@ class OnnxNetwork:
 
 def _array(x: Tensor) -> np.ndarray:
     return np.ascontiguousarray(x.detach().float().cpu().numpy())
+
+
+def check_signature(session, record: ModelRecord, path: Path) -> None:
+    """Raise ValueError (naming the file) unless the graph of an onnxruntime ``session`` takes
+    ``lightness`` of rank 4 with one channel (and, for a guided network, ``hints`` of rank 4),
+    and gives one output of rank 4 with the
+    channels of the record's head where the graph states them."""
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    names = [i.name for i in inputs]
+    if names not in (["lightness"], ["lightness", "hints"]) or any(
+        len(i.shape) != 4 for i in inputs
+    ):
+        got = ", ".join(f"{i.name} {_dims(i.shape)}" for i in inputs[:4])
+        raise ValueError(
+            f"{path}: its graph must take lightness (B, 1, H, W), and hints (B, 3, H, W) for a "
+            f"guided network, not {got}"
+        )
+    if isinstance(inputs[0].shape[1], int) and inputs[0].shape[1] != 1:
+        raise ValueError(f"{path}: its graph takes {_dims(inputs[0].shape)}, not one channel of L")
+    if len(outputs) != 1 or len(outputs[0].shape) != 4:
+        got = ", ".join(f"{o.name} {_dims(o.shape)}" for o in outputs[:4])
+        raise ValueError(f"{path}: its graph must give one (B, C, h, w) output, not {got}")
+    channels = outputs[0].shape[1]
+    expected = len(record.centers) if record.head.uses_temperature else record.head.channels
+    if isinstance(channels, int) and channels != expected:
+        raise ValueError(
+            f"{path}: its graph gives {channels} channels, and its record's "
+            f"{record.head.value} head needs {expected}"
+        )
+
+
+def _dims(shape) -> str:
+    """A graph's shape for a message: ``(batch, 1, height, width)``, cut short."""
+    text = "(" + ", ".join(str(d) for d in list(shape)[:6]) + ")"
+    return text if len(text) <= 60 else text[:59] + "…"

@@ -2,16 +2,25 @@
 
 Every failure to read a file becomes an :class:`ImageError` whose message says what is wrong with
 that file, so a caller can skip it, report it, and go on with the rest: whatever Pillow raises
-while decoding, and what the header shows before decoding (not a regular file, a format outside
-:data:`DECODERS`, too many pixels, a thin strip, a resize to too many pixels). Embedded ICC
-profiles other than sRGB are converted to sRGB.
+while decoding, and what the file shows before decoding (not a regular file, a format outside
+:data:`DECODERS`, a PNG of too many small chunks, more pixels to decode than the caller allows).
+Embedded ICC profiles other than sRGB are converted to sRGB.
+
+No image is refused for its shape. What a file costs is bounded by the pixels it decodes to (at
+most ``max_pixels``, :data:`MAX_DECODED_PIXELS` unless the caller says otherwise; a JPEG that is
+resized is decoded at the smallest DCT scale that covers the size it is resized to), and by the
+pixels a resize makes: a resize to a short side s makes at most :data:`RESIZE_ASPECT` · s²
+pixels (and never more than :data:`~zhangcolor.constants.MAX_RESIZED_PIXELS`), so a thin strip
+gets a shorter side than s instead of growing to gigapixels.
 """
 
 from __future__ import annotations
 
 import io
+import math
 import os
 import stat
+import struct
 import threading
 import warnings
 from dataclasses import dataclass
@@ -20,13 +29,28 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageCms, ImageOps, PngImagePlugin, UnidentifiedImageError
 
-from zhangcolor.constants import IMAGE_SUFFIXES, MAX_ASPECT, MAX_RESIZED_PIXELS, PNG_COMPRESS
+from zhangcolor.constants import IMAGE_SUFFIXES, MAX_RESIZED_PIXELS, PNG_COMPRESS
 
 #: The Pillow decoders a file may reach. Pillow picks the decoder from the content, not the name:
 #: without this list an EPS file named .jpg would run Ghostscript where it is installed. (JPEG
 #: also opens phones' multi-picture JPEGs, which Pillow calls MPO.)
 DECODERS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF")
 
+#: The most pixels a file is decoded at unless the caller says otherwise (``max_pixels``): a 50 MP
+#: photo costs colorize about 1.4 GB at its peak, and a 1 KB JPEG whose header says 9000×9000
+#: (81 MP, which used to take 1.95 GB) is refused before any pixel is decoded.
+MAX_DECODED_PIXELS = 50_000_000
+#: A resize to a short side s makes at most this many s² pixels: a 50:1 panorama keeps its shape,
+#: and a thinner strip gets a shorter side than s (a 274-byte 65535×1 PNG at s = 256 becomes
+#: 458,745×7, 3.2 MP, where it would have been 16,776,960×256, 4.3 G).
+RESIZE_ASPECT = 50
+#: The most PNG chunks of under :data:`SMALL_PNG_CHUNK` bytes a file may hold: real files have a
+#: few dozen (and image data in large chunks), while Pillow spends about 6 µs on each, so 1.6 M
+#: empty chunks (19 MB) cost 9 s of CPU per decode. Larger chunks cost in proportion to their
+#: bytes, which the file's size bounds.
+MAX_SMALL_PNG_CHUNKS = 4096
+SMALL_PNG_CHUNK = 1024
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 #: The EXIF tag of a picture's orientation.
 ORIENTATION_TAG = 0x0112
 #: warnings.catch_warnings swaps a process-wide list, so two threads opening files at once
@@ -127,8 +151,9 @@ _SPECIAL_FILES = (
 )
 
 
-def _open(source: Path | bytes, max_pixels: int | None) -> Image.Image:
-    """Open ``source`` with one of :data:`DECODERS`, reading only its header, and check its size."""
+def _open(source: Path | bytes) -> Image.Image:
+    """Open ``source`` with one of :data:`DECODERS`, reading only its header (and, for a PNG, its
+    chunks' headers: :func:`check_png_chunks`)."""
     if isinstance(source, bytes):
         size, opened = len(source), io.BytesIO(source)
     else:
@@ -136,10 +161,17 @@ def _open(source: Path | bytes, max_pixels: int | None) -> Image.Image:
     if size == 0:
         raise ImageError("empty file (0 bytes)")
     try:
+        if isinstance(opened, io.BytesIO):
+            check_png_chunks(opened)
+        else:
+            with open(opened, "rb") as stream:
+                check_png_chunks(stream)
         with _WARNING_FILTERS, warnings.catch_warnings():
             # Pillow only warns between its limit and twice it; refuse all of that range.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(opened, formats=DECODERS)
+            return Image.open(opened, formats=DECODERS)
+    except ImageError:
+        raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageError(
             f"too many pixels (over Pillow's limit of {Image.MAX_IMAGE_PIXELS:,}), "
@@ -153,61 +185,84 @@ def _open(source: Path | bytes, max_pixels: int | None) -> Image.Image:
         raise ImageError(f"cannot read the file: {e.strerror or e}") from None
     except Exception as e:  # a malformed header raises anything (ValueError, struct.error, ...)
         raise ImageError(f"cannot read the image header ({type(e).__name__}: {e})") from None
-    try:
-        _check_header(*image.size, max_pixels)
-    except ImageError:
-        image.close()
-        raise
-    return image
 
 
 _FORMATS = ", ".join(DECODERS)
 
 
-def _check_header(width: int, height: int, max_pixels: int | None) -> None:
-    """Refuse, from the header, more than ``max_pixels`` pixels and thin strips."""
-    if max_pixels is not None and width * height > max_pixels:
-        raise ImageError(
-            f"too many pixels ({width}×{height} = {width * height:,}; the limit is "
-            f"{max_pixels:,}); downscale the image first"
-        )
-    if min(width, height) >= 1 and max(width, height) > MAX_ASPECT * min(width, height):
-        raise ImageError(
-            f"too thin a strip ({width}×{height}: its long side is over {MAX_ASPECT} times its "
-            "short side); crop it first"
-        )
+def check_png_chunks(stream) -> None:
+    """Refuse, from its chunks' headers alone, a PNG of more than :data:`MAX_SMALL_PNG_CHUNKS`
+    chunks of under :data:`SMALL_PNG_CHUNK` bytes (``stream``: a binary file at its start,
+    left there; anything but a PNG passes). The walk stops at the limit, so it is cheap."""
+    start = stream.tell()
+    try:
+        if stream.read(8) != _PNG_SIGNATURE:
+            return
+        small = 0
+        while True:
+            header = stream.read(8)
+            if len(header) < 8:
+                return
+            length, kind = struct.unpack(">I4s", header)
+            if kind == b"IEND":
+                return
+            if length < SMALL_PNG_CHUNK:
+                small += 1
+                if small > MAX_SMALL_PNG_CHUNKS:
+                    raise ImageError(
+                        f"a PNG of too many small chunks (over {MAX_SMALL_PNG_CHUNKS:,} of under "
+                        f"{SMALL_PNG_CHUNK:,} bytes; real files have a few dozen), a possible "
+                        "denial of service; save it again with any image editor"
+                    )
+            stream.seek(length + 4, io.SEEK_CUR)  # its data and CRC
+    finally:
+        stream.seek(start)
 
 
-def _resized_size(
-    size: tuple[int, int], short_side: int | None, enlarge: bool
+def resized_size(
+    size: tuple[int, int], short_side: int | None, enlarge: bool = True
 ) -> tuple[int, int] | None:
     """``(width, height)`` with the short side at ``short_side``, keeping the aspect; None when
     the image stays as it is (no ``short_side``, it is already that, or smaller and not
-    ``enlarge``). More than :data:`MAX_RESIZED_PIXELS` is an :class:`ImageError`."""
+    ``enlarge``).
+
+    The result never has more than :data:`RESIZE_ASPECT` · ``short_side``² pixels (nor
+    :data:`~zhangcolor.constants.MAX_RESIZED_PIXELS`): a thinner strip than RESIZE_ASPECT:1 gets
+    the short side that fits, and one too long for even a short side of 1 px keeps 1 px and has
+    its long side cut to the budget (the only case where the aspect changes)."""
     w, h = size
-    if short_side is None or min(w, h) < 1 or min(w, h) == short_side:
+    short, long = min(w, h), max(w, h)
+    if short_side is None or short < 1:
         return None
-    if min(w, h) < short_side and not enlarge:
+    budget = min(MAX_RESIZED_PIXELS, RESIZE_ASPECT * short_side * short_side)
+    side = short_side if enlarge else min(short_side, short)
+    if side * round(long * side / short) > budget:
+        side = max(1, math.isqrt(budget * short // long))
+        while side > 1 and side * round(long * side / short) > budget:
+            side -= 1
+    if side == short and long * side <= budget:
         return None
-    scale = short_side / min(w, h)
-    resized = (max(1, round(w * scale)), max(1, round(h * scale)))
-    if resized[0] * resized[1] > MAX_RESIZED_PIXELS:
-        raise ImageError(
-            f"resizing {w}×{h} to a short side of {short_side} px would make "
-            f"{resized[0] * resized[1]:,} pixels; the limit is {MAX_RESIZED_PIXELS:,}"
-        )
-    return resized
+    along = max(1, min(round(long * side / short), budget // side))
+    return (along, side) if w >= h else (side, along)
+
+
+def header_size(source: str | Path | bytes) -> tuple[int, int] | None:
+    """Width and height from a file's header (a path, or its bytes), without decoding the
+    pixels, after the checks every loader makes before decoding (a regular file, one of
+    :data:`DECODERS`, not a PNG of too many small chunks); None when those refuse it
+    (:func:`load_image` then says why)."""
+    try:
+        image = _open(source if isinstance(source, bytes) else Path(source))
+    except ImageError:
+        return None
+    with image:
+        return image.size
 
 
 def header_pixels(path: str | Path) -> int:
-    """Width × height from a file's header, without decoding the pixels (cheap); 0 when Pillow
-    cannot open it (:func:`load_image` then says why)."""
-    try:
-        image = _open(Path(path), None)
-    except ImageError:
-        return 0
-    with image:
-        return image.width * image.height
+    """Width × height from a file's header (:func:`header_size`); 0 when it is refused."""
+    size = header_size(path)
+    return 0 if size is None else size[0] * size[1]
 
 
 def _high_bit_gray(image: Image.Image) -> np.ndarray:
@@ -234,20 +289,21 @@ def load_image(
     enlarge: bool = True,
 ) -> LoadedImage:
     """Decode an image file (a path, or its bytes) to sRGB, optionally resized so its short side
-    is ``short_side`` (only ever down when ``enlarge`` is False).
+    is ``short_side`` (only ever down when ``enlarge`` is False), within the resize budget of
+    :func:`resized_size`.
 
     Handles EXIF orientation, ICC profiles (converted to sRGB), CMYK, palette with transparency,
     16-bit and float gray, and the first frame of animations. Raises :class:`ImageError` with
-    the reason for anything else: from the header, before any pixel is decoded, a file that is
-    not a regular file, a format outside :data:`DECODERS`, more than ``max_pixels`` pixels, a
-    long side over :data:`~zhangcolor.constants.MAX_ASPECT` times the short one, and a resize to
-    more than :data:`~zhangcolor.constants.MAX_RESIZED_PIXELS`; then any error while decoding.
+    the reason for anything else: before any pixel is decoded, a file that is not a regular
+    file, a format outside :data:`DECODERS`, a PNG of too many small chunks, and more than
+    ``max_pixels`` pixels to decode (:data:`MAX_DECODED_PIXELS` when None; a JPEG that is
+    resized counts at the DCT scale it is decoded at); then any error while decoding.
     """
-    image = _open(source if isinstance(source, bytes) else Path(source), max_pixels)
+    limit = MAX_DECODED_PIXELS if max_pixels is None else max_pixels
+    image = _open(source if isinstance(source, bytes) else Path(source))
     try:
         with image:
-            resized = _resized_size(image.size, short_side, enlarge)
-            return _decode(image, resized, short_side)
+            return _decode(image, short_side, enlarge, limit)
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
@@ -259,21 +315,36 @@ def load_image(
 
 
 def _decode(
-    image: Image.Image, resized: tuple[int, int] | None, short_side: int | None
+    image: Image.Image, short_side: int | None, enlarge: bool, max_pixels: int
 ) -> LoadedImage:
     width, height = image.size
+    if image.format != "JPEG":  # before getexif, which decodes a PNG whole
+        _check_pixels(width, height, width * height, max_pixels)
     # EXIF orientations 5 to 8 turn the picture by 90°.
     if image.getexif().get(ORIENTATION_TAG, 1) in (5, 6, 7, 8):
         width, height = height, width
-    if resized is not None and image.format == "JPEG":
-        # Decode at the smallest DCT scale that still covers the working size.
-        image.draft(image.mode, (short_side, short_side))
+    target = resized_size((width, height), short_side, enlarge)
+    if target is not None and image.format == "JPEG":
+        # Decode at the smallest DCT scale that still covers the size it is resized to.
+        side = min(target)
+        image.draft(image.mode, (side, side))
+    _check_pixels(width, height, image.size[0] * image.size[1], max_pixels)
     image.load()
     profile = image.info.get("icc_profile")
     image = ImageOps.exif_transpose(image)
     if profile:
         image = to_srgb(image, profile)
-    return _to_arrays(image, None if resized is None else short_side, (width, height))
+    return _to_arrays(image, target, (width, height))
+
+
+def _check_pixels(width: int, height: int, decoded: int, max_pixels: int) -> None:
+    """Refuse a ``width × height`` file whose decoding makes ``decoded`` pixels (its own, or a
+    JPEG's draft) when that is over ``max_pixels``."""
+    if decoded > max_pixels:
+        raise ImageError(
+            f"too many pixels ({width}×{height} = {width * height:,}; the limit is "
+            f"{max_pixels:,}); downscale the image first"
+        )
 
 
 def to_srgb(image: Image.Image, profile: bytes) -> Image.Image:
@@ -300,7 +371,7 @@ _ICC_MODES = {"RGB": ("RGB", "RGB"), "RGBA": ("RGB", "RGBA"), "CMYK": ("CMYK", "
 
 
 def _to_arrays(
-    image: Image.Image, short_side: int | None, original_size: tuple[int, int]
+    image: Image.Image, target: tuple[int, int] | None, original_size: tuple[int, int]
 ) -> LoadedImage:
     if min(image.size) < 1:
         raise ImageError(f"image has no pixels ({image.size[0]}×{image.size[1]})")
@@ -319,11 +390,8 @@ def _to_arrays(
         except (ValueError, OSError) as e:
             raise ImageError(f"unsupported pixel mode {mode!r} ({e})") from None
 
-    if short_side is not None and min(image.size) != short_side:
-        w, h = image.size  # the header's size turned by EXIF, or a JPEG's draft
-        scale = short_side / min(w, h)
-        size = (max(1, round(w * scale)), max(1, round(h * scale)))
-        image = image.resize(size, Image.Resampling.BILINEAR, reducing_gap=3.0)
+    if target is not None and image.size != target:  # the header's size turned, or a draft
+        image = image.resize(target, Image.Resampling.BILINEAR, reducing_gap=3.0)
 
     if image.mode == "F":
         gray = np.asarray(image, dtype=np.float32).clip(0.0, 1.0)

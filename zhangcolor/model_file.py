@@ -8,7 +8,11 @@ provenance, read once. :func:`load_network` builds the network from that, for to
 
 from __future__ import annotations
 
+import atexit
 import hashlib
+import shutil
+import tempfile
+import warnings
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -16,7 +20,7 @@ from pathlib import Path
 from torch import nn
 
 from zhangcolor.constants import WORKING_SIZE
-from zhangcolor.files import cache_dir
+from zhangcolor.files import cache_dir, special_file
 from zhangcolor.model_record import ModelRecord
 
 #: The model file kinds, by suffix.
@@ -29,13 +33,18 @@ def default_model_path() -> Path:
 
 
 def model_path(model: str | Path) -> Path:
-    """``"default"`` (the shipped model) or a model file's path, checked to exist."""
+    """``"default"`` (the shipped model) or a model file's path, checked to exist and to be a
+    regular file: FileNotFoundError for none, ValueError for a FIFO, a socket or a device,
+    which are never opened (reading a FIFO blocks until someone writes into it)."""
     if str(model) == "default":
         path = default_model_path()
         if not path.is_file():
             raise FileNotFoundError(f"the shipped default model is missing ({path}); reinstall")
         return path
     path = Path(model)
+    kind = special_file(path)
+    if kind is not None:
+        raise ValueError(f"{path} is {kind}, not a model file; give a model file's path")
     if not path.is_file():
         raise FileNotFoundError(f"no model file at {path}")
     return path
@@ -126,18 +135,37 @@ def onnx_export_of(model: ModelFile, size: int = WORKING_SIZE) -> Path:
     runs at the size it was made at only).
 
     Named by the file's hash, so a changed file (or a new default model) gets a new export. The
-    first use pays the export (about a second for the default model on a 2-core CPU).
+    first use pays the export (about a second for the default model on a 2-core CPU). Where
+    the cache folder cannot be written (a file, read-only, full), the export goes into a
+    temporary folder deleted at exit, with a warning; a RuntimeError when that fails too.
     """
     if model.kind == "onnx":
         return model.path
     from zhangcolor.export import export_onnx
 
     at = f"-{size}" if model.record.network.hints else ""
-    path = cache_dir() / f"{model.label}-{file_digest(model.path)[:16]}{at}.onnx"
-    if not path.is_file():
-        network = load_network(model)
-        export_onnx(network, model.record, path, provenance={"source": model.label}, size=size)
-    return path
+    name = f"{model.label}-{file_digest(model.path)[:16]}{at}.onnx"
+    path = cache_dir() / name
+    if path.is_file():
+        return path
+    network = load_network(model)
+    provenance = {"source": model.label}
+    try:
+        return export_onnx(network, model.record, path, provenance=provenance, size=size)
+    except OSError as e:
+        reason = e.strerror or str(e)
+    folder = Path(tempfile.mkdtemp(prefix="zhangcolor-onnx-"))
+    atexit.register(shutil.rmtree, folder, True)
+    warnings.warn(
+        f"cannot write the ONNX export into the cache folder {cache_dir()} ({reason}): made it "
+        "in a temporary folder, deleted at exit; set $ZHANGCOLOR_CACHE to a writable folder to "
+        "keep it",
+        stacklevel=2,
+    )
+    try:
+        return export_onnx(network, model.record, folder / name, provenance=provenance, size=size)
+    except OSError as e:
+        raise RuntimeError(f"cannot export {model.label} to ONNX: {e.strerror or e}") from None
 
 
 def onnx_network(model: ModelFile, onnx_path: Path | None = None, size: int = WORKING_SIZE):

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from zhangcolor.constants import MIN_TEMPERATURE, TEMPERATURE
+from zhangcolor.constants import MIN_TEMPERATURE, Q_GRID, TEMPERATURE, Q
 from zhangcolor.options import Head, ModelConfig
 
 #: The version of the record this zhangcolor writes, and the newest it reads.
@@ -73,7 +73,13 @@ class ModelRecord:
         if self.color_space != expected:
             raise ModelRecordError(
                 f"a {self.network.head.value} head predicts in {expected}, not in "
-                f"{self.color_space!r}"
+                f"{_short(self.color_space)}"
+            )
+        classes = classes_of(self.network)
+        if classes is not None and len(self.centers) != classes:
+            raise ModelRecordError(
+                f"its {self.network.backbone} classification head has {classes} classes, and "
+                f"its record {len(self.centers)} bin centres; decoding needs one per class"
             )
 
     @property
@@ -101,6 +107,14 @@ class ModelRecord:
                 "weights": self.weights.tolist(),
             }
         )
+
+
+def classes_of(network: ModelConfig) -> int | None:
+    """The classes of a network's classification head (313; the authors' siggraph17: the 529
+    nodes of the ab grid), each needing a bin centre; None for a regression head."""
+    if network.head is not Head.CLASSIFICATION:
+        return None
+    return Q_GRID if network.backbone == "siggraph17" else Q
 
 
 def make_record(

@@ -25,6 +25,7 @@ from zhangcolor.config import (
     option,
     optional,
     positive,
+    short,
     text,
     within,
 )
@@ -128,7 +129,7 @@ class Head(str, Enum):
             return cls(value)
         except ValueError:
             valid = ", ".join(h.value for h in cls)
-            raise ValueError(f"unknown head {value!r}; valid: {valid}") from None
+            raise ValueError(f"unknown head {short(value)}; valid: {valid}") from None
 
 
 HEADS = tuple(h.value for h in Head)
@@ -144,6 +145,38 @@ def _working_size(v: object) -> bool:
 
 #: A working size or crop: a multiple of the networks' stride, at least MIN_WORKING_SIZE.
 SIZE_RULE = (_working_size, f"must be a multiple of {STRIDE}, at least {MIN_WORKING_SIZE}")
+
+
+def bounded_size(high: int) -> tuple:
+    """:data:`SIZE_RULE` with an upper bound."""
+    return (
+        lambda v: _working_size(v) and v <= high,
+        f"must be a multiple of {STRIDE} from {MIN_WORKING_SIZE} to {high}",
+    )
+
+
+#: The largest colorize working size: the network there takes about 3.7 GB a photo (220 bytes a
+#: working pixel, eccv16 in fp32: 0.3 GB at 1024, 0.9 GB at 2048), and a network trained on
+#: 176-256 px crops sees nothing more at a larger one.
+MAX_SIZE = 4096
+#: Network memory per photo and working pixel (eccv16, fp32, measured at 512-2048 px).
+NETWORK_BYTES_PER_PIXEL = 220
+#: The largest eccv16 width: 2.1 G parameters, 33 GB with their gradients and Adam's state.
+MAX_WIDTH = 8
+#: The most DataLoader processes per loader: training and validation each start this many.
+MAX_LOADER_WORKERS = 32
+#: The most threads that decode photos at once (each holds a photo of up to 50 MP).
+MAX_THREADS = 64
+
+
+def physical_memory() -> int | None:
+    """This machine's memory in bytes, where the system says (Linux, macOS); else None."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
 #: A decoding temperature, in the range the paper sweeps.
 TEMPERATURE_RULE = within(MIN_TEMPERATURE, MAX_TEMPERATURE)
 _DEVICE_HELP = "Where to run; auto: a CUDA GPU when torch sees one, else the CPU."
@@ -171,8 +204,9 @@ class ModelConfig:
     )
     width: float = option(
         1.0,
-        help="eccv16's channel multiplier; 1 is the paper's 32.2 M-parameter network.",
-        rule=positive(),
+        help="eccv16's channel multiplier; 1 is the paper's 32.2 M-parameter network, "
+        f"{MAX_WIDTH} (the most) has 2.1 G, 33 GB with their gradients and Adam's state.",
+        rule=within(0, MAX_WIDTH, low_open=True),
     )
     encoder: str = option(
         "efficientnet-lite0",
@@ -256,7 +290,11 @@ class TrainConfig:
         rule=(lambda v: isinstance(v, str) and v != "", "must be a folder"),
     )
     bins: str | None = option(None, help="bins.npz from build-bins; none: the shipped prior.")
-    model: ModelConfig = option(default_factory=ModelConfig, help="The network (ModelConfig).")
+    model: ModelConfig = option(
+        default_factory=ModelConfig,
+        help="The network (ModelConfig).",
+        rule=(lambda v: isinstance(v, ModelConfig), "must be a mapping of the network's options"),
+    )
     loss: str = option(
         "auto",
         help="auto: cross-entropy (ce) for classification, l2 for regression; l1 and huber; "
@@ -269,11 +307,13 @@ class TrainConfig:
         help="Weight each pixel by its bin's class weight w (the paper's 'full'); false: "
         "unweighted (its 'class').",
     )
-    crop: int = option(176, help="Training crop side (px; the paper's 176).", rule=SIZE_RULE)
+    crop: int = option(
+        176, help="Training crop side (px; the paper's 176).", rule=bounded_size(MAX_SIZE)
+    )
     load_size: int = option(
         WORKING_SIZE,
         help="Short side (px) photos are decoded at before cropping.",
-        rule=integer(MIN_WORKING_SIZE),
+        rule=integer(MIN_WORKING_SIZE, 8192),
     )
     epochs: int = option(10, help="Epochs in all.", rule=integer(1))
     max_steps: int | None = option(
@@ -306,7 +346,12 @@ class TrainConfig:
     channels_last: bool = option(
         True, help="Keep the network's weights and batches in channels-last memory layout."
     )
-    workers: int = option(2, help="DataLoader worker processes.", rule=integer(0))
+    workers: int = option(
+        2,
+        help="DataLoader worker processes of each loader (training and validation start this "
+        f"many each); at most {MAX_LOADER_WORKERS}.",
+        rule=integer(0, MAX_LOADER_WORKERS),
+    )
     seed: int = option(0, help="Seed of the weights and the crops.", rule=integer(0))
     val_fraction: float = option(
         VAL_FRACTION,
@@ -383,7 +428,9 @@ class TrainConfig:
     )
     tensorboard: bool = option(False, help="Write TensorBoard event files into RUN/tensorboard.")
     hints: HintConfig = option(
-        default_factory=HintConfig, help="Simulated users, for a guided network (HintConfig)."
+        default_factory=HintConfig,
+        help="Simulated users, for a guided network (HintConfig).",
+        rule=(lambda v: isinstance(v, HintConfig), "must be a mapping of the users' options"),
     )
     init_from: str | None = option(
         None,
@@ -457,15 +504,20 @@ class PriorConfig:
     )
     sigma: float = option(
         SIGMA,
-        help="σ (ab units) of the Gaussian that smooths the empirical prior.",
-        rule=positive(),
+        help="σ (ab units) of the Gaussian that smooths the empirical prior. Bins are 10 apart: "
+        "below 0.1 it smooths nothing, above 1000 p̃ is uniform.",
+        rule=within(0.1, 1000),
     )
     max_images: int | None = option(
         None,
         help="Use at most this many images, drawn at random with the seed; none: all.",
         rule=optional(integer(1)),
     )
-    workers: int = option(2, help="Threads that decode and count images.", rule=integer(1))
+    workers: int = option(
+        2,
+        help=f"Threads that decode and count images, a photo each; at most {MAX_THREADS}.",
+        rule=integer(1, MAX_THREADS),
+    )
     seed: int = option(0, help="Seed of the max_images draw.", rule=integer(0))
     split: str = option(
         "all",
@@ -618,7 +670,11 @@ class ColorizeConfig:
     )
     device: str = option("auto", help=_DEVICE_HELP, rule=one_of(DEVICES))
     precision: str = option("auto", help=_PRECISION_HELP, rule=one_of(PRECISIONS))
-    size: int = option(WORKING_SIZE, help=_SIZE_HELP, rule=SIZE_RULE)
+    size: int = option(
+        WORKING_SIZE,
+        help=f"{_SIZE_HELP} At most {MAX_SIZE}, where the network takes about 3.7 GB a photo.",
+        rule=bounded_size(MAX_SIZE),
+    )
     backend: str = option(
         "auto",
         help="onnx: run the network in onnxruntime, on the CPU (pip install "
@@ -628,10 +684,19 @@ class ColorizeConfig:
         rule=one_of(BACKENDS),
     )
     batch_size: int = option(4, help="Images per network batch.", rule=integer(1))
+    # The loaders' own limit, zhangcolor.images.MAX_DECODED_PIXELS (tests/test_images.py holds
+    # the two equal): images may import only constants, options no more than config.
+    max_pixels: int = option(
+        50_000_000,
+        help="The most pixels (width × height, read from the header) an input may have; a "
+        "larger one fails before any pixel is decoded. A 50 MP photo costs about 1.4 GB at its "
+        "peak, and Pillow refuses over about 89 MP in any case.",
+        rule=integer(1),
+    )
     workers: int = option(
         default_factory=default_workers,
         help="Threads that decode, join and write, around the network.",
-        rule=integer(1),
+        rule=integer(1, MAX_THREADS),
         shown="one per core",
     )
     format: str = option("png", help="Output format.", rule=one_of(FORMATS))
@@ -646,3 +711,17 @@ class ColorizeConfig:
 
     def __post_init__(self) -> None:
         check_config(self)
+        self._check_memory()
+
+    def _check_memory(self) -> None:
+        """Refuse a batch whose network alone would take more than this machine's memory
+        (estimated at NETWORK_BYTES_PER_PIXEL; a GPU has less still)."""
+        needed = self.batch_size * self.size**2 * NETWORK_BYTES_PER_PIXEL
+        memory = physical_memory()
+        if memory is not None and needed > memory:
+            raise ValueError(
+                f"invalid ColorizeConfig: a batch of {self.batch_size} at size {self.size} takes "
+                f"about {needed / 2**30:,.0f} GB in the network ({NETWORK_BYTES_PER_PIXEL} bytes a "
+                f"working pixel), more than this machine's {memory / 2**30:,.0f} GB; lower "
+                "--size or --batch-size"
+            )

@@ -7,7 +7,9 @@ the reason for every unusable file; later epochs and runs slice it, with no copy
 
 The cache lives under ``$ZHANGCOLOR_CACHE/photos/<key>`` (else ``~/.cache/zhangcolor``). Its key
 hashes the load size and, for every file, its path, size and modification time: change, add or
-remove a photo and the next run builds a new cache.
+remove a photo and the next run builds a new cache. A cache is checked against its index when
+opened (every photo's bytes where the index says, ``pixels.u8`` exactly that long), and a
+damaged one (a disk that filled, a copy cut short) is built again, with a warning that names it.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import hashlib
 import json
 import os
 import shutil
+import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -23,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from zhangcolor.color_table import is_gray
-from zhangcolor.files import cache_dir
+from zhangcolor.files import cache_dir, fsync_file
 from zhangcolor.images import ImageError, LoadedImage, load_image
 
 #: Bump when what a cache holds changes (decoding, the gray test, the layout).
@@ -63,20 +66,25 @@ def cache_key(paths: Sequence[Path], load_size: int) -> str:
             stat = path.stat()
         except OSError:  # a broken link: decoding gives its reason; it joins the key as one
             stat = path.lstat()
-        digest.update(f"\n{path.resolve()}\t{stat.st_size}\t{stat.st_mtime_ns}".encode())
+        line = f"\n{path.resolve()}\t{stat.st_size}\t{stat.st_mtime_ns}"
+        digest.update(line.encode("utf-8", "surrogateescape"))  # a name's bytes, UTF-8 or not
     return digest.hexdigest()[:24]
+
+
+class DamagedCache(Exception):
+    """A cache folder whose files do not agree with its index; the message says how."""
 
 
 class PhotoCache:
     """A built cache: ``image(i)`` is the i-th photo's ``(H, W, 4)`` uint8 array (a view of the
-    memory map), or ``None`` with ``reasons[i]`` saying why it is unusable."""
+    memory map), or ``None`` with ``reasons[i]`` saying why it is unusable.
 
-    def __init__(self, folder: Path) -> None:
-        index = json.loads((folder / _INDEX).read_text())
+    Opening checks the folder against its index (:class:`DamagedCache` when they disagree), and
+    that it holds ``count`` photos when given."""
+
+    def __init__(self, folder: Path, count: int | None = None) -> None:
         self.folder = folder
-        self.offsets = np.asarray(index["offsets"], dtype=np.int64)
-        self.shapes = np.asarray(index["shapes"], dtype=np.int64).reshape(-1, 3)
-        self.reasons: list[str] = index["reasons"]
+        self.offsets, self.shapes, self.reasons = _read_index(folder, count)
         self._pixels: np.memmap | None = None  # opened lazily: in each DataLoader worker
 
     def __len__(self) -> int:
@@ -96,6 +104,37 @@ class PhotoCache:
         return self._pixels[start : start + h * w * c].reshape(h, w, c)
 
 
+def _read_index(folder: Path, count: int | None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """The offsets ``(N,)``, shapes ``(N, 3)`` and reasons of a cache's index, checked: N
+    entries (``count`` when given), each photo RGBA and laid out right after the one before,
+    and ``pixels.u8`` exactly as long as they all; else :class:`DamagedCache`."""
+    try:
+        index = json.loads((folder / _INDEX).read_text(encoding="utf-8"))
+        offsets = np.asarray(index["offsets"], dtype=np.int64).reshape(-1)
+        shapes = np.asarray(index["shapes"], dtype=np.int64).reshape(-1, 3)
+        reasons = index["reasons"]
+        stored = (folder / _PIXELS).stat().st_size
+    except FileNotFoundError as e:
+        raise DamagedCache(f"{Path(e.filename).name} is missing") from None
+    except (OSError, ValueError, KeyError, TypeError) as e:  # json's errors are ValueErrors
+        raise DamagedCache(f"its index is unreadable ({type(e).__name__})") from None
+    if not (isinstance(reasons, list) and len(reasons) == len(offsets) == len(shapes)):
+        raise DamagedCache("its index's lists differ in length")
+    if count is not None and len(reasons) != count:
+        raise DamagedCache(f"its index lists {len(reasons)} photos, not {count}")
+    usable = np.array([reason == "" for reason in reasons], dtype=bool)
+    sizes = shapes.prod(axis=1)
+    ends = np.cumsum(sizes)
+    starts = ends - sizes
+    rgba = np.where(usable, (shapes >= 1).all(axis=1) & (shapes[:, 2] == 4), sizes == 0)
+    if not (rgba.all() and np.array_equal(offsets, starts)):
+        raise DamagedCache("its index's offsets and shapes do not fit together")
+    expected = int(ends[-1]) if len(ends) else 0
+    if stored != expected:
+        raise DamagedCache(f"{_PIXELS} holds {stored:,} bytes, its index {expected:,}")
+    return offsets, shapes, reasons
+
+
 def estimate_bytes(count: int, load_size: int) -> int:
     """About how large a cache of ``count`` photos gets (4:3 photos on average)."""
     return count * load_size * (load_size * 4 // 3) * 4
@@ -106,7 +145,12 @@ def cache_folder(paths: Sequence[Path], load_size: int) -> Path:
 
 
 def is_built(paths: Sequence[Path], load_size: int) -> bool:
-    return (cache_folder(paths, load_size) / _INDEX).is_file()
+    """Whether the cache of ``paths`` is built and whole (a damaged one is not)."""
+    try:
+        PhotoCache(cache_folder(paths, load_size), len(paths))
+    except DamagedCache:
+        return False
+    return True
 
 
 def open_cache(
@@ -115,12 +159,61 @@ def open_cache(
     *,
     workers: int = 4,
     on_image: Callable[[Path], None] | None = None,
+    warn: Callable[[str], None] | None = None,
 ) -> PhotoCache:
-    """The cache of ``paths`` at ``load_size``: opened if built before, else built now."""
+    """The cache of ``paths`` at ``load_size``: opened if built before and whole, else built
+    now. A damaged one is deleted and built again, after ``warn`` (default: a UserWarning)
+    says which and why. An OSError when the cache folder cannot be written."""
     folder = cache_folder(paths, load_size)
-    if not (folder / _INDEX).is_file():
-        build(paths, load_size, folder, workers=workers, on_image=on_image)
-    return PhotoCache(folder)
+    try:
+        return PhotoCache(folder, len(paths))
+    except DamagedCache as e:
+        if folder.exists():
+            message = f"the photo cache {folder} is damaged ({e}); building it again"
+            (warn or (lambda text: warnings.warn(text, stacklevel=3)))(message)
+            _remove(folder)
+    build(paths, load_size, folder, workers=workers, on_image=on_image)
+    try:
+        return PhotoCache(folder, len(paths))
+    except DamagedCache as e:  # the damaged one could not be deleted (a read-only folder)
+        raise OSError(f"cannot replace the damaged photo cache {folder} ({e})") from None
+
+
+def try_cache(
+    paths: Sequence[Path],
+    load_size: int,
+    *,
+    required: bool,
+    workers: int = 4,
+    on_image: Callable[[Path], None] | None = None,
+    warn: Callable[[str], None] | None = None,
+) -> None:
+    """Build (or check) the cache of ``paths``, as :func:`open_cache` does. Where the cache
+    folder cannot be written (a file, a read-only or full disk), an OSError that says what to do
+    when the cache is ``required``; else ``warn`` says the photos go without it."""
+    try:
+        open_cache(paths, load_size, workers=workers, on_image=on_image, warn=warn)
+    except OSError as e:
+        problem = f"cannot build the photo cache in {cache_dir()}: {e.strerror or e}"
+        if required:
+            raise OSError(
+                f"{problem}; set $ZHANGCOLOR_CACHE to a writable folder, or pass --cache off"
+            ) from None
+        (warn or (lambda text: warnings.warn(text, stacklevel=2)))(
+            f"training without the photo cache: {problem} (set $ZHANGCOLOR_CACHE to a writable "
+            "folder to use one)"
+        )
+
+
+def _remove(folder: Path) -> None:
+    """Delete a cache folder: first renamed aside, so that no process meanwhile opens half of
+    it, and a build's rename into its place cannot fail on what is left."""
+    aside = folder.with_name(f".{folder.name}.damaged.{os.getpid()}")
+    try:
+        os.replace(folder, aside)
+    except OSError:
+        aside = folder
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def build(
@@ -156,8 +249,11 @@ def build(
                     reasons.append("")
                 if on_image is not None:
                     on_image(path)
+            out.flush()
+            os.fsync(out.fileno())  # the pixels reach the disk before the index says they did
         index = {"offsets": offsets, "shapes": [list(s) for s in shapes], "reasons": reasons}
-        (building / _INDEX).write_text(json.dumps(index))
+        (building / _INDEX).write_text(json.dumps(index), encoding="utf-8")
+        fsync_file(building / _INDEX)
         try:
             os.replace(building, folder)
         except OSError:  # another process built it meanwhile: keep theirs

@@ -21,11 +21,11 @@ import numpy as np
 import torch
 
 from zhangcolor import __version__
-from zhangcolor.bins import ab_bins, grid_index
+from zhangcolor.bins import MAX_WEIGHT, ab_bins, grid_index
 from zhangcolor.color_table import COLORFUL, color_table, opaque_entries
 from zhangcolor.config import config_dict
 from zhangcolor.constants import GRID, IMAGE_SUFFIXES
-from zhangcolor.files import atomic_write_all
+from zhangcolor.files import as_text, atomic_write_all
 from zhangcolor.images import ImageError, find_images, load_image
 from zhangcolor.options import PriorConfig
 from zhangcolor.rebalance import class_weights, prior_from_counts, smooth_prior
@@ -122,8 +122,7 @@ def estimate_prior(
         )
     counts = torch.from_numpy(total).to(torch.float64)
     prior = prior_from_counts(counts)
-    smoothed = smooth_prior(prior, centers.double(), config.sigma)
-    weights = class_weights(smoothed, config.lam)
+    smoothed, weights = _rebalance(prior, centers.double(), config)
     return PriorResult(
         centers=centers.double().numpy(),
         counts=total,
@@ -137,6 +136,26 @@ def estimate_prior(
         gray=gray,
         failed=failed,
     )
+
+
+def _rebalance(prior: torch.Tensor, centers: torch.Tensor, config: PriorConfig):
+    """p̃ and w of ``prior`` (:mod:`zhangcolor.rebalance`); PriorError when the weights would
+    be infinite, or larger than :data:`~zhangcolor.bins.MAX_WEIGHT`, what a model file stores
+    (λ = 0 weighs a bin of almost no mass by the inverse of that mass: 7.7e227 for one colour)."""
+    advice = "raise --lambda: every weight stays below Q(1 - λ)/λ + 1, 314 at the paper's 0.5"
+    smoothed = smooth_prior(prior, centers, config.sigma)
+    try:
+        weights = class_weights(smoothed, config.lam)
+    except ValueError as e:
+        raise PriorError(f"cannot weigh the bins at λ = {config.lam:g}: {e}; {advice}") from None
+    largest = float(weights.max())
+    if largest > MAX_WEIGHT:
+        raise PriorError(
+            f"the class weights would reach {largest:.3g}, and a model stores at most "
+            f"{MAX_WEIGHT:g}: at λ = {config.lam:g}, bins of almost no mass get enormous weights; "
+            f"{advice}"
+        )
+    return smoothed, weights
 
 
 def _count_all(
@@ -170,10 +189,11 @@ def _count_all(
 
 
 def _relative(path: Path, root: Path) -> str:
+    """A file's path under ``root`` as :func:`as_text`."""
     try:
-        return str(path.relative_to(root))
+        return as_text(str(path.relative_to(root)))
     except ValueError:
-        return str(path)
+        return as_text(str(path))
 
 
 def _first_reasons(failed: list[tuple[str, str]], n: int = 3) -> str:
@@ -210,7 +230,7 @@ def save_prior(result: PriorResult, out_dir: str | Path, config: PriorConfig, so
         "seconds": round(result.seconds, 2),
         "skipped": [{"file": f, "reason": "grayscale"} for f in result.gray]
         + [{"file": f, "reason": r} for f, r in result.failed],
-        "source": source,
+        "source": as_text(source),
         "zhangcolor_version": __version__,
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }

@@ -11,9 +11,17 @@ land on an out-of-gamut node is dropped, and p̃ is renormalised over the Q bins
 
 The class-rebalanced AuC (section 3.1) weighs each pixel by 1 / p̃ of its true color's nearest
 bin instead (:func:`inverse_prior_weights`), so every color counts alike.
+
+Both functions take any value their arguments' checks allow: the kernel is computed in float64 as
+exp(-(d/σ)²/2), so a σ of 1e-200 smooths nothing and one of 1e300 makes p̃ uniform, where σ²
+would underflow to 0 or overflow; weights that would be infinite (λ = 0 with bins of no smoothed
+mass) are a ValueError. How large finite weights may be is the caller's to bound (build-bins
+keeps them within what a model file stores).
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import Tensor
@@ -61,8 +69,8 @@ def smooth_prior(prior: Tensor, centers: Tensor | None = None, sigma: float = SI
         ``(Q,)`` p̃, summing to 1.
     """
     _check_distribution(prior, "prior")
-    if not sigma > 0:
-        raise ValueError(f"sigma must be positive, got {sigma}")
+    if not (sigma > 0 and math.isfinite(sigma)):
+        raise ValueError(f"sigma must be a positive finite number, got {sigma}")
     if centers is None:
         centers = ab_bins(dtype=prior.dtype, device=prior.device)
     if centers.shape != (prior.shape[0], 2):
@@ -71,11 +79,12 @@ def smooth_prior(prior: Tensor, centers: Tensor | None = None, sigma: float = SI
             f"got {tuple(centers.shape)}"
         )
     dtype = prior.dtype if prior.is_floating_point() else torch.float64
-    centers = centers.to(dtype=dtype, device=prior.device)
-    # The kernel between bin centres is the grid convolution restricted to in-gamut nodes.
-    kernel = torch.exp(-(torch.cdist(centers, centers) ** 2) / (2 * sigma**2))  # (Q, Q)
-    smoothed = kernel @ prior.to(dtype)
-    return smoothed / smoothed.sum()
+    centers = centers.to(dtype=torch.float64, device=prior.device)
+    # The kernel between bin centres is the grid convolution restricted to in-gamut nodes; d/σ
+    # first, so that no σ² underflows to 0 or overflows.
+    kernel = torch.exp(-0.5 * (torch.cdist(centers, centers) / sigma) ** 2)  # (Q, Q)
+    smoothed = kernel @ prior.to(torch.float64)
+    return (smoothed / smoothed.sum()).to(dtype)
 
 
 def class_weights(prior_smoothed: Tensor, lam: float = LAMBDA) -> Tensor:
@@ -98,9 +107,16 @@ def class_weights(prior_smoothed: Tensor, lam: float = LAMBDA) -> Tensor:
     p = prior_smoothed.to(dtype)
     p = p / p.sum()
     if lam == 0.0 and bool((p == 0).any()):
-        raise ValueError("lam = 0 needs every smoothed bin to have mass; some have none")
+        empty = int((p == 0).sum())
+        raise ValueError(
+            f"lam = 0 needs every smoothed bin to have mass; {empty} of {len(p)} have none, and "
+            "their weights would be infinite"
+        )
     weights = 1.0 / ((1.0 - lam) * p + lam / p.shape[0])
-    return weights / (p * weights).sum()
+    weights = weights / (p * weights).sum()
+    if not bool(torch.isfinite(weights).all()):
+        raise ValueError(f"the weights overflow (λ = {lam:g} and bins of almost no mass)")
+    return weights
 
 
 def inverse_prior_weights(true_ab: Tensor, centers: Tensor, prior_smoothed: Tensor) -> Tensor:

@@ -11,14 +11,26 @@ A run folder holds ``config.yaml`` (the resolved config), ``metrics.jsonl``, ``p
 
 ``last`` and ``last.state.pt`` are written as a pair (:func:`save_checkpoint`); resuming
 (:func:`restore`) loads the pair saved at one step and drops the metrics logged after it.
+
+A run holds ``train.lock`` for its life (:func:`lock_run_folder`), so a second run on the same
+folder is refused, naming the first; a lock its process left behind when it died is taken over.
+Resuming compares the options with those the checkpoint was trained with (:func:`resume_plan`):
+a change that breaks the exact continuation is refused unless overridden, and every change is
+said, never written into ``config.yaml`` silently.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import fcntl
+import hashlib
 import json
 import math
 import os
-from dataclasses import dataclass
+import socket
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -29,11 +41,12 @@ from torch import Tensor, nn
 from zhangcolor.checkpoint import (
     checkpoint_step,
     load_training_state,
+    read_checkpoint,
     save_model,
     save_training_state,
 )
-from zhangcolor.config import config_dict
-from zhangcolor.files import atomic_write, remove_stale_temps
+from zhangcolor.config import config_dict, short
+from zhangcolor.files import as_text, atomic_write, remove_stale_temps
 from zhangcolor.options import TrainConfig
 
 
@@ -52,6 +65,9 @@ class RunState:
     bad_epochs: int = 0  # epochs since it last improved
     skipped: int = 0  # unusable files met
     stage: int = 1  # the stage of three-stage training
+    total_steps: int = 0  # the run's steps in all, kept on --resume (0: saved before it was)
+    train_files: int = 0  # the training photos the run started with
+    data_digest: str = ""  # a hash of their paths (file_list_digest)
 
 
 @dataclass(frozen=True)
@@ -115,6 +131,72 @@ def _logs_training(metrics: Path) -> bool:
         return any('"loss"' in line or '"val_loss"' in line for line in f)
 
 
+# ----------------------------------------------------------------------------- the lock
+
+#: The file a run holds locked in its folder for its life; it says who holds it.
+LOCK = "train.lock"
+
+
+@contextmanager
+def lock_run_folder(paths: RunPaths) -> Iterator[None]:
+    """Hold ``RUN/train.lock`` (an exclusive ``flock``) while the block runs, with the holder's
+    pid, host and start time in it; a TrainingError naming the holder when another process
+    holds it. The kernel lets go of a lock when its process dies however it dies (a SIGKILL, a
+    power cut), so a lock left behind by a dead run is simply taken. On a file system without
+    locks the run goes on unlocked."""
+    paths.root.mkdir(parents=True, exist_ok=True)
+    path = paths.root / LOCK
+    fd = _take_lock(path)
+    try:
+        if fd is not None:
+            holder = {
+                "pid": os.getpid(),
+                "host": socket.gethostname(),
+                "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            }
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(holder).encode() + b"\n", 0)
+        yield
+    finally:
+        if fd is not None:
+            path.unlink(missing_ok=True)  # before the lock goes: a newcomer retries on a new file
+            os.close(fd)
+
+
+def _take_lock(path: Path) -> int | None:
+    """The open, locked lock file; None when the file system has no locks."""
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _holder(fd)
+            os.close(fd)
+            raise TrainingError(
+                f"{path.parent} is in use by another training run ({holder}); wait for it to "
+                f"end or stop it, or pick another --out (the lock: {path})"
+            ) from None
+        except OSError:  # no locks here (some network file systems)
+            os.close(fd)
+            return None
+        try:
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)  # its holder deleted it as we opened it: lock the new one
+
+
+def _holder(fd: int) -> str:
+    """Who holds a lock, in words, from what it wrote into the file."""
+    try:
+        holder = json.loads(os.pread(fd, 4096, 0))
+        pid, host, started = int(holder["pid"]), str(holder["host"]), str(holder["started"])
+        return f"pid {pid} on {host[:64]}, started {started[:25]}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "a process that has not said who it is yet"
+
+
 # ----------------------------------------------------------------------------- starting
 
 
@@ -162,9 +244,12 @@ def start_folder(paths: RunPaths, config: TrainConfig, *, fresh: bool = True) ->
 def log_record(paths: RunPaths, record: dict, tensorboard=None) -> None:
     """Append ``record`` to metrics.jsonl, and its numbers to TensorBoard's log at its ``step``:
     ``val_*`` under ``val/``, the rest under ``train/`` (the epoch's mean loss as
-    ``train/epoch_loss``)."""
-    with paths.metrics.open("a") as f:
-        f.write(json.dumps(record) + "\n")
+    ``train/epoch_loss``). An OSError (a full disk) names the file."""
+    try:
+        with paths.metrics.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+    except OSError as e:
+        raise OSError(e.errno, e.strerror or str(e), str(paths.metrics)) from None
     if tensorboard is not None:
         for key, value in record.items():
             if key not in ("step", "epoch") and isinstance(value, int | float):
@@ -281,6 +366,32 @@ def training_state(
     return state
 
 
+#: A parameter beyond this size means the run has diverged even while its loss is still finite
+#: (weights of 1e30 train on to NaN); the shipped model's largest is 13. Buffers (BatchNorm's
+#: running variances reach hundreds) are only checked to be finite.
+MAX_WEIGHT = 1e6
+
+
+@torch.no_grad()
+def check_weights(model: nn.Module, ema: nn.Module | None, step: int) -> None:
+    """Raise :class:`TrainingError` when a parameter of the model or its EMA is not finite or
+    larger than :data:`MAX_WEIGHT`, or a buffer (BatchNorm's statistics) is not finite: weights
+    that diverged never become the last good checkpoint."""
+    for name, module in (("weights", model), ("EMA weights", ema)):
+        if module is None:
+            continue
+        sizes = [p.abs().amax().float() for p in module.parameters() if p.numel()]
+        largest = float(torch.stack(sizes).max())  # NaN wins here, unlike in Python's max
+        finite = all(bool(b.isfinite().all()) for b in module.buffers() if b.is_floating_point())
+        if not (largest <= MAX_WEIGHT and finite):  # NaN fails every comparison
+            raise TrainingError(
+                f"the {name} diverged by step {step} (largest |w| {largest:.3g}, "
+                f"the limit is {MAX_WEIGHT:g}"
+                + ("" if finite else "; non-finite BatchNorm statistics")
+                + "); the last good checkpoint is kept. Try a lower --lr, or --precision fp32"
+            )
+
+
 def save_checkpoint(
     paths: RunPaths, *, model: nn.Module, config: TrainConfig, bins: dict[str, Tensor], state: dict
 ) -> None:
@@ -302,13 +413,17 @@ def restore(
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     ema: nn.Module | None,
+    point: ResumePoint | None = None,
 ) -> RunState:
-    """Load the folder's last matching pair into the model, optimizer, scheduler and EMA, and
-    the CPU RNG; returns the saved progress. Raises :class:`TrainingError` when there is no
-    pair, or it does not fit these modules."""
-    saved, weights = _saved_pair(paths)
+    """Load the folder's last matching pair (``point``, when it is loaded already) into the
+    model, optimizer, scheduler and EMA, and the CPU RNG; returns the saved progress. Raises
+    :class:`TrainingError` when there is no pair, or it does not fit these modules. The point's
+    state is released once loaded (a run holds its plan, and so the point, for its whole life)."""
+    point = point or load_resume_point(paths)
+    saved = dict(point.state)
+    point.state.clear()
     try:
-        model.load_state_dict(load_file(str(weights)))
+        model.load_state_dict(load_file(str(point.weights)))
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         if ema is not None and "ema" in saved:
@@ -339,3 +454,177 @@ def _saved_pair(paths: RunPaths) -> tuple[dict, Path]:
     if weights is None:
         raise TrainingError(f"no weights in {paths.state.parent} match the saved step {step}")
     return saved, weights
+
+
+# ----------------------------------------------------------------------------- resuming
+
+
+#: Options that may change on --resume without changing what the steps compute: where files
+#: are, how often they are written, how fast photos load, and how long the run goes on.
+RESUME_SAFE = frozenset(
+    {
+        "data",
+        "out",
+        "workers",
+        "save_every",
+        "log_every",
+        "tensorboard",
+        "cache",
+        "cache_max_gb",
+        "val_images",
+        "patience",
+        "init_from",
+        "epochs",
+        "max_steps",
+    }
+)
+#: Options whose change gives the run another number of steps (recomputed, then).
+_LENGTH = ("epochs", "max_steps", "batch_size")
+
+
+@dataclass(frozen=True)
+class Change:
+    """An option that differs from what the checkpoint was trained with."""
+
+    name: str  # dotted for a section's, e.g. model.width
+    old: object
+    new: object
+
+    def __str__(self) -> str:
+        return f"{self.name} {short(self.old)} → {short(self.new)}"
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    """What a run resumes from: the training state, the weights saved with it, and the options
+    those weights were trained with (their provenance; empty when unreadable)."""
+
+    state: dict
+    weights: Path
+    trained_with: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ResumePlan:
+    """How a run starts: for a resumed one, what it resumes from, the options that changed, and
+    its total steps (the saved ones, kept whatever the data; None to compute them, as for a new
+    run, or when its length options changed)."""
+
+    point: ResumePoint | None = None
+    changes: list[Change] = field(default_factory=list)
+    total_steps: int | None = None
+
+
+@contextmanager
+def open_run(
+    paths: RunPaths,
+    config: TrainConfig,
+    *,
+    rank: int,
+    resume: bool,
+    overwrite: bool,
+    override: bool,
+) -> Iterator[ResumePlan]:
+    """A run's folder for the run's life: locked by rank 0 (:func:`lock_run_folder`), checked
+    (:func:`check_folder`), and, to ``resume``, what it resumes from and how
+    (:func:`resume_plan`), all before any photo is read."""
+    with lock_run_folder(paths) if rank == 0 else nullcontext():
+        check_folder(paths, resume=resume, overwrite=overwrite)
+        if not resume:
+            yield ResumePlan()
+            return
+        yield resume_plan(load_resume_point(paths), config, override=override)
+
+
+def load_resume_point(paths: RunPaths) -> ResumePoint:
+    """The folder's last matching pair and the options it was trained with; a TrainingError
+    when there is none (see :func:`_saved_pair`)."""
+    saved, weights = _saved_pair(paths)
+    try:
+        trained = read_checkpoint(weights)[1].get("training")
+    except ValueError:
+        trained = None
+    return ResumePoint(saved, weights, trained if isinstance(trained, dict) else {})
+
+
+def resume_plan(point: ResumePoint, config: TrainConfig, *, override: bool) -> ResumePlan:
+    """Compare ``config`` with the options ``point`` was trained with. A change outside
+    :data:`RESUME_SAFE` (the seed, the batch size, the learning rate, the network, ...) breaks
+    the exact continuation, and is a TrainingError that lists them all unless ``override``."""
+    changes = [
+        c
+        for c in option_changes(point.trained_with, config_dict(config))
+        if not _same_photos_folder(c)
+    ]
+    breaking = [c for c in changes if c.name.split(".")[0] not in RESUME_SAFE]
+    if breaking and not override:
+        raise TrainingError(
+            f"cannot resume {config.out} exactly: these options differ from those its "
+            f"checkpoint was trained with: {', '.join(map(str, breaking[:10]))}"
+            + (f" and {len(breaking) - 10} more" if len(breaking) > 10 else "")
+            + ". Resume without changing them, or pass --override to go on with them (the run "
+            "then differs from an unbroken one)"
+        )
+    saved = int(point.state["progress"].get("total_steps") or 0)
+    keep = saved > 0 and not any(c.name in _LENGTH for c in changes)
+    return ResumePlan(point, changes, saved if keep else None)
+
+
+def _same_photos_folder(change: Change) -> bool:
+    """Whether ``change`` is only the data folder named as a checkpoint names it (by its name,
+    :func:`~zhangcolor.checkpoint.describe_photos`) against its path."""
+    if change.name != "data" or not isinstance(change.new, str):
+        return False
+    return change.old == as_text(Path(change.new).resolve().name)
+
+
+def option_changes(old: dict, new: dict, prefix: str = "") -> list[Change]:
+    """The options whose values differ between two configs as plain data (sections by dotted
+    names); an option ``old`` lacks (added since it was saved) is left out."""
+    changes = []
+    for key, value in new.items():
+        if key not in old:
+            continue
+        before = old[key]
+        if isinstance(value, dict) and isinstance(before, dict):
+            changes += option_changes(before, value, f"{prefix}{key}.")
+        elif before != value:
+            changes.append(Change(prefix + key, before, value))
+    return changes
+
+
+def note_progress(
+    state: RunState,
+    plan: ResumePlan,
+    total_steps: int,
+    photos: Sequence[Path],
+    console: Console | None,
+) -> None:
+    """Record the run's steps in all and its training ``photos`` in its progress. Resuming
+    (``plan.point``), first say on ``console`` (rank 0's) which options changed since the
+    checkpoint, and whether the photos did: that changes the epochs' order and crops, not the
+    run's length."""
+    root = Path(os.path.commonpath([str(p.parent) for p in photos])) if photos else Path()
+    digest = file_list_digest(photos, root)
+    if plan.point is not None and console is not None:
+        if plan.changes:
+            console.print(
+                f"[yellow]resuming with changed options: {', '.join(map(str, plan.changes))} "
+                f"(config.yaml now holds them; {total_steps:,} steps in all)"
+            )
+        if state.data_digest and state.data_digest != digest:
+            console.print(
+                f"[yellow]the training photos changed since the run started "
+                f"({state.train_files:,} → {len(photos):,}): the epochs' order and crops differ "
+                f"from an unbroken run's; its {total_steps:,} steps in all stay"
+            )
+    state.total_steps, state.train_files, state.data_digest = total_steps, len(photos), digest
+
+
+def file_list_digest(paths: Sequence[Path], root: Path) -> str:
+    """A hash of the files' paths under ``root`` (their bytes, so any name has one): the
+    training photos a run started with, to tell on --resume whether they changed."""
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(os.fsencode(path.relative_to(root)) + b"\0")
+    return digest.hexdigest()[:16]

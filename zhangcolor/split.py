@@ -3,6 +3,8 @@
 A file goes to validation when a seeded hash of its path relative to the folder, as a fraction
 of 2^64, is below the validation share. Adding or removing files therefore never moves the
 others between train and val, and ``evaluate --split val`` finds exactly what ``train`` held out.
+The hash is of the path's bytes on disk, so a name that is not valid UTF-8 (``caf\xe9.png``) has
+one too, and every other name the UTF-8 it always had.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from zhangcolor.images import find_images
 
 def is_validation(relative: str, val_fraction: float = VAL_FRACTION, seed: int = 0) -> bool:
     """Whether the file at ``relative`` (a POSIX path inside the folder) is held out."""
-    key = f"{seed}:{relative}".encode()
+    key = f"{seed}:{relative}".encode("utf-8", "surrogateescape")
     share = int.from_bytes(hashlib.sha256(key).digest()[:8], "big") / 2.0**64
     return share < val_fraction
 

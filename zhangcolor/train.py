@@ -44,15 +44,18 @@ from zhangcolor.metrics import auc
 from zhangcolor.model_file import load_model
 from zhangcolor.models import ColorizationNet, build_model, feature_encoder, unwrap
 from zhangcolor.options import FEATURE_LOSSES, HintConfig, TrainConfig
-from zhangcolor.photo_cache import PhotoCache, estimate_bytes, is_built, open_cache
+from zhangcolor.photo_cache import PhotoCache, estimate_bytes, is_built, open_cache, try_cache
 from zhangcolor.progress import LossMeter
 from zhangcolor.rebalance import inverse_prior_weights
 from zhangcolor.run_folder import (
+    ResumePoint,
     RunPaths,
     RunState,
     TrainingError,
-    check_folder,
+    check_weights,
     log_record,
+    note_progress,
+    open_run,
     plot_losses,
     restore,
     save_checkpoint,
@@ -64,12 +67,6 @@ from zhangcolor.schedule import build_optimizer, build_schedule, enter_stage
 from zhangcolor.split import split_files
 
 __all__ = ["TrainConfig", "TrainingError", "run"]
-
-#: A parameter beyond this size means the run has diverged even while its loss is still finite
-#: (weights of 1e30 train on to NaN); the shipped model's largest is 13. Buffers (BatchNorm's
-#: running variances reach hundreds) are only checked to be finite.
-MAX_WEIGHT = 1e6
-
 
 # ----------------------------------------------------------------------------- data
 
@@ -119,7 +116,7 @@ def _photo_caches(
     config: TrainConfig, lists: list[list[Path]], load_size: int, rank: int, console
 ) -> list[PhotoCache | None]:
     """The decoded-photo caches of the lists, built by rank 0; None each when the cache is off,
-    or (auto) when it would exceed ``cache_max_gb``."""
+    or (auto) when it would exceed ``cache_max_gb`` or cannot be written."""
     count = sum(len(paths) for paths in lists)
     size = estimate_bytes(count, load_size)
     if config.cache == "off" or (config.cache == "auto" and size > config.cache_max_gb * 2**30):
@@ -128,13 +125,15 @@ def _photo_caches(
         from zhangcolor.progress import progress_bar
 
         bar = progress_bar(console or Console(quiet=True), enabled=console is not None)
-        workers = max(2, config.workers)
+        workers, shown = max(2, config.workers), console or Console(stderr=True)
         with bar:
             task = bar.add_task(f"caching photos at {load_size} px", total=count)
             for paths in lists:
-                open_cache(paths, load_size, workers=workers, on_image=lambda _: bar.advance(task))
+                try_cache(paths, load_size, required=config.cache == "on", workers=workers,
+                          on_image=lambda _: bar.advance(task),
+                          warn=lambda text: shown.print(f"[yellow]warning: {text}"))  # fmt: skip
     barrier()
-    return [open_cache(paths, load_size) for paths in lists]
+    return [open_cache(paths, load_size) if is_built(paths, load_size) else None for paths in lists]
 
 
 def _hint_config(config: TrainConfig) -> HintConfig | None:
@@ -156,7 +155,14 @@ def make_loader(
         pin_memory=device.type == "cuda",
         drop_last=False,
         persistent_workers=config.workers > 0,
+        worker_init_fn=_leave_stop_signals_to_the_run,
     )
+
+
+def _leave_stop_signals_to_the_run(worker: int) -> None:
+    """Slurm and Ctrl-C signal every process of a job: the run saves, then ends its workers."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 # ----------------------------------------------------------------------------- the trainer
@@ -182,7 +188,8 @@ class Trainer:
     ema: nn.Module | None = None  # the exponential moving average of the weights
     ddp: nn.Module | None = None  # the DistributedDataParallel wrapper under torchrun
     trainable: tuple[bool, ...] = ()  # which parameters train now (the DDP wrapper's)
-    stop: threading.Event = field(default_factory=threading.Event)  # set by Ctrl-C
+    stop: threading.Event = field(default_factory=threading.Event)  # set by SIGINT or SIGTERM
+    stopped_by: int = 0  # the signal that asked the run to stop
     tensorboard: object | None = None  # a SummaryWriter, with `tensorboard: true`
     skipped_files: dict[str, str] = field(default_factory=dict)  # file -> why it is unusable
 
@@ -210,7 +217,7 @@ class Trainer:
         """Weights and trainer state at this step, as a pair (:func:`save_checkpoint`).
         Weights that have diverged are refused (:func:`check_weights`), so they never replace
         the last good pair."""
-        check_weights(self)
+        check_weights(self.model, self.ema, self.state.step)
         if not self.is_main:
             return
         state = training_state(
@@ -221,28 +228,13 @@ class Trainer:
         )
 
 
-@torch.no_grad()
-def check_weights(trainer: Trainer) -> None:
-    """Raise :class:`TrainingError` when a parameter of the model or its EMA is not finite or
-    larger than :data:`MAX_WEIGHT`, or a buffer (BatchNorm's statistics) is not finite."""
-    for name, module in (("weights", trainer.model), ("EMA weights", trainer.ema)):
-        if module is None:
-            continue
-        sizes = [p.abs().amax().float() for p in module.parameters() if p.numel()]
-        largest = float(torch.stack(sizes).max())  # NaN wins here, unlike in Python's max
-        finite = all(bool(b.isfinite().all()) for b in module.buffers() if b.is_floating_point())
-        if not (largest <= MAX_WEIGHT and finite):  # NaN fails every comparison
-            raise TrainingError(
-                f"the {name} diverged by step {trainer.state.step} (largest |w| {largest:.3g}, "
-                f"the limit is {MAX_WEIGHT:g}"
-                + ("" if finite else "; non-finite BatchNorm statistics")
-                + "); the last good checkpoint is kept. Try a lower --lr, or --precision fp32"
-            )
-
-
 def _run_bins(config: TrainConfig, device: torch.device) -> dict[str, Tensor]:
-    """The bins a run trains with, float32 on its device."""
-    loaded = load_bins(config.bins)
+    """The bins a run trains with, float32 on its device; a bins file that cannot be used is a
+    TrainingError that says why."""
+    try:
+        loaded = load_bins(config.bins)
+    except ValueError as e:  # BinsError: the file is named in its words
+        raise TrainingError(f"--bins: {e}") from None
     names = ("centers", "weights", "prior_smoothed")
     return {k: loaded[k].to(device=device, dtype=torch.float32) for k in names}
 
@@ -252,8 +244,11 @@ def _maximises(config: TrainConfig) -> bool:
     return "auc" in config.select_on
 
 
-def prepare(config: TrainConfig, train_size: int, rank: int, world: int, device) -> Trainer:
-    """The model, optimizer, schedule and criterion of a new run on this process's device."""
+def prepare(
+    config: TrainConfig, train_size: int, rank: int, world: int, device, total_steps=None
+) -> Trainer:
+    """The model, optimizer, schedule and criterion of a new run on this process's device;
+    ``total_steps`` when a resumed run keeps its own (else from the epochs and the data)."""
     if config.batch_size % world:
         raise TrainingError(f"--batch-size {config.batch_size} must divide among {world} processes")
     torch.manual_seed(config.seed)
@@ -268,9 +263,10 @@ def prepare(config: TrainConfig, train_size: int, rank: int, world: int, device)
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     per_rank = config.batch_size // world
     steps_per_epoch = math.ceil(math.ceil(train_size / world) / per_rank)
-    total_steps = config.epochs * steps_per_epoch
-    if config.max_steps is not None:
-        total_steps = min(total_steps, config.max_steps)
+    if total_steps is None:
+        total_steps = config.epochs * steps_per_epoch
+        if config.max_steps is not None:
+            total_steps = min(total_steps, config.max_steps)
     optimizer = build_optimizer(model, config)
     bins = _run_bins(config, device)
     ema = copy.deepcopy(model).eval().requires_grad_(False) if config.ema_decay else None
@@ -308,15 +304,15 @@ def _start_from(model: nn.Module, source: str) -> None:
         raise TrainingError(f"cannot start from {source}: it shares no weight with this network")
 
 
-def _resume(trainer: Trainer, console: Console) -> None:
-    """Load the run folder's last matching weights and trainer state into ``trainer``, and
-    (rank 0) drop the metrics logged after them."""
+def _resume(trainer: Trainer, point: ResumePoint, console: Console) -> None:
+    """Load the pair ``point`` holds into ``trainer``; rank 0 drops the metrics logged after it."""
     trainer.state = restore(
         trainer.paths,
         model=trainer.model,
         optimizer=trainer.optimizer,
         scheduler=trainer.scheduler,
         ema=trainer.ema,
+        point=point,
     )
     if trainer.is_main and trainer.paths.metrics.exists():
         trim_metrics(trainer.paths.metrics, trainer.state.step, console)
@@ -524,7 +520,7 @@ def end_epoch(
     """Log the validation, keep the best weights, checkpoint, and (rank 0) draw the loss plot
     and the sample grid of ``grid_batch``. Returns whether the run should stop early."""
     state, config = trainer.state, trainer.config
-    check_weights(trainer)  # before diverged weights could become the best
+    check_weights(trainer.model, trainer.ema, state.step)  # before they could become the best
     trainer.log(
         {"step": state.step, "epoch": state.epoch, **metrics, "skipped_files": state.skipped}
     )
@@ -574,23 +570,27 @@ def _draw_epoch(
 
 
 @contextmanager
-def stop_on_sigint(trainer: Trainer, console: Console) -> Iterator[None]:
-    """Ctrl-C asks the run to stop after the step in hand (and save), rather than kill it."""
+def stop_on_signals(trainer: Trainer, console: Console) -> Iterator[None]:
+    """Ctrl-C (SIGINT) and SIGTERM (docker stop, Slurm, Kubernetes) ask the run to stop after
+    the step in hand and save, rather than kill it; ``trainer.stopped_by`` says which."""
     owner = os.getpid()
 
-    def on_sigint(signum, frame) -> None:
+    def on_signal(signum, frame) -> None:
         # Forked DataLoader workers get the terminal's Ctrl-C too: the run's process speaks, once.
         if os.getpid() != owner or trainer.stop.is_set():
             return
+        trainer.stopped_by = signum
         trainer.stop.set()
         if trainer.is_main:
-            console.print("[yellow]interrupted: saving a checkpoint after this step …")
+            what = {signal.SIGINT: "interrupted"}.get(signum, "terminated")
+            console.print(f"[yellow]{what}: saving a checkpoint after this step …")
 
-    previous = signal.signal(signal.SIGINT, on_sigint)
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _start_record(trainer: Trainer, resumed: bool) -> dict:
@@ -610,26 +610,34 @@ def run(
     *,
     resume: bool = False,
     overwrite: bool = False,
+    override: bool = False,
     show_progress: bool = True,
 ) -> str:
     """Train as ``config`` says; returns how the run ended: "done", "max_steps",
-    "early_stop" or "interrupted". Raises :class:`TrainingError` when it cannot go on.
+    "early_stop", "interrupted" (SIGINT) or "terminated" (SIGTERM), the last two after saving.
+    Raises :class:`TrainingError` when it cannot go on.
 
     A new run refuses a folder that holds an earlier one, unless ``overwrite`` (which deletes
-    the earlier run's checkpoints and metrics); ``resume`` continues it."""
+    the earlier run's checkpoints and metrics); ``resume`` continues it, refusing options that
+    break its exact continuation unless ``override`` (:func:`open_run`)."""
     rank, world, device = setup_distributed()
+    paths, how = RunPaths(Path(config.out)), {"resume": resume, "overwrite": overwrite}
     try:
-        check_folder(RunPaths(Path(config.out)), resume=resume, overwrite=overwrite)
-        console = Console(stderr=True)
-        data = load_data(config, rank, console if show_progress and rank == 0 else None)
-        trainer = prepare(config, len(data.train), rank, world, device)
-        if resume:
-            _resume(trainer, console)
-        if trainer.is_main:
-            trainer.tensorboard = start_folder(trainer.paths, config, fresh=not resume)
-        trainer.log(_start_record(trainer, resume))
-        with stop_on_sigint(trainer, console):
-            return _epochs(trainer, data, console, show_progress)
+        with open_run(paths, config, rank=rank, override=override, **how) as plan:
+            console = Console(stderr=True)
+            data = load_data(config, rank, console if show_progress and rank == 0 else None)
+            trainer = prepare(config, len(data.train), rank, world, device, plan.total_steps)
+            if plan.point is not None:
+                _resume(trainer, plan.point, console)
+            shown = console if trainer.is_main else None
+            note_progress(trainer.state, plan, trainer.total_steps, data.train.paths, shown)
+            if trainer.is_main:
+                trainer.tensorboard = start_folder(trainer.paths, config, fresh=not resume)
+            trainer.log(_start_record(trainer, resume))
+            with stop_on_signals(trainer, console):
+                ending = _epochs(trainer, data, console, show_progress)
+            stopped = {signal.SIGTERM: "terminated"}.get(trainer.stopped_by, ending)
+            return stopped if ending == "interrupted" else ending
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()

@@ -33,6 +33,7 @@ from zhangcolor.options import BACKENDS, FORMATS, ColorizeConfig
 @inference_options
 @field_option(ColorizeConfig, "backend", "--backend", type=click.Choice(BACKENDS))
 @field_option(ColorizeConfig, "batch_size", "--batch-size", type=int)
+@field_option(ColorizeConfig, "max_pixels", "--max-pixels", type=int)
 @field_option(ColorizeConfig, "workers", "--workers", type=int)
 @field_option(ColorizeConfig, "format", "--format", type=click.Choice(FORMATS))
 @field_option(ColorizeConfig, "png_compress", "--png-compress", type=int)
@@ -105,6 +106,7 @@ def colorize(inputs, out_dir, hints_path, include_outputs, **flags) -> None:
             output=output,
             batch_size=config.batch_size,
             workers=config.workers,
+            max_pixels=config.max_pixels,
         ):
             outcomes.append(outcome)
             progress.advance(task)

@@ -98,6 +98,13 @@ def recipe_option(cls: type, name: str, *decls: str, **kwargs):
     help="Start afresh in a run folder that holds an earlier run, deleting its checkpoints "
     "and metrics (otherwise refused).",
 )
+@click.option(
+    "--override",
+    is_flag=True,
+    help="With --resume: go on with options that differ from those the checkpoint was trained "
+    "with (the seed, the batch size, the lr, ...), though the run then differs from an unbroken "
+    "one (otherwise refused).",
+)
 def train(
     config_path, resume_dir, no_rebalance, color_space, head, backbone, encoder, width, **flags
 ) -> None:
@@ -107,41 +114,77 @@ def train(
     `--config`, training starts from the shipped model's recipe (`default`: a U-Net over a
     pretrained EfficientNet-Lite0). YAML gives the defaults, flags override them, and the
     resolved config is saved in the run folder with `metrics.jsonl`, `plots/`, `samples/` and
-    `checkpoints/`. Ctrl-C saves a checkpoint and exits; `--resume RUN_DIR` goes on from it.
-    Under `torchrun --nproc_per_node N -m zhangcolor train ...` the run is data-parallel.
+    `checkpoints/`. Ctrl-C or SIGTERM saves a checkpoint and exits (status 130 or 143);
+    `--resume RUN_DIR` goes on from it, with the run's own config.yaml. Under
+    `torchrun --nproc_per_node N -m zhangcolor train ...` the run is data-parallel.
     """
-    from zhangcolor.train import TrainingError, run
-
     model = _model_flags(color_space, head, backbone, encoder, width)
     if flags.get("stages") is not None:
         flags["stages"] = int(flags["stages"])
     if no_rebalance:
         flags["rebalance"] = False
-    overwrite = flags.pop("overwrite")
+    overwrite, override = flags.pop("overwrite"), flags.pop("override")
     if resume_dir is not None:
-        if overwrite:
-            raise click.BadParameter(
-                "continues a run, --overwrite replaces it: pick one", param_hint="--resume"
-            )
-        config_path = resume_dir / "config.yaml"
-        if not config_path.is_file():
-            raise click.BadParameter(f"{resume_dir} holds no config.yaml", param_hint="--resume")
+        given = click.get_current_context().get_parameter_source("config_path")
+        explicit = given is not click.core.ParameterSource.DEFAULT
+        config_path = _resumed_config(resume_dir, config_path if explicit else None, overwrite)
         flags["out"] = str(resume_dir)
+    elif override:
+        raise click.BadParameter("is for --resume only", param_hint="--override")
     config = build(TrainConfig, config_path, model=model or None, **flags)
     _check_ready(config)
+    _run_training(config, resume=resume_dir is not None, overwrite=overwrite, override=override)
+
+
+def _resumed_config(resume_dir: Path, config_path: Path | None, overwrite: bool) -> Path:
+    """The config of a run to resume: its own config.yaml; --overwrite and --config are usage
+    errors beside --resume."""
+    if overwrite:
+        raise click.BadParameter(
+            "continues a run, --overwrite replaces it: pick one", param_hint="--resume"
+        )
+    if config_path is not None:
+        raise click.BadParameter(
+            "a resumed run keeps its own config.yaml; give the options to change as flags "
+            "(with --override where they change what the run computes)",
+            param_hint="--config",
+        )
+    own = resume_dir / "config.yaml"
+    if not own.is_file():
+        raise click.BadParameter(f"{resume_dir} holds no config.yaml", param_hint="--resume")
+    return own
+
+
+#: How a run ended: its words, and the exit status where it is not 0 (128 + the signal).
+_ENDINGS = {
+    "done": ("finished all epochs", 0),
+    "max_steps": ("reached its last step", 0),
+    "early_stop": ("stopped early: {select_on} stopped improving", 0),
+    "interrupted": ("interrupted; resume with: zhangcolor train --resume {out}", 130),
+    "terminated": ("terminated (SIGTERM); resume with: zhangcolor train --resume {out}", 143),
+}
+
+
+def _run_training(config, *, resume: bool, overwrite: bool, override: bool) -> None:
+    """Run it; a TrainingError or a failed write is a clean error (status 1), and SIGINT or
+    SIGTERM, once it has saved, exits with 130 or 143."""
+    from zhangcolor.train import TrainingError, run
+
     try:
-        ending = run(config, resume=resume_dir is not None, overwrite=overwrite)
-    except (TrainingError, OSError) as e:  # OSError: a full disk, a read-only folder
+        ending = run(config, resume=resume, overwrite=overwrite, override=override)
+    except TrainingError as e:
         raise click.ClickException(str(e)) from None
-    messages = {
-        "done": "finished all epochs",
-        "max_steps": "reached --max-steps",
-        "early_stop": f"stopped early: {config.select_on} stopped improving",
-        "interrupted": f"interrupted; resume with: zhangcolor train --resume {config.out}",
-    }
-    out.print(f"{messages[ending]}. Run folder: {config.out}")
-    if ending == "interrupted":
-        raise SystemExit(130)
+    except OSError as e:  # a full disk, a read-only folder: the file is named
+        where = f"cannot write {e.filename}: " if e.filename else ""
+        raise click.ClickException(f"{where}{e.strerror or e}") from None
+    words, status = _ENDINGS[ending]
+    if ending == "max_steps" and config.max_steps is not None:
+        words = "reached --max-steps"
+    out.print(
+        f"{words.format(select_on=config.select_on, out=config.out)}. Run folder: {config.out}"
+    )
+    if status:
+        raise SystemExit(status)
 
 
 def _model_flags(color_space, head, backbone, encoder, width) -> dict:
