@@ -1,14 +1,16 @@
 """``zhangcolor evaluate --hints 0,1,2,5,10,20,50``: guided models scored against the number of
 colour points a user gives, as the SIGGRAPH 2017 paper sweeps PSNR against points (its Fig. 4).
 
-For each photo (at the working size, as ``evaluate`` scores it), a fixed sequence of random
-true-colour points is drawn once, from a generator seeded by the photo's name: the point with
-n points are the sequence's first n, identical for every model and every run. A point is a pixel
-drawn uniformly among the opaque ones, and its hint is the true mean ab of the 3 × 3 patch
-around it (what a user's point covers by default). Beside the models, two baselines get the same
-points in the same run: **Gray** (ab = 0), and the **nearest-point fill**, where every pixel
-takes the ab of its nearest point (no network). A model that takes no points is scored without
-them at every count: its line is flat.
+The points follow the authors' sweep (richzhang/colorization-pytorch's ``test_sweep.py``): each is
+a 6 × 6 patch whose corner is drawn from a normal distribution centred on the photo with σ a
+quarter of its size (users click near the middle), clipped to the photo, and whose hint is the
+true mean ab over the patch, exactly as training's simulated users draw them
+(:mod:`zhangcolor.simulated_users`). For each photo (at the working size, as ``evaluate`` scores
+it), a fixed sequence of points is drawn once, from a generator seeded by the photo's name: the
+run with n points uses the sequence's first n, identical for every model and every run. Beside
+the models, two baselines get the same points in the same run: **Gray** (ab = 0), and the
+**nearest-point fill**, where every pixel takes the ab of its nearest point's centre (no
+network). A model that takes no points is scored without them at every count: its line is flat.
 """
 
 from __future__ import annotations
@@ -18,60 +20,48 @@ import hashlib
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from zhangcolor.bins import load_bins
 from zhangcolor.colorize import Colorizer
-from zhangcolor.constants import AB_NORM, WORKING_SIZE
+from zhangcolor.constants import HINT_COUNTS, WORKING_SIZE
 from zhangcolor.evaluate import GRAY, Accumulator, model_label, truth_at
-from zhangcolor.hints import CHANNELS, DEFAULT_PATCH
 from zhangcolor.rebalance import inverse_prior_weights
+from zhangcolor.simulated_users import corners, paint_points
 
-#: The counts of points swept by default.
-COUNTS = (0, 1, 2, 5, 10, 20, 50)
+#: The side of each point's patch (the authors' sweep: ``sample_Ps = [6]``).
+PATCH = 6
 FILL = "Nearest-point fill"
 #: The numbers of a row that hint_sweep.csv holds.
 SWEEP_METRICS = ("psnr", "auc", "auc_rebalanced", "ssim", "colorfulness_ratio")
 
 
-def draw_points(true_ab: Tensor, valid: Tensor, count: int, key: str, seed: int = 0) -> Tensor:
-    """``count`` random true-colour points of one photo: ``(count, 4)`` float64 rows ``(y, x, a,
-    b)``, each at a pixel drawn uniformly among the ``valid`` ones ``(H, W)`` (with replacement)
-    by a generator seeded by ``seed`` and ``key`` (the photo's name), its ab the true mean over
-    the :data:`~zhangcolor.hints.DEFAULT_PATCH`-pixel square around it. Fewer rows when the
-    photo has no valid pixel."""
-    w = valid.shape[1]
-    candidates = valid.flatten().nonzero()[:, 0]
-    if len(candidates) == 0:
-        return torch.zeros(0, 4, dtype=torch.float64)
-    digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
-    generator = torch.Generator().manual_seed(int.from_bytes(digest[:8], "big") >> 1)
-    chosen = candidates[torch.randint(len(candidates), (count,), generator=generator)]
-    ys, xs = chosen // w, chosen % w
-    half = DEFAULT_PATCH // 2
+def draw_points(count: int, key: str, seed: int = 0) -> Tensor:
+    """``count`` points of one photo, as :func:`~zhangcolor.simulated_users.draw_points` gives
+    them (``(count, 3)``: the side, then two standard normal draws that place the corner), from
+    a generator seeded by ``seed`` and ``key`` (the photo's name). The draws are sequential, so
+    the first n of any longer sequence are the n points."""
+    digest = hashlib.sha256(f"{seed}:{key}".encode("utf-8", "surrogateescape")).digest()
+    generator = np.random.default_rng(int.from_bytes(digest[:8], "big"))
+    place = torch.from_numpy(generator.standard_normal((count, 2)))
+    return torch.cat([torch.full((count, 1), float(PATCH), dtype=torch.float64), place], 1)
+
+
+def point_hints(true_ab: Tensor, points: Tensor) -> tuple[Tensor, Tensor]:
+    """A photo's hint channels ``(1, 3, H, W)`` for ``points`` ``(n, 3)``, each the true mean ab
+    over its patch (:func:`~zhangcolor.simulated_users.paint_points`), and the points as rows
+    ``(n, 4)`` float64 ``(y, x, a, b)``: each patch's centre and its hint, for the fill."""
+    h, w = true_ab.shape[-2:]
+    valid = torch.ones(1, h, w, dtype=torch.bool)
+    hints = paint_points(true_ab[None], valid, points[None], "normal")  # (1, 3, H, W)
+    places = corners(points, h, w, "normal").tolist()
     rows = []
-    for y, x in zip(ys.tolist(), xs.tolist(), strict=True):
-        patch = (slice(max(0, y - half), y + half + 1), slice(max(0, x - half), x + half + 1))
-        inside = valid[patch]
-        mean = true_ab[:, patch[0], patch[1]][:, inside].double().mean(1)  # (2,)
-        rows.append([y, x, float(mean[0]), float(mean[1])])
-    return torch.tensor(rows, dtype=torch.float64)
-
-
-def hint_channels(points: Tensor, size: int) -> Tensor:
-    """``(1, 3, size, size)`` hint channels of points ``(n, 4)`` (rows ``y, x, a, b``) on a
-    ``size × size`` photo: each a :data:`~zhangcolor.hints.DEFAULT_PATCH`-pixel square, as
-    :func:`zhangcolor.hints.rasterize` paints a user's point; later points win."""
-    out = torch.zeros(1, CHANNELS, size, size)
-    half = DEFAULT_PATCH // 2
-    for y, x, a, b in points.tolist():
-        rows = slice(max(0, int(y) - half), int(y) + half + 1)
-        cols = slice(max(0, int(x) - half), int(x) + half + 1)
-        out[0, 0, rows, cols] = a / AB_NORM
-        out[0, 1, rows, cols] = b / AB_NORM
-        out[0, 2, rows, cols] = 1.0
-    return out
+    for (top, left), side in zip(places, points[:, 0].long().tolist(), strict=True):
+        mean = true_ab[:, top : top + side, left : left + side].double().mean((1, 2))
+        rows.append([top + side / 2 - 0.5, left + side / 2 - 0.5, float(mean[0]), float(mean[1])])
+    return hints, torch.tensor(rows, dtype=torch.float64).reshape(-1, 4)
 
 
 def nearest_point_fill(points: Tensor, height: int, width: int) -> Tensor:
@@ -89,7 +79,7 @@ def sweep(
     models: list[str],
     paths: list[Path],
     *,
-    counts: tuple[int, ...] = COUNTS,
+    counts: tuple[int, ...] = HINT_COUNTS,
     temperature: float | None = None,
     seed: int = 0,
     on_image=None,
@@ -117,10 +107,8 @@ def sweep(
             continue
         lightness, true_ab = truth
         weight = inverse_prior_weights(true_ab[None], centers, prior_smoothed)[0]
-        points = draw_points(
-            true_ab, torch.ones(size, size, dtype=torch.bool), max(counts), path.name, seed
-        )
-        for n, predictions in _predictions(colorizers, lightness, points, counts, temperature):
+        points = draw_points(max(counts), path.name, seed)
+        for n, predictions in _predictions(colorizers, truth, points, counts, temperature):
             for name, ab in predictions.items():
                 rows[(name, n)].add(ab, lightness, true_ab, weight)
         used.append(str(path))
@@ -150,24 +138,25 @@ def sweep(
 
 def _predictions(
     colorizers: dict[str, Colorizer],
-    lightness: Tensor,
+    truth: tuple[Tensor, Tensor],
     points: Tensor,
     counts: tuple[int, ...],
     temperature: float | None,
 ):
     """``(n, {row name: ab (2, s, s)})`` for each count n: Gray, the fill, and each model given
     the first n points (a model that takes none is run once, without them)."""
+    lightness, true_ab = truth
     size = lightness.shape[-1]
     automatic: dict[str, Tensor] = {}
     for n in counts:
-        chosen = points[:n]
+        hints, centres = point_hints(true_ab, points[:n])
         predictions = {
             GRAY: torch.zeros(2, size, size),
-            FILL: nearest_point_fill(chosen, size, size),
+            FILL: nearest_point_fill(centres, size, size),
         }
         for m, c in colorizers.items():
             if n and c.takes_hints:
-                predictions[m] = _predict(c, lightness, hint_channels(chosen, size), temperature)
+                predictions[m] = _predict(c, lightness, hints, temperature)
                 continue
             if m not in automatic:
                 automatic[m] = _predict(c, lightness, None, temperature)

@@ -8,7 +8,14 @@ import rich_click as click
 from rich.table import Table
 
 from zhangcolor.cli.common import build, console, inference_options, out
-from zhangcolor.constants import MAX_TEMPERATURE, MIN_TEMPERATURE, TEMPERATURE, TEMPERATURES
+from zhangcolor.config import short
+from zhangcolor.constants import (
+    HINT_COUNTS,
+    MAX_TEMPERATURE,
+    MIN_TEMPERATURE,
+    TEMPERATURE,
+    TEMPERATURES,
+)
 from zhangcolor.options import EVALUATION_SPLITS, ColorizeConfig
 
 
@@ -44,13 +51,26 @@ from zhangcolor.options import EVALUATION_SPLITS, ColorizeConfig
     show_default=True,
     help="val: only the validation split that `train` holds out of DATA.",
 )
+@click.option(
+    "--hints",
+    "hint_counts",
+    metavar="COUNTS",
+    help="Sweep colour points instead: comma-separated numbers of random true-colour points "
+    f"per photo (e.g. {','.join(map(str, HINT_COUNTS))}), scored with Gray and the nearest-point "
+    "fill; writes hint_sweep.md/.csv/.json/.png. Each model decodes at its own T unless "
+    "--temperatures gives one.",
+)
 @inference_options
 @click.option("--max-images", type=click.IntRange(min=1), help="Use the first N images only.")
-def evaluate_command(data, models, temperatures, out_dir, split, max_images, **flags) -> None:
+def evaluate_command(
+    data, models, temperatures, out_dir, split, max_images, hint_counts, **flags
+) -> None:
     """Measure models on a folder of color photos, as the paper does (section 3.1).
 
     Raw and class-rebalanced AuC (ab L2 thresholds 0-150), PSNR, SSIM and colorfulness (Hasler
     & Süsstrunk) against the truth, per model and temperature, always with the Gray baseline.
+    With `--hints`, guided models are scored against the number of colour points a user gives,
+    as the SIGGRAPH 2017 paper does (docs/guided.md).
     """
     from zhangcolor.decode import check_colorize_temperature
     from zhangcolor.evaluate import evaluate, write_report
@@ -62,6 +82,17 @@ def evaluate_command(data, models, temperatures, out_dir, split, max_images, **f
         raise click.BadParameter(str(e), param_hint="--temperatures") from None
     config = build(ColorizeConfig, **flags)
     paths = _scored_images(data, split, max_images)
+    if hint_counts is not None:
+        given = click.get_current_context().get_parameter_source("temperatures")
+        chosen = given is not click.core.ParameterSource.DEFAULT
+        if chosen and len(temps) != 1:
+            raise click.BadParameter(
+                "give one temperature with --hints", param_hint="--temperatures"
+            )
+        _sweep_points(
+            models, paths, _counts(hint_counts), temps[0] if chosen else None, config, out_dir
+        )
+        return
     with progress_bar(console) as progress:
         task = progress.add_task("evaluating", total=len(paths))
         try:
@@ -84,6 +115,57 @@ def evaluate_command(data, models, temperatures, out_dir, split, max_images, **f
         f"wrote {out_dir}/report.json, report.md, metrics.json, auc_curves.csv/.png and "
         "temperature_sweep.csv/.png"
     )
+
+
+def _counts(text: str) -> tuple[int, ...]:
+    """--hints' numbers of points: distinct, ascending, each in [0, MAX_POINTS]."""
+    from zhangcolor.hints import MAX_POINTS
+
+    try:
+        counts = sorted({int(n) for n in text.split(",") if n.strip()})
+    except ValueError:
+        counts = []
+    if not counts or counts[0] < 0 or counts[-1] > MAX_POINTS:
+        raise click.BadParameter(
+            f"must be comma-separated numbers of points in [0, {MAX_POINTS}], e.g. "
+            f"{','.join(map(str, HINT_COUNTS))}; got {short(text)}",
+            param_hint="--hints",
+        )
+    return tuple(counts)
+
+
+def _sweep_points(models, paths, counts, temperature, config: ColorizeConfig, out_dir) -> None:
+    """evaluate --hints: the colour-point sweep, written and shown (PSNR by count)."""
+    from zhangcolor.hint_sweep import sweep, write_sweep
+    from zhangcolor.progress import progress_bar
+
+    with progress_bar(console) as progress:
+        task = progress.add_task("sweeping points", total=len(paths))
+        try:
+            report = sweep(
+                list(models),
+                paths,
+                counts=counts,
+                temperature=temperature,
+                on_image=lambda _: progress.advance(task),
+                size=config.size,
+                device=config.device,
+                precision=config.precision,
+            )
+        except (ValueError, FileNotFoundError) as e:
+            raise click.ClickException(str(e)) from None
+    write_sweep(report, out_dir)
+    table = Table(title=f"PSNR (dB) against colour points: {report['images']} images")
+    table.add_column("model")
+    for n in counts:
+        table.add_column(f"{n}", justify="right")
+    rows: dict[str, list[str]] = {}
+    for r in report["rows"]:
+        rows.setdefault(r["label"], []).append(f"{r['psnr']:.2f}")
+    for label, cells in rows.items():
+        table.add_row(label, *cells)
+    out.print(table)
+    out.print(f"wrote {out_dir}/hint_sweep.md, .csv, .json and .png")
 
 
 def _print_report(report: dict, split: str) -> None:
