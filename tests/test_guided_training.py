@@ -194,3 +194,23 @@ def test_freeze_automatic_needs_a_guided_unet_started_from_a_model():
         )
     with pytest.raises(ValueError, match=r"needs model\.hints"):
         TrainConfig(select_on="val_auc_rebalanced_hints")
+
+
+def test_a_trained_guided_unet_without_points_is_its_automatic_network():
+    """The hint branches are bias-free, so all-zero hint channels add exactly nothing, whatever
+    they learnt: without points a guided U-Net skips them, and gives the same output."""
+    torch.manual_seed(0)
+    guided = build_model(
+        ModelConfig(backbone="unet", pretrained=False, hints=True, head="classification")
+    )
+    with torch.no_grad():
+        for name, weight in guided.named_parameters():
+            if "hint" in name:
+                weight.normal_(0, 0.5)  # as if trained
+        guided.eval()
+        lightness = torch.rand(2, 1, 32, 32) * 100
+        no_points = guided(lightness, torch.zeros(2, 3, 32, 32))
+        assert torch.equal(guided(lightness), no_points)
+        hints = torch.zeros(2, 3, 32, 32)
+        hints[:, :2, 8:12, 8:12], hints[:, 2, 8:12, 8:12] = 0.4, 1.0
+        assert not torch.equal(guided(lightness, hints), no_points)  # the branches do work

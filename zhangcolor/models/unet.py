@@ -203,13 +203,11 @@ class UNet(nn.Module):
 
     def forward(self, lightness: Tensor, hints: Tensor | None = None) -> Tensor:
         gray = (lightness / L_MAX).expand(-1, 3, -1, -1)  # (B, 3, H, W) in [0, 1]
-        if not self.takes_hints:
-            if hints is not None:
-                raise ValueError("this network takes no hints")
+        if hints is not None and not self.takes_hints:
+            raise ValueError("this network takes no hints")
+        if hints is None:  # the hint branches are bias-free: no points add exactly nothing
             f4, f8, f16, f32 = self.encoder((gray - self.mean) / self.std)
             return self.up4(self.up8(self.up16(f32, f16), f8), f4)
-        if hints is None:
-            hints = lightness.new_zeros(lightness.shape[0], HINT_CHANNELS, *lightness.shape[-2:])
         hints = hints.to(lightness)
         extra = self.hint_stem(hints)  # (B, C_stem, H/s, W/s) at the stem's stride
         f4, f8, f16, f32 = self.encoder((gray - self.mean) / self.std, extra)
