@@ -3,9 +3,8 @@
 #   docker build -t zhangcolor .
 #   docker run --rm -p 8000:8000 zhangcolor          # then open http://localhost:8000/
 #
-# Unbuilt: the machines this project is built on have no Docker engine. Written to be correct
-# by reading, its RUN steps mirror .ci/run (tests/test_project.py checks that); see README.md,
-# "Docker".
+# Not yet built: written to be correct by reading, its RUN steps mirror .ci/run
+# (tests/test_project.py checks that); see docs/docker.md.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
