@@ -69,13 +69,19 @@ def test_a_bad_value_in_a_yaml_names_the_config_file(tmp_path):
 def test_train_needs_a_folder_of_photos_unless_the_config_names_one_that_exists(
     tmp_path, monkeypatch
 ):
-    """The shipped recipe names a folder of photos that is not distributed: where it is not
-    there, train asks for --data (and writes nothing)."""
+    """The shipped recipe names no folder of photos, so train asks for --data; a config that
+    names a folder which is not there is told so. Neither writes anything."""
     monkeypatch.chdir(tmp_path)
     result = invoke("train")
     text = " ".join(result.output.replace("│", " ").split())
     assert result.exit_code == 2 and "Missing option '--data'" in text, text
-    assert "is not a folder here" in text  # the recipe's own folder is absent
+    assert "is not a folder here" not in text  # the recipe names none
+    mine = tmp_path / "mine.yaml"
+    mine.write_text(yaml.safe_dump({"data": "absent-photos"}))
+    result = invoke("train", "--config", str(mine))
+    text = " ".join(result.output.replace("│", " ").split())
+    assert result.exit_code == 2 and "Missing option '--data'" in text, text
+    assert "absent-photos is not a folder here" in text
     assert not (tmp_path / "runs").exists()
 
 
