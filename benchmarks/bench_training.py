@@ -1,6 +1,6 @@
 """Training throughput: the train step alone, the input pipeline alone, and both together.
 
-    python benchmarks/bench_training.py [--data ../shared/data/photos] [--device cpu|cuda]
+    python benchmarks/bench_training.py [--data PHOTOS] [--device cpu|cuda]
         [--configs eccv16-compact unet-effnet-classification] [--crop 128] [--batch 16]
 
 Every row runs the real training code (``train.prepare``, ``train_step``, the DataLoader and
@@ -9,9 +9,8 @@ the device-side augmentation) on the chosen device, at the precision ``auto`` pi
 1. step only: img/s of ``train_step`` on one augmented batch already on the device;
 2. loader only: img/s of the DataLoader (the decoded-photo cache, and for reference decoding
    every photo each time) including the copy to the device and the crops on it;
-3. end to end: img/s of ``train_one_epoch`` for a number of steps, which should come close to
-   the step-only rate when the loader keeps up (on the GPU: the shipped U-Net ≥ 2,000 img/s at
-   224², eccv16 within 80 % of its bare step);
+3. end to end: img/s of ``train_one_epoch`` for a number of steps, which comes close to the
+   step-only rate when the loader keeps up;
 4. on CUDA, the peak GPU memory of each config.
 Ratios are against rows measured in the same run.
 """
