@@ -65,7 +65,7 @@ class ColorizationNet(nn.Module):
         output = self.head(features)
         if hints is None or not hasattr(self, "hint_prior"):
             return output
-        return output + self.hint_prior(hints, features)
+        return output + self.hint_prior(hints, lightness, features)
 
 
 def build_model(config: ModelConfig) -> ColorizationNet | SIGGRAPH17:

@@ -1,75 +1,100 @@
 """The points' own vote on each pixel's colour, for a guided classification network.
 
-A user's points say the colour of a few pixels. Spread to every pixel from the nearest point
-(:func:`nearest_fill`), they make a distribution of their own over the bins: a Gaussian around
-that point's ab. The network's distribution and this one are combined as a product of experts,
+A user's points say the colour of a few pixels. Spread to every pixel from its geodesically
+nearest point (:func:`geodesic_fill`: the nearest along a path that pays for every change of
+lightness it crosses, so a point's colour stays within its region), they make a distribution of
+their own over the bins: a Gaussian around that point's ab. The network's distribution and this
+one are combined as a product of experts,
 
     log p(q | x) = logits(q | x) + c(x) · log N(q; fill(x), σ²)   (up to a constant),
 
-where the confidence c of each pixel is learnt from the network's features and the distance to
-the nearest point: high near a point and within its object, low across an edge or far away.
+where the confidence c of each pixel is learnt from the network's features and the geodesic
+distance to its point: high near a point and within its object, low across an edge or far away.
 Without points, or where c = 0, the network decides alone; with c large, the pixel takes its
-nearest point's colour. c starts at zero (and is free to learn any sign), so a guided network
-starts out as the automatic one.
+point's colour. c starts at zero (and is free to learn any sign), so a guided network starts out
+as the automatic one.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from zhangcolor.constants import AB_NORM, STRIDE
+from zhangcolor.constants import AB_NORM, L_MAX, STRIDE
 
 #: σ (ab units) of each point's vote: twice the soft-encoding's, so that neighbouring bins share.
 VOTE_SIGMA = 10.0
-#: The side (input pixels) of the cells the nearest point is looked for in: twice the output's
-#: stride, 1,024 cells at the working size of 256.
-CELL = 2 * STRIDE
+#: What a step of the geodesic search costs per unit of lightness change (L / 100) it crosses,
+#: beside its length: at 1000, an edge of 10 L units is as far as 100 cells of flat colour.
+#: On 40 validation photos with 10 true-colour points, the fill alone scores 1.1 dB PSNR above
+#: the plain nearest point's at 1000 (+0.8 at 100, +0.4 at 10, and no more at 3000).
+EDGE_COST = 1000.0
+#: The eight neighbours of a cell, as (dy, dx).
+_NEIGHBOURS = ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1))
+#: The distance of a cell no point reaches: the search's infinity (it runs in float32).
+_FAR = 1e30
 
 
-def nearest_fill(hints: Tensor, size: tuple[int, int]) -> tuple[Tensor, Tensor, Tensor]:
-    """Every cell of a ``size`` grid (the network's output) filled from its nearest point.
+def _from(x: Tensor, dy: int, dx: int, fill: float) -> Tensor:
+    """``x (B, C, h, w)`` moved so that each cell holds its (dy, dx) neighbour's value
+    (``fill`` beyond the edge)."""
+    h, w = x.shape[-2:]
+    padded = F.pad(x, (1, 1, 1, 1), value=fill)
+    return padded[..., 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w]
 
-    The search runs on cells of :data:`CELL` input pixels (twice the output's stride), all
-    cells against all, so its shapes never depend on how many points there are, and it exports
-    to ONNX as it is; the result is then enlarged to ``size``.
+
+def geodesic_fill(
+    hints: Tensor, lightness: Tensor, size: tuple[int, int]
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Every cell of a ``size`` grid (the network's output) filled from its geodesically nearest
+    point.
+
+    On cells of :data:`~zhangcolor.constants.STRIDE` input pixels (the mean L of each), a step
+    to one of the eight neighbours costs its length (1 or √2) times 1 + :data:`EDGE_COST` ·
+    |ΔL| / 100. The shortest paths from the hinted cells are found by relaxation (Bellman-Ford,
+    each round a step further, at most 2 × the grid's longer side rounds, ending early once
+    nothing changes outside an ONNX trace), so the shapes never depend on how many points there
+    are, and it exports to ONNX as it is. Runs in float32 whatever the input's dtype.
 
     Args:
         hints: ``(B, 3, H, W)`` hint channels (a / 110, b / 110, mask); a cell is hinted when
             any of its pixels is, with their mean ab.
+        lightness: ``(B, 1, H, W)`` L in [0, 100].
         size: the output grid ``(h, w)``.
 
     Returns:
         ``ab (B, 2, h, w)`` in ab units (0 where there is no point at all), ``distance (B, 1, h,
-        w)`` to the nearest point in cells divided by the grid's longer side (1 where there is
-        no point), and ``reached (B, 1, h, w)``, 1 where there is a point anywhere.
+        w)``: the path's cost in cells divided by the grid's longer side, at most 1 (1 where
+        there is no point), and ``reached (B, 1, h, w)``, 1 where there is a point anywhere.
     """
-    pooled = F.avg_pool2d(hints, CELL, ceil_mode=True)  # (B, 3, gh, gw)
-    covered = pooled[:, 2:]  # the hinted share of each cell
-    ab = pooled[:, :2] / covered.clamp_min(1e-6)  # the mean ab of its hinted pixels
-    hinted = (covered > 0).flatten(1)  # (B, N)
-    rows = torch.arange(pooled.shape[-2], device=hints.device).to(hints.dtype)
-    cols = torch.arange(pooled.shape[-1], device=hints.device).to(hints.dtype)
-    cells = torch.stack(torch.meshgrid(rows, cols, indexing="ij"), -1).reshape(-1, 2)  # (N, 2)
-    squared = (cells[:, None] - cells[None]).square().sum(-1)  # (N, N)
-    inf = torch.full_like(squared, float("inf"))
-    candidates = torch.where(hinted[:, None, :], squared[None], inf[None])  # (B, N, N)
-    nearest, index = candidates.min(-1)  # (B, N)
-    values = ab.flatten(2).gather(2, index[:, None].expand(-1, 2, -1))  # (B, 2, N)
-    reached = torch.isfinite(nearest)[:, None]  # (B, 1, N)
-    longer = max(pooled.shape[-2], pooled.shape[-1])
-    distance = nearest.clamp_max(float(longer) ** 2)[:, None].sqrt() / longer
-    out = torch.cat(
-        [
-            torch.where(reached, values * AB_NORM, torch.zeros_like(values)),
-            torch.where(reached, distance, torch.ones_like(distance)),
-            reached.to(hints.dtype),
-        ],
-        1,
-    )  # (B, 4, N)
-    out = F.interpolate(out.unflatten(2, tuple(pooled.shape[-2:])), size=size, mode="nearest")
-    return out[:, :2], out[:, 2:3], out[:, 3:]
+    pooled = F.avg_pool2d(hints.float(), STRIDE, ceil_mode=True)  # (B, 3, gh, gw)
+    light = F.avg_pool2d(lightness.float() / L_MAX, STRIDE, ceil_mode=True)  # (B, 1, gh, gw)
+    if tuple(pooled.shape[-2:]) != tuple(size):
+        pooled = F.interpolate(pooled, size=size, mode="nearest")
+        light = F.interpolate(light, size=size, mode="nearest")
+    covered = pooled[:, 2:] > 0
+    ab = torch.where(covered, pooled[:, :2] / pooled[:, 2:].clamp_min(1e-6), 0.0)
+    steps = [
+        math.hypot(dy, dx) * (1 + EDGE_COST * (light - _from(light, dy, dx, 0.0)).abs())
+        for dy, dx in _NEIGHBOURS
+    ]  # each (B, 1, h, w): the cost of the step from that neighbour
+    distance = torch.where(covered, 0.0, _FAR)
+    longer = max(size)
+    for round_ in range(2 * longer):
+        before = distance
+        for (dy, dx), step in zip(_NEIGHBOURS, steps, strict=True):
+            through = _from(distance, dy, dx, _FAR) + step
+            shorter = through < distance
+            distance = torch.where(shorter, through, distance)
+            ab = torch.where(shorter, _from(ab, dy, dx, 0.0), ab)
+        if round_ % 8 == 7 and not torch.jit.is_tracing() and torch.equal(before, distance):
+            break
+    reached = covered.flatten(1).any(1)[:, None, None, None].expand_as(distance)
+    distance = torch.where(reached, (distance / longer).clamp_max(1.0), 1.0)
+    return ab * AB_NORM * reached, distance, reached.float()
 
 
 class HintPrior(nn.Module):
@@ -78,11 +103,11 @@ class HintPrior(nn.Module):
     Args:
         centers: ``(Q, 2)`` the bin centres the logits index.
         features: channels of the network's features at the output's resolution, which the
-            confidence reads beside the distance to the nearest point.
+            confidence reads beside the geodesic distance to the point.
     """
 
     #: The confidence's output scale, so that Adam grows it from zero at the pace of the rest.
-    GAIN = 10.0
+    GAIN = 30.0
 
     def __init__(self, centers: Tensor, features: int, hidden: int = 32) -> None:
         super().__init__()
@@ -95,9 +120,12 @@ class HintPrior(nn.Module):
         nn.init.zeros_(self.confidence[-1].weight)
         nn.init.zeros_(self.confidence[-1].bias)
 
-    def forward(self, hints: Tensor, features: Tensor) -> Tensor:
+    def forward(self, hints: Tensor, lightness: Tensor, features: Tensor) -> Tensor:
+        """``hints (B, 3, H, W)``, ``lightness (B, 1, H, W)`` and the network's ``features (B,
+        C, h, w)`` -> logit offsets ``(B, Q, h, w)``."""
         size = (features.shape[-2], features.shape[-1])
-        fill, distance, reached = nearest_fill(hints, size)
+        fill, distance, reached = geodesic_fill(hints, lightness, size)
+        fill, distance, reached = (x.to(features.dtype) for x in (fill, distance, reached))
         confidence = self.confidence(torch.cat([features, distance, reached], 1))
         confidence = confidence * self.GAIN * reached  # (B, 1, h, w)
         centers = self.centers.to(fill.dtype)  # (Q, 2)

@@ -1,0 +1,108 @@
+"""The points' own vote of a guided classification network (models/hint_prior.py): its
+geodesic fill against a float64 Dijkstra written here, and the vote's product of experts."""
+
+from __future__ import annotations
+
+import heapq
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from zhangcolor.constants import AB_NORM, STRIDE
+from zhangcolor.models.hint_prior import EDGE_COST, VOTE_SIGMA, HintPrior, geodesic_fill
+
+
+def dijkstra(light: np.ndarray, sources: dict[tuple[int, int], tuple[float, float]]):
+    """Shortest paths on a grid of cells with 8 neighbours, a step from cell u to cell v
+    costing |uv| (1 or √2) × (1 + EDGE_COST × |L(u) − L(v)|), ``light`` being L / 100 per cell:
+    each cell's distance and its source's ab."""
+    h, w = light.shape
+    distance = np.full((h, w), np.inf)
+    owner = np.zeros((h, w, 2))
+    heap = []
+    for (y, x), ab in sources.items():
+        distance[y, x] = 0.0
+        owner[y, x] = ab
+        heapq.heappush(heap, (0.0, y, x))
+    while heap:
+        d, y, x = heapq.heappop(heap)
+        if d > distance[y, x]:
+            continue
+        for dy in (-1, 0, 1):
+            for dx in (-1, 0, 1):
+                v = (y + dy, x + dx)
+                if (dy, dx) == (0, 0) or not (0 <= v[0] < h and 0 <= v[1] < w):
+                    continue
+                cost = math.hypot(dy, dx) * (1 + EDGE_COST * abs(light[y, x] - light[v]))
+                if d + cost < distance[v] - 1e-9:
+                    distance[v] = d + cost
+                    owner[v] = owner[y, x]
+                    heapq.heappush(heap, (d + cost, *v))
+    return distance, owner
+
+
+def test_the_fill_follows_the_shortest_paths_of_a_float64_dijkstra():
+    rng = np.random.default_rng(0)
+    h, w = 9, 12
+    # regions of flat lightness (so that paths are unique) separated by edges
+    cells = np.where(np.arange(w)[None] < 5, 30.0, 70.0) * np.ones((h, 1))
+    cells[6:, :] = 50.0
+    lightness = torch.from_numpy(np.kron(cells, np.ones((STRIDE, STRIDE))))[None, None]
+    hints = torch.zeros(1, 3, h * STRIDE, w * STRIDE, dtype=torch.float64)
+    sources = {}
+    for y, x in ((1, 1), (2, 9), (8, 6)):
+        ab = tuple(rng.uniform(-60, 60, 2))
+        sources[(y, x)] = ab
+        pixels = (slice(y * STRIDE, y * STRIDE + 2), slice(x * STRIDE + 1, x * STRIDE + 3))
+        hints[0, 0][pixels], hints[0, 1][pixels] = ab[0] / AB_NORM, ab[1] / AB_NORM
+        hints[0, 2][pixels] = 1.0
+    ab, distance, reached = geodesic_fill(hints, lightness, (h, w))
+    expected_distance, expected_ab = dijkstra(cells / 100, sources)
+    np.testing.assert_allclose(
+        distance[0, 0].numpy(), np.minimum(expected_distance / w, 1), rtol=1e-5
+    )
+    np.testing.assert_allclose(ab[0].permute(1, 2, 0).numpy(), expected_ab, rtol=1e-4, atol=1e-4)
+    assert reached.min() == 1
+    # each region takes its own point's colour: the edges cost more than the way round
+    assert np.allclose(ab[0, :, 0, 0].numpy(), sources[(1, 1)], atol=1e-4)
+    assert np.allclose(ab[0, :, 8, 0].numpy(), sources[(8, 6)], atol=1e-4)
+
+
+def test_without_points_nothing_is_reached():
+    ab, distance, reached = geodesic_fill(
+        torch.zeros(2, 3, 32, 40), torch.rand(2, 1, 32, 40) * 100, (8, 10)
+    )
+    assert not ab.any() and (distance == 1).all() and not reached.any()
+
+
+def test_the_vote_is_a_gaussian_around_the_fill_weighted_by_the_confidence():
+    """log N(q; fill, σ²) up to a constant, times c = GAIN × the confidence branch's output."""
+    torch.manual_seed(0)
+    centers = torch.tensor([[0.0, 0.0], [10.0, 0.0], [40.0, -20.0]])
+    prior = HintPrior(centers, features=4)
+    with torch.no_grad():
+        prior.confidence[-1].bias.fill_(0.05)  # a constant confidence of 0.05 × GAIN
+    hints = torch.zeros(1, 3, 16, 16)
+    hints[0, 0, 4:8, 4:8], hints[0, 1, 4:8, 4:8], hints[0, 2, 4:8, 4:8] = 20 / AB_NORM, 0.0, 1.0
+    lightness = torch.full((1, 1, 16, 16), 50.0)
+    offsets = prior(hints, lightness, torch.zeros(1, 4, 4, 4))
+    c = 0.05 * HintPrior.GAIN
+    squared = ((torch.tensor([20.0, 0.0]) - centers) ** 2).sum(1)
+    expected = -c * squared / (2 * VOTE_SIGMA**2)
+    torch.testing.assert_close(offsets[0, :, 2, 3], expected, rtol=1e-5, atol=1e-5)
+    assert torch.equal(
+        prior(torch.zeros_like(hints), lightness, torch.zeros(1, 4, 4, 4)), torch.zeros(1, 3, 4, 4)
+    )
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_the_search_runs_in_float32_for_a_half_precision_network(dtype):
+    hints = torch.zeros(1, 3, 64, 64)
+    hints[0, :, 2:4, 2:4] = torch.tensor([0.3, -0.2, 1.0])[:, None, None]
+    lightness = torch.rand(1, 1, 64, 64) * 100
+    full = geodesic_fill(hints, lightness, (16, 16))
+    half = geodesic_fill(hints.to(dtype), lightness.to(dtype), (16, 16))
+    assert all(x.dtype == torch.float32 for x in half)
+    assert torch.allclose(full[2], half[2]) and (full[0] - half[0]).abs().max() < 1.0
