@@ -44,7 +44,7 @@ def package_model_command(
     """Copy a trained checkpoint for shipping, with its calibrated T and a provenance JSON
     beside it.
 
-    This is how the default model in zhangcolor/weights/ is made (see the README's model card).
+    This is how the default model in zhangcolor/weights/ is made (see docs/model-card.md).
     """
     from zhangcolor.checkpoint import package_model
     from zhangcolor.decode import check_colorize_temperature
