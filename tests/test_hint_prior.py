@@ -4,6 +4,7 @@ geodesic fill against a float64 Dijkstra written here, and the vote's product of
 from __future__ import annotations
 
 import heapq
+import json
 import math
 
 import numpy as np
@@ -106,3 +107,57 @@ def test_the_search_runs_in_float32_for_a_half_precision_network(dtype):
     half = geodesic_fill(hints.to(dtype), lightness.to(dtype), (16, 16))
     assert all(x.dtype == torch.float32 for x in half)
     assert torch.allclose(full[2], half[2]) and (full[0] - half[0]).abs().max() < 1.0
+
+
+def test_package_model_weights_the_vote_by_the_point_strength(tmp_path):
+    """--point-strength multiplies the vote's confidence exactly (its last layer is linear), so
+    the points' offsets to the logits scale by it, and nothing changes without points."""
+    from test_guided_training import calibrated
+    from test_train import invoke
+
+    from zhangcolor.bins import ab_bins
+    from zhangcolor.checkpoint import save_model
+    from zhangcolor.model_file import load_model
+    from zhangcolor.models import ModelConfig, build_model
+    from zhangcolor.options import TrainConfig
+
+    torch.manual_seed(0)
+    config = TrainConfig(model=ModelConfig(backbone="eccv16", width=0.125, hints=True))
+    network = calibrated(build_model(config.model))
+    with torch.no_grad():
+        for p in network.hint_prior.confidence.parameters():
+            p.normal_(0, 0.1)  # as if trained
+    source = tmp_path / "guided.safetensors"
+    save_model(source, network, config, {"centers": ab_bins(), "weights": torch.ones(313)}, 0)
+    target = tmp_path / "shipped.safetensors"
+    result = invoke("package-model", source, "-o", target, "--point-strength", 3)
+    assert result.exit_code == 0, result.output
+    assert json.loads(target.with_suffix(".json").read_text())["point_strength"] == 3
+    before, after = load_model(source)[0].eval(), load_model(target)[0].eval()
+    lightness = torch.rand(1, 1, 32, 32) * 100
+    hints = torch.zeros(1, 3, 32, 32)
+    hints[0, :, 12:16, 12:16] = torch.tensor([0.4, -0.2, 1.0])[:, None, None]
+    features = torch.randn(1, before.backbone.out_channels, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(before(lightness), after(lightness))
+        torch.testing.assert_close(
+            after.hint_prior(hints, lightness, features),
+            3 * before.hint_prior(hints, lightness, features),
+            rtol=1e-4,
+            atol=1e-4,
+        )
+
+    automatic = tmp_path / "automatic.safetensors"
+    plain_config = TrainConfig(model=ModelConfig(backbone="eccv16", width=0.125))
+    save_model(
+        automatic,
+        build_model(plain_config.model),
+        plain_config,
+        {"centers": ab_bins(), "weights": torch.ones(313)},
+        0,
+    )
+    for model, strength, said in ((automatic, 3, "only a guided"), (source, -1, "positive")):
+        result = invoke(
+            "package-model", model, "-o", tmp_path / "x.safetensors", "--point-strength", strength
+        )
+        assert result.exit_code == 1 and said in result.output, result.output

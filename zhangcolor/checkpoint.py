@@ -19,6 +19,7 @@ import functools
 import hashlib
 import io
 import json
+import math
 from pathlib import Path
 
 import torch
@@ -234,11 +235,13 @@ def package_model(
     *,
     half: bool = False,
     temperature: float | None = None,
+    point_strength: float | None = None,
     notes: dict | None = None,
 ) -> dict:
-    """Copy a checkpoint for shipping, optionally with its float weights in fp16 and a calibrated
-    ``temperature`` in its record (colorize's default for it), and write a provenance JSON
-    beside it (``TARGET.json``). Returns the provenance."""
+    """Copy a checkpoint for shipping, optionally with its float weights in fp16, a calibrated
+    ``temperature`` in its record (colorize's default for it) and, for a guided classification
+    model, its points' vote weighted by ``point_strength`` (:func:`scale_point_vote`), and write
+    a provenance JSON beside it (``TARGET.json``). Returns the provenance."""
     source, target = Path(source), Path(target)
     if source.suffix == ".pth":
         raise ValueError(f"{source} is the authors' release: convert it with convert-weights first")
@@ -255,6 +258,8 @@ def package_model(
         except ModelRecordError as e:
             raise ValueError(str(e)) from None
     state = load_file(str(source))
+    if point_strength is not None:
+        state = scale_point_vote(state, point_strength)
     if half:
         state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -265,6 +270,7 @@ def package_model(
         "dtype": "float16" if half else "float32",
         "step": provenance.get("step"),
         "temperature": temperature,
+        "point_strength": point_strength,
         "config": provenance.get("training"),
         "photos": provenance.get("photos"),
         "zhangcolor_version": __version__,
@@ -274,6 +280,27 @@ def package_model(
     text = json.dumps(summary, indent=2) + "\n"
     atomic_write(target.with_suffix(".json"), lambda tmp: tmp.write_text(text), durable=True)
     return summary
+
+
+#: The last layer of a guided classification network's vote confidence (models/hint_prior.py).
+_VOTE_CONFIDENCE = ("hint_prior.confidence.2.weight", "hint_prior.confidence.2.bias")
+
+
+def scale_point_vote(state: dict[str, Tensor], strength: float) -> dict[str, Tensor]:
+    """``state`` with its points' vote confidence multiplied by ``strength`` > 0 (exactly: the
+    confidence's last layer is linear, so its weight and bias are scaled).
+
+    Training fits the confidence for the cross-entropy, which hedges; colorize's users want
+    their points followed. A strength calibrated for PSNR with points on held-out photos is the
+    vote's counterpart of the calibrated T. Without points the network is unchanged. A
+    ValueError for a model without the vote, or a strength that is not a positive number."""
+    if not (isinstance(strength, int | float) and math.isfinite(strength) and strength > 0):
+        raise ValueError(f"the point strength must be a positive number, got {strength!r}")
+    if not all(k in state for k in _VOTE_CONFIDENCE):
+        raise ValueError(
+            "only a guided classification model (model.hints: true) has a points' vote to weight"
+        )
+    return {k: v * strength if k in _VOTE_CONFIDENCE else v for k, v in state.items()}
 
 
 # ----------------------------------------------------------------------------- training state

@@ -34,12 +34,20 @@ from zhangcolor.options import ColorizeConfig
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="The JSON `zhangcolor calibrate` wrote: store its T (instead of --temperature).",
 )
+@click.option(
+    "--point-strength",
+    type=float,
+    help="Guided classification models: multiply the points' vote confidence by this (> 0), "
+    "so that colorize follows the points more closely than training's cross-entropy hedges "
+    "(calibrated with evaluate --hints). [default: 1]",
+)
 def package_model_command(
     checkpoint: Path,
     target: Path,
     half: bool,
     temperature: float | None,
     calibration: Path | None,
+    point_strength: float | None,
 ) -> None:
     """Copy a trained checkpoint for shipping, with its calibrated T and a provenance JSON
     beside it.
@@ -62,7 +70,9 @@ def package_model_command(
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint=hint) from None
     try:
-        info = package_model(checkpoint, target, half=half, temperature=temperature)
+        info = package_model(
+            checkpoint, target, half=half, temperature=temperature, point_strength=point_strength
+        )
     except (ValueError, FileNotFoundError) as e:
         raise click.ClickException(str(e)) from None
     size = target.stat().st_size / 1e6
