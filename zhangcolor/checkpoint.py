@@ -263,6 +263,7 @@ def package_model(
     if half:
         state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
     target.parent.mkdir(parents=True, exist_ok=True)
+    provenance = portable(provenance)
     write_model(target, state, record, provenance)
     summary = {
         "source": source.name,
@@ -280,6 +281,21 @@ def package_model(
     text = json.dumps(summary, indent=2) + "\n"
     atomic_write(target.with_suffix(".json"), lambda tmp: tmp.write_text(text), durable=True)
     return summary
+
+
+#: The training options that name files: a shipped model keeps their names only.
+_PATH_OPTIONS = ("out", "bins", "init_from")
+
+
+def portable(provenance: dict) -> dict:
+    """``provenance`` with the files its training options name (the run folder, the bins, the
+    model it started from) cut to their names: a path means something only on the machine that
+    trained (the photos are named by :func:`describe_photos` already)."""
+    training = provenance.get("training")
+    if not isinstance(training, dict):
+        return provenance
+    names = {k: Path(v).name for k in _PATH_OPTIONS if isinstance(v := training.get(k), str) and v}
+    return {**provenance, "training": {**training, **names}}
 
 
 #: The last layer of a guided classification network's vote confidence (models/hint_prior.py).
