@@ -149,9 +149,38 @@ def test_a_guided_network_exports_to_onnx_with_its_hint_input(tmp_path):
         a = ours.decode(ours.predict([ours.prepare(photo, hints)])[0])
         b = ort.decode(ort.predict([ort.prepare(photo, hints)])[0])
         assert (a - b).abs().max() <= 1e-3
-    # The nearest-point search is traced at the export's size: another size is refused.
+    # The points' geodesic search is traced at the export's size: another size is refused.
     with pytest.raises(ValueError, match="runs at 32×32 only"):
         Colorizer.load(onnx, size=64, backend="onnx").colorize(photo)
+
+
+def test_a_guided_model_on_the_onnx_backend_runs_photos_without_points_in_onnxruntime(
+    tmp_path, monkeypatch
+):
+    """backend onnx (and auto, where it picks onnx) exports a guided torch model's graph
+    without points, quick to export and to run; photos with points run its torch network."""
+    pytest.importorskip("onnxruntime")
+    from zhangcolor.bins import ab_bins
+    from zhangcolor.model_file import GuidedOnnx
+
+    monkeypatch.setenv("ZHANGCOLOR_CACHE", str(tmp_path / "cache"))
+    torch.manual_seed(0)
+    config = TrainConfig(model=ModelConfig(**GUIDED))
+    path = tmp_path / "guided.safetensors"
+    bins = {"centers": ab_bins(), "weights": torch.ones(313)}
+    save_model(path, calibrated(build_model(config.model)), config, bins, step=0)
+    ours = Colorizer.load(path, size=32, precision="fp32")
+    ort = Colorizer.load(path, size=32, backend="onnx")
+    assert isinstance(ort.model, GuidedOnnx) and ort.takes_hints and ort.backend == "onnx"
+    [export] = (tmp_path / "cache").glob("*.onnx")
+    assert export.name.endswith("-automatic.onnx")
+    photo = np.tile(np.arange(0, 240, 8, dtype=np.uint8), (24, 1))
+    points = {"points": [{"x": 15, "y": 12, "color": "#d02020", "size": 8}]}
+    for hints in (None, points):
+        a = ours.decode(ours.predict([ours.prepare(photo, hints)])[0])
+        b = ort.decode(ort.predict([ort.prepare(photo, hints)])[0])
+        assert (a - b).abs().max() <= 1e-3
+    assert ort.model._torch is not None  # the photo with points ran in torch
 
 
 def test_freeze_automatic_trains_the_hint_branches_only(tmp_path):

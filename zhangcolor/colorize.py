@@ -100,7 +100,7 @@ def _auto_backend(
     if any(importlib.util.find_spec(m) is None for m in ("onnx", "onnxruntime")):
         return "torch", None
     try:
-        return "onnx", onnx_export_of(file, size)
+        return "onnx", onnx_export_of(file, size, automatic=file.record.network.hints)
     except Exception:  # the exporter raises many kinds (unsupported op, tracer errors, ...)
         return "torch", None
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from zhangcolor.constants import WORKING_SIZE
@@ -129,10 +130,11 @@ def file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
-def onnx_export_of(model: ModelFile, size: int = WORKING_SIZE) -> Path:
+def onnx_export_of(model: ModelFile, size: int = WORKING_SIZE, *, automatic: bool = False) -> Path:
     """The ONNX export of a torch model file in the cache folder, made on first use; an .onnx
     file is itself. ``size`` is the working size it will run at (a guided network's export
-    runs at the size it was made at only).
+    runs at the size it was made at only); ``automatic`` exports a guided network's graph
+    without points (lightness in, as an automatic model's), which any size runs.
 
     Named by the file's hash, so a changed file (or a new default model) gets a new export. The
     first use pays the export (about a second for the default model on a 2-core CPU). Where
@@ -143,12 +145,15 @@ def onnx_export_of(model: ModelFile, size: int = WORKING_SIZE) -> Path:
         return model.path
     from zhangcolor.export import export_onnx
 
-    at = f"-{size}" if model.record.network.hints else ""
+    guided = model.record.network.hints
+    at = ("-automatic" if automatic else f"-{size}") if guided else ""
     name = f"{model.label}-{file_digest(model.path)[:16]}{at}.onnx"
     path = cache_dir() / name
     if path.is_file():
         return path
     network = load_network(model)
+    if guided and automatic:
+        network = _WithoutPoints(network)
     provenance = {"source": model.label}
     try:
         return export_onnx(network, model.record, path, provenance=provenance, size=size)
@@ -168,13 +173,53 @@ def onnx_export_of(model: ModelFile, size: int = WORKING_SIZE) -> Path:
         raise RuntimeError(f"cannot export {model.label} to ONNX: {e.strerror or e}") from None
 
 
+class _WithoutPoints(nn.Module):
+    """A guided network called without points: what its automatic ONNX graph is traced from."""
+
+    takes_hints = False
+
+    def __init__(self, network: nn.Module) -> None:
+        super().__init__()
+        self.network = network
+
+    def forward(self, lightness):
+        return self.network(lightness)
+
+
+class GuidedOnnx:
+    """A guided torch model on the onnx backend: photos without points run its automatic graph
+    in onnxruntime (as fast as an automatic model's), photos with points its torch network on
+    the CPU in fp32, loaded on first use. The points' geodesic search would unroll into an ONNX
+    graph that takes over a minute to export and runs slower than torch."""
+
+    takes_hints = True
+
+    def __init__(self, automatic, file: ModelFile) -> None:
+        self.automatic, self.file = automatic, file
+        self.record, self.provenance = automatic.record, automatic.provenance
+        self.fixed_size = None
+        self._torch: nn.Module | None = None
+
+    def __call__(self, lightness, hints=None):
+        if hints is None:
+            return self.automatic(lightness)
+        if self._torch is None:
+            self._torch = load_network(self.file).float().eval()
+        with torch.inference_mode():
+            return self._torch(lightness.float().cpu(), hints.float().cpu())
+
+
 def onnx_network(model: ModelFile, onnx_path: Path | None = None, size: int = WORKING_SIZE):
     """The onnxruntime network of a model file: an .onnx file's own session, else that of its
-    export (``onnx_path``, or made now by :func:`onnx_export_of` for ``size``)."""
+    export (``onnx_path``, or made now by :func:`onnx_export_of` for ``size``); for a guided
+    torch model, a :class:`GuidedOnnx` over its automatic export."""
     if model.kind == "onnx":
         return model.session
     from zhangcolor.export import OnnxNetwork
 
+    if model.record.network.hints:
+        automatic = OnnxNetwork(onnx_path or onnx_export_of(model, size, automatic=True))
+        return GuidedOnnx(automatic, model)
     return OnnxNetwork(onnx_path or onnx_export_of(model, size))
 
 
