@@ -1,7 +1,7 @@
 """zhangcolor serve: how fast a temperature change and a colour-point change answer, against the
 first colorize of the same photo, measured through HTTP on loopback in the same run.
 
-    python benchmarks/bench_serve.py [--model default] [--guided-model PATH] [--repeat 5]
+    python benchmarks/bench_serve.py [--model default] [--repeat 5]
 
 The server runs as ``zhangcolor serve`` in its own process, as deployed; this script is the
 client. For photos of 0.3 to 12 megapixels (a real photo from the shipped model's training
@@ -13,16 +13,13 @@ a gray JPEG, like an old photo), two flows:
 that re-decodes the cached output at another T.
 
 Then the page's colour points: "points" is the POST of a new set of points for a cached upload,
-which runs the network again on its L and answers with the preview. Its model is
-``--guided-model``, by default the shipped model given hint inputs (zero-initialised, so it
-colorizes as the shipped one does, at the cost a guided network of its architecture has).
-Medians of ``--repeat`` runs.
+which runs the network again on its L and answers with the preview (``--model`` must take
+colour points for that; the shipped model does). Medians of ``--repeat`` runs.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import io
 import socket
 import statistics
@@ -45,24 +42,6 @@ SIZES = {"0.3 MP": (640, 480), "1.2 MP": (1280, 960), "3 MP": (2000, 1500), "12 
 FLOWS = {"page (jpg, max_side 928)": ("jpg", 928), "API full size (png)": ("png", None)}
 #: The photos whose colour-point changes are measured.
 POINT_SIZES = {"0.3 MP": (640, 480), "1.2 MP": (1280, 960)}
-
-
-def guided_model(folder: Path) -> Path:
-    """The shipped model with hint inputs, saved in ``folder``: the U-Net's hint convolutions
-    start at zero, so it colorizes as the shipped model does and costs what a guided one does."""
-    from zhangcolor.checkpoint import save_model
-    from zhangcolor.colorize import Colorizer
-    from zhangcolor.models import build_model
-    from zhangcolor.options import TrainConfig
-
-    shipped = Colorizer.load("default", device="cpu")
-    network = dataclasses.replace(shipped.record.network, hints=True)
-    model = build_model(network)
-    model.load_state_dict(shipped.model.state_dict(), strict=False)
-    bins = {"centers": shipped.record.centers, "weights": shipped.record.weights}
-    path = folder / "guided.safetensors"
-    save_model(path, model.float(), TrainConfig(model=network), bins, step=0)
-    return path
 
 
 def source_photo() -> Image.Image:
@@ -183,7 +162,6 @@ def measure_point_changes(client: httpx.Client, photo: Image.Image, repeat: int,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="default")
-    parser.add_argument("--guided-model", help="A model that takes colour points.")
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
     console = Console(width=110)
@@ -198,9 +176,7 @@ def main() -> None:
         httpx.Client(base_url=url, timeout=300) as client,
     ):
         measure_t_changes(client, photo, args.repeat, table)
-    with tempfile.TemporaryDirectory() as folder:
-        guided = args.guided_model or str(guided_model(Path(folder)))
-        with server_process(guided) as url, httpx.Client(base_url=url, timeout=300) as client:
+        if client.get("/api/model").json()["takes_hints"]:
             measure_point_changes(client, photo, args.repeat, table)
     console.print(table)
 
