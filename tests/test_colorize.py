@@ -28,7 +28,7 @@ from skimage import color as skcolor
 from skimage import data
 
 from zhangcolor.bins import load_bins
-from zhangcolor.checkpoint import read_checkpoint, save_model
+from zhangcolor.checkpoint import portable, read_checkpoint, save_model
 from zhangcolor.cli import main
 from zhangcolor.colorize import Colorizer
 from zhangcolor.evaluate import (
@@ -452,10 +452,11 @@ def test_package_model_half_keeps_predictions_and_writes_provenance(checkpoint, 
     )
     info = json.loads(target.with_suffix(".json").read_text())
     assert info["dtype"] == "float16" and len(info["sha256"]) == 64 and "config" in info
-    # the files the training options named are named, not located on the training machine
+    # a relative path stays; an absolute one, of the training machine, is cut to its name
     trained = read_checkpoint(checkpoint)[1]["training"]
-    assert "/" in trained["out"] and info["config"]["out"] == Path(trained["out"]).name
-    assert read_checkpoint(target)[1]["training"]["out"] == info["config"]["out"]
+    assert info["config"]["out"] == trained["out"] == read_checkpoint(target)[1]["training"]["out"]
+    shipped = portable({"training": {"out": "/home/me/runs/a", "bins": "bins/b.npz", "seed": 1}})
+    assert shipped["training"] == {"out": "a", "bins": "bins/b.npz", "seed": 1}
     gray = Image.fromarray(data.camera()[::8, ::8])
     full = np.asarray(
         Colorizer.load(checkpoint, size=64, precision="fp32").colorize(gray), dtype=float

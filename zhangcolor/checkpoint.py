@@ -288,13 +288,18 @@ _PATH_OPTIONS = ("out", "bins", "init_from")
 
 
 def portable(provenance: dict) -> dict:
-    """``provenance`` with the files its training options name (the run folder, the bins, the
-    model it started from) cut to their names: a path means something only on the machine that
-    trained (the photos are named by :func:`describe_photos` already)."""
+    """``provenance`` with the absolute paths its training options name (the run folder, the
+    bins, the model it started from) cut to their names: such a path means something only on
+    the machine that trained (the photos are named by :func:`describe_photos` already). A
+    relative path, within the run's own folder, stays."""
     training = provenance.get("training")
     if not isinstance(training, dict):
         return provenance
-    names = {k: Path(v).name for k in _PATH_OPTIONS if isinstance(v := training.get(k), str) and v}
+    names = {
+        k: Path(v).name
+        for k in _PATH_OPTIONS
+        if isinstance(v := training.get(k), str) and Path(v).is_absolute()
+    }
     return {**provenance, "training": {**training, **names}}
 
 
