@@ -1,4 +1,5 @@
-"""Image files made by the tests themselves: tests never read ../shared or the network."""
+"""Image files made by the tests themselves: tests read no data from outside the repository
+and nothing from the network."""
 
 from __future__ import annotations
 

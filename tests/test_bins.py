@@ -32,7 +32,7 @@ def nearest_bins_plain(ab: Tensor, centers: Tensor, k: int = 1) -> tuple[Tensor,
 
 
 #: SHA-256 of the authors' pts_in_hull.npy values, as the int16 pairs (a, b) in their order,
-#: computed from the reference copy the project was given (../shared/reference).
+#: computed from a copy of the authors' file (it cannot be downloaded where the tests run).
 AUTHORS_DIGEST = "e74b520cf1929e90ad9f051db10931e8ac5d1534c6cedabd7bfeba7a78a96c89"
 
 
@@ -210,7 +210,7 @@ def _bad_bins(tmp_path):
 
 
 def test_a_bins_file_is_checked_on_load_with_a_reason_for_each_fault(tmp_path):
-    """Issue 22 (21): pickled arrays, text files and wrong shapes raised numpy's own errors, or
+    """Pickled arrays, text files and wrong shapes raised numpy's own errors, or
     none until training; NaN weights trained to a NaN loss that advised "a lower --lr"."""
     for case, (path, words) in _bad_bins(tmp_path).items():
         with pytest.raises(BinsError) as caught:

@@ -201,7 +201,7 @@ def test_hostile_files_are_skipped_with_their_reasons_and_nothing_is_decoded_big
 ):
     """A 274-byte 65535×1 PNG once became 16,776,960×256 px at the working size (the OOM
     killer), then was refused for its shape: it is counted at its own pixels, as build-bins
-    never enlarges (issue 22, item 23); a 86 KB 2×44,000,000 PNG is 88 MP to decode, over the
+    never enlarges; a 86 KB 2×44,000,000 PNG is 88 MP to decode, over the
     limit; a 2 KB zTXt bomb raises ValueError in Pillow; an EPS named .jpg would reach
     Ghostscript; a FIFO would block. Each is skipped with its reason, the photos are counted."""
     guard_allocations(monkeypatch)
@@ -278,7 +278,7 @@ def test_a_full_or_read_only_output_fails_clearly_and_keeps_the_earlier_set(
     ids=["lambda0-sigma1", "lambda0-one-colour", "sigma-tiny", "sigma-huge"],
 )
 def test_extreme_lambda_and_sigma_are_refused_with_a_reason(tmp_path, flags, status, words):
-    """Issue 22 (22): --lambda 0 --sigma 1, --sigma 1e-200 and --sigma 1e300 ended in
+    """--lambda 0 --sigma 1, --sigma 1e-200 and --sigma 1e300 ended in
     tracebacks, and --lambda 0 on photos of one colour wrote weights up to 7.7e227, which no
     model file can store. σ is bounded by its rule; weights beyond what a model stores are
     refused with the way out, and nothing is written."""

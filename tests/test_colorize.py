@@ -467,7 +467,7 @@ def test_package_model_half_keeps_predictions_and_writes_provenance(checkpoint, 
 
 
 def test_package_model_never_writes_its_provenance_over_the_model(checkpoint, tmp_path):
-    """Issue 22 (14): `package-model X -o out.json` once wrote the model to out.json and then
+    """`package-model X -o out.json` once wrote the model to out.json and then
     its provenance, out.json too, over it. The packaged model must be a .safetensors file (its
     provenance is TARGET.json beside it), so the two never share a name. (Refused since
     checkpoint.package_model required the suffix; this test holds it.)"""

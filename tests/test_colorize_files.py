@@ -322,7 +322,7 @@ def test_a_bad_file_in_a_batch_loses_none_of_the_good_ones(checkpoint, tmp_path,
 
 
 def test_an_image_of_any_shape_is_colorized_at_its_size_with_its_l(checkpoint, tmp_path):
-    """Issue 22 (23): no valid image is refused for its shape. A 3×500 or 65535×1 strip was
+    """No valid image is refused for its shape. A 3×500 or 65535×1 strip was
     refused ("over 50 times its short side"); it is colorized like any photo, and so are 1×1
     and 2×2 images (the network sees them resized up to its working size)."""
     inputs = tmp_path / "in"
@@ -377,7 +377,7 @@ def tiny_jpeg_claiming(width: int, height: int) -> bytes:
 
 
 def test_a_tiny_jpeg_claiming_81_megapixels_costs_nothing_to_refuse(checkpoint, tmp_path):
-    """Issue 22 (1): a 1 KB JPEG whose SOF says 9000×9000 decoded in the CLI to 81 MP (1.95 GB
+    """A 1 KB JPEG whose SOF says 9000×9000 decoded in the CLI to 81 MP (1.95 GB
     of RSS). colorize refuses it from its header, over --max-pixels (50 MP): its peak RSS is
     that of colorizing an 8×8 photo, within 100 MB (measured in fresh processes)."""
     inputs = {"bomb": tmp_path / "bomb.jpg", "small": tmp_path / "small.jpg"}

@@ -118,7 +118,7 @@ def _tiny_record():
 
 
 def test_an_onnx_graph_that_asks_for_320_gb_fails_each_photo_not_the_run(tmp_path):
-    """Issue 22 (12): a graph whose output is 320 GB (zeros of a shape taken from its input,
+    """A graph whose output is 320 GB (zeros of a shape taken from its input,
     so nothing is known before it runs) ended a folder run with onnxruntime's traceback. Each
     photo of the batch fails with the reason; the run ends with status 1 and its table. (In a
     process whose address space is capped at 24 GB, so the allocation fails on any system.)"""
@@ -161,7 +161,7 @@ def test_an_onnx_graph_that_asks_for_320_gb_fails_each_photo_not_the_run(tmp_pat
 
 
 def test_an_onnx_graph_that_does_not_fit_its_record_is_refused_at_load(tmp_path):
-    """Issue 22 (12): checked when the model loads, not at the first photo."""
+    """Checked when the model loads, not at the first photo."""
     pytest.importorskip("onnxruntime")
     from onnx import TensorProto, helper
 
@@ -186,7 +186,7 @@ def test_an_onnx_graph_that_does_not_fit_its_record_is_refused_at_load(tmp_path)
 
 
 def test_onnx_colorizes_without_a_writable_cache(tmp_path, monkeypatch):
-    """Issue 22 (13): with $ZHANGCOLOR_CACHE a file (or read-only), the export it needs goes
+    """With $ZHANGCOLOR_CACHE a file (or read-only), the export it needs goes
     into a temporary folder, with a warning, and colorize --backend onnx works."""
     pytest.importorskip("onnxruntime")
     checkpoint = make_checkpoint(tmp_path / "m.safetensors", seed=3)

@@ -1,6 +1,6 @@
 """File and folder names that are not valid UTF-8 (``caf\\xe9.png``) work in every command that
 walks a folder: Python holds their bytes as lone surrogates, which ``str.encode()`` and UTF-8
-files refuse (issue 22, item 3)."""
+files refuse."""
 
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ from zhangcolor.files import atomic_write, remove_stale_temps, special_file
 
 @pytest.mark.parametrize("stem", ["a" * 251, "é" * 125 + "a", "caf\udce9" * 62 + "ab"])
 def test_an_output_name_at_the_longest_the_folder_takes_is_written_under_that_name(tmp_path, stem):
-    """Issue 22 (17): the temporary name added 14 bytes to the output's (".NAME.XXXXXXXX.png"),
+    """The temporary name added 14 bytes to the output's (".NAME.XXXXXXXX.png"),
     so a name of 242 bytes or more failed with "File name too long". The temporary's name is
     cut instead, never the output's."""
     target = tmp_path / f"{stem}.png"

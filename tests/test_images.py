@@ -150,7 +150,7 @@ def test_unicode_and_space_paths(tmp_path):
 def test_a_thin_strip_is_loaded_at_a_size_that_fits_never_refused_for_its_shape(
     tmp_path, monkeypatch
 ):
-    """Issue 22 (23): a 65535×1 PNG at short side 256 would be 16,776,960×256 px (13 GB), and
+    """A 65535×1 PNG at short side 256 would be 16,776,960×256 px (13 GB), and
     was refused for its shape; a 3×500,000 one too. Each is now loaded, at a short side that
     keeps the resize within RESIZE_ASPECT · 256² px, and nothing is decoded or resized big. A
     2×44,000,000 PNG (88 MP of an 86 KB file) is refused for its pixels, as a square of 88 MP
@@ -208,7 +208,7 @@ def test_a_resize_stays_within_its_budget_and_keeps_the_aspect_where_it_can(shor
 
 
 def test_a_large_jpeg_is_decoded_at_the_dct_scale_its_resize_needs(tmp_path, monkeypatch):
-    """Issue 22 (1): a JPEG resized to a short side is decoded reduced (Pillow's draft), so a
+    """A JPEG resized to a short side is decoded reduced (Pillow's draft), so a
     9000×9000 one decodes at 1125² for a short side of 256, under the decode limit; decoded
     whole it is refused before any pixel is decoded."""
     path = tmp_path / "big.jpg"
@@ -236,7 +236,7 @@ def _chunked_png(path, chunks: int, size: int = 0) -> bytes:
 
 
 def test_a_png_of_many_small_chunks_is_refused_before_pillow_walks_them(tmp_path):
-    """Issue 22 (10): 1.6 M empty unknown chunks cost Pillow 9 s of CPU per decode (the server
+    """1.6 M empty unknown chunks cost Pillow 9 s of CPU per decode (the server
     decodes every upload). More than MAX_SMALL_PNG_CHUNKS chunks of under 1 KB are refused
     after reading that many chunk headers; real files, and large chunks, pass."""
     import time

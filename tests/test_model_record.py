@@ -185,7 +185,7 @@ def test_the_record_round_trips_through_json():
         ({"color_space": "rgb"}, "predicts in lab"),
         ({"extra": 1}, "unknown fields: extra"),
         ({"version": "two"}, "no valid version"),
-        (  # issue 22 (12): decoding used to fail at the first photo
+        (  # decoding used to fail at the first photo
             {"centers": [[0.0, 0.0]] * 5, "weights": [1.0] * 5},
             "classification head has 313 classes, and its record 5 bin centres",
         ),
@@ -302,7 +302,7 @@ def test_a_record_of_another_network_fails_fast_before_building_it(
 
 @pytest.mark.parametrize("command", ["convert-weights", "colorize"])
 def test_a_fifo_given_as_a_model_is_named_and_never_opened(tmp_path, command):
-    """Issue 22 (12): convert-weights on a FIFO ended in a traceback that said "no model file"
+    """Convert-weights on a FIFO ended in a traceback that said "no model file"
     (opening it would block until something wrote into it). Both commands say what it is, in a
     fresh process that must end within the timeout."""
     import os

@@ -44,7 +44,7 @@ BAD = [
     (ColorizeConfig, "png_compress", 1.5, "integer in [0, 9]"),
     (ColorizeConfig, "workers", 0, "integer in [1, 64]"),
     (ColorizeConfig, "backend", "tensorrt", "valid: auto, torch, onnx"),
-    # Issue 22 (16): upper bounds, where the value cannot fit
+    # upper bounds, where the value cannot fit
     (ModelConfig, "width", 1000, "in (0, 8]"),  # tried to allocate 147 GB
     (TrainConfig, "workers", 64, "integer in [0, 32]"),  # 129 processes: two loaders
     (TrainConfig, "crop", 8192, "from 16 to 4096"),
@@ -156,7 +156,7 @@ def _alias_bomb(levels: int) -> str:
 
 @pytest.mark.parametrize("command", ["train", "serve"])
 def test_a_yaml_alias_bomb_is_refused_at_load(tmp_path, command):
-    """Issue 22 (2): a 331-byte --config of nested aliases made train and serve grow memory
+    """A 331-byte --config of nested aliases made train and serve grow memory
     without bound (the field check's message was a repr of the expansion). Aliases are refused
     while the file is read. (Five levels here, so that today's main answers at all: a message
     of 600 KB.)"""
@@ -169,7 +169,7 @@ def test_a_yaml_alias_bomb_is_refused_at_load(tmp_path, command):
 
 
 def test_messages_never_show_an_unbounded_value(tmp_path):
-    """Issue 22 (2): a field check, an unknown key or a head's name shows at most a few dozen
+    """A field check, an unknown key or a head's name shows at most a few dozen
     characters of what it got, however large."""
     huge = "9" * 100_000
     cases = [
@@ -196,7 +196,7 @@ def test_messages_never_show_an_unbounded_value(tmp_path):
     ids=["deep", "model-string", "hints-list"],
 )
 def test_config_shapes_are_usage_errors(tmp_path, text, words):
-    """Issue 22 (15): a file nested 20,000 deep ended in a RecursionError, and `model: eccv16`
+    """A file nested 20,000 deep ended in a RecursionError, and `model: eccv16`
     (a string where a mapping belongs) in an AttributeError; both are usage errors (status 2)
     that say what is wrong."""
     path = tmp_path / "shape.yaml"
@@ -209,7 +209,7 @@ def test_config_shapes_are_usage_errors(tmp_path, text, words):
 
 
 def test_a_colorize_batch_whose_network_cannot_fit_in_memory_is_refused(monkeypatch):
-    """Issue 22 (16): the network's memory is batch × size² × about 220 bytes; what is over the
+    """The network's memory is batch × size² × about 220 bytes; what is over the
     machine's memory is refused with the estimate, before any model loads."""
     import zhangcolor.options as options
 

@@ -75,7 +75,7 @@ def hostile(folder):
 
 def test_trains_loader_skips_hostile_files_with_their_reasons(tmp_path, monkeypatch):
     """A 65535×1 PNG, once refused for its shape, is cached at a short side that keeps it
-    within the resize budget (issue 22, item 23); the others are skipped with their reasons,
+    within the resize budget; the others are skipped with their reasons,
     and nothing is decoded or resized big."""
     guard_allocations(monkeypatch)
     bad = hostile(tmp_path / "bad")
@@ -142,7 +142,7 @@ DAMAGE = [
 
 @pytest.mark.parametrize("case", DAMAGE)
 def test_a_damaged_cache_is_found_on_open_and_built_again_with_a_warning(tmp_path, case):
-    """Issue 22 (5): a truncated or empty pixels.u8, or a truncated or short index.json, broke
+    """A truncated or empty pixels.u8, or a truncated or short index.json, broke
     every later run on the folder with a traceback that never named the cache."""
     paths = folder(tmp_path)
     first = open_cache(paths, 32)
@@ -174,7 +174,7 @@ def test_the_pixels_reach_the_disk_before_the_cache_is_renamed_into_place(tmp_pa
 
 
 def test_train_goes_on_past_a_damaged_cache_and_without_an_unwritable_one(tmp_path, monkeypatch):
-    """Issue 22 (5, 13): train on a folder whose cache is damaged builds it again and trains;
+    """Train on a folder whose cache is damaged builds it again and trains;
     with $ZHANGCOLOR_CACHE a file (or read-only), cache: auto trains without the photo cache
     and says so, and cache: on stops with the reason."""
     from test_train import invoke, tiny_config

@@ -126,7 +126,7 @@ def test_inverse_prior_weights_against_numpy(dtype):
 
 @pytest.mark.parametrize("sigma", [1e-200, 1e-3, 1e300])
 def test_any_positive_sigma_gives_a_finite_smoothed_prior(sigma):
-    """Issue 22 (22): σ² underflowed to 0 (1e-200: NaN) or overflowed (1e300: OverflowError).
+    """Σ² underflowed to 0 (1e-200: NaN) or overflowed (1e300: OverflowError).
     A tiny σ smooths nothing, a huge one makes p̃ uniform."""
     p = torch.from_numpy(skewed_prior())
     for prior in (p, p.float()):

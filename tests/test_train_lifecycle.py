@@ -1,4 +1,4 @@
-"""A training run's life beyond its steps (issue 22): one run per folder at a time, SIGTERM
+"""A training run's life beyond its steps: one run per folder at a time, SIGTERM
 saves like Ctrl-C, --resume says what changed and refuses what breaks the exact continuation,
 and a full disk ends with a clean message."""
 
@@ -32,7 +32,7 @@ def metrics(run: Path) -> list[dict]:
 
 
 def test_a_second_run_on_a_folder_in_use_is_refused_and_a_dead_runs_lock_is_taken(tmp_path):
-    """Issue 22 (4): two train processes on the same --out both reported success and
+    """Two train processes on the same --out both reported success and
     interleaved metrics.jsonl. While one runs, another (new, --overwrite or --resume) is
     refused with the holder's pid, host and start time; once it is killed (SIGKILL leaves its
     lock file behind), --resume takes the lock over."""
@@ -61,7 +61,7 @@ def test_a_second_run_on_a_folder_in_use_is_refused_and_a_dead_runs_lock_is_take
 
 
 def test_sigterm_saves_exits_143_and_resumes_exactly(tmp_path):
-    """Issue 22 (18): docker stop, Slurm and Kubernetes send SIGTERM, which killed the run
+    """Docker stop, Slurm and Kubernetes send SIGTERM, which killed the run
     without a checkpoint. It saves as Ctrl-C does and exits with 143; sent to the whole process
     group, as Slurm does, it reaches the loader's workers too, which leave it to the run. The
     resumed run's weights equal an unbroken run's."""
@@ -116,7 +116,7 @@ def stopped_run(tmp_path, monkeypatch) -> Path:
 
 
 def test_resume_refuses_changes_that_break_the_exact_continuation_unless_overridden(stopped_run):
-    """Issue 22 (19): --resume with another --lr, --seed or --batch-size went on silently and
+    """--resume with another --lr, --seed or --batch-size went on silently and
     rewrote config.yaml. Such changes are refused with what changed (config.yaml untouched);
     --override goes on with them and says so; --config beside --resume is a usage error."""
     config = (stopped_run / "config.yaml").read_bytes()
@@ -139,7 +139,7 @@ def test_resume_refuses_changes_that_break_the_exact_continuation_unless_overrid
 
 
 def test_resume_with_more_photos_keeps_the_runs_steps_and_says_the_photos_changed(stopped_run):
-    """Issue 22 (19): the total steps were computed again from the photos found on --resume,
+    """The total steps were computed again from the photos found on --resume,
     which stretched the cosine schedule (and, with fewer photos, ended the run with a phantom
     "reached --max-steps"). They are kept; the change of photos is said."""
     data = Path(yaml.safe_load((stopped_run / "config.yaml").read_text())["data"])
@@ -164,7 +164,7 @@ def test_resume_with_only_safe_changes_goes_on_and_says_them(stopped_run):
 
 @pytest.mark.parametrize("kind", [".safetensors", ".pt"])
 def test_a_full_disk_while_checkpointing_gives_the_clean_message(tmp_path, monkeypatch, kind):
-    """Issue 22 (20): a full disk while writing the weights ended in SafetensorError, and while
+    """A full disk while writing the weights ended in SafetensorError, and while
     writing the training state in RuntimeError: [enforce fail ...]. The temporary files of
     checkpoints/ are made links to /dev/full, where every write fails with ENOSPC as on a full
     disk; the run ends with status 1 and `cannot write FILE: No space left on device`."""
