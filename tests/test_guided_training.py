@@ -129,26 +129,37 @@ def test_train_starts_from_a_model_file(tmp_path):
     assert third.exit_code == 1 and "cannot start from" in third.output
 
 
-def test_a_guided_network_exports_to_onnx_with_its_hint_input(tmp_path):
-    pytest.importorskip("onnxruntime")
+def saved_guided(path):
+    """A small guided eccv16 (:func:`calibrated`) saved at ``path``."""
     from zhangcolor.bins import ab_bins
-    from zhangcolor.model_file import export_model_onnx
 
     torch.manual_seed(0)
     config = TrainConfig(model=ModelConfig(**GUIDED))
-    path = tmp_path / "guided.safetensors"
     bins = {"centers": ab_bins(), "weights": torch.ones(313)}
     save_model(path, calibrated(build_model(config.model)), config, bins, step=0)
+    return path
+
+
+def assert_same_colours(ours: Colorizer, other: Colorizer, photo) -> None:
+    """The two colorizers' ab agree within 1e-3, without points and with one."""
+    points = {"points": [{"x": 15, "y": 12, "color": "#d02020", "size": 8}]}
+    for hints in (None, points):
+        a = ours.decode(ours.predict([ours.prepare(photo, hints)])[0])
+        b = other.decode(other.predict([other.prepare(photo, hints)])[0])
+        assert (a - b).abs().max() <= 1e-3
+
+
+def test_a_guided_network_exports_to_onnx_with_its_hint_input(tmp_path):
+    pytest.importorskip("onnxruntime")
+    from zhangcolor.model_file import export_model_onnx
+
+    path = saved_guided(tmp_path / "guided.safetensors")
     onnx = export_model_onnx(path, tmp_path / "guided.onnx", size=32)
     ours = Colorizer.load(path, size=32, precision="fp32")
     ort = Colorizer.load(onnx, size=32, backend="onnx")
     assert ort.takes_hints
     photo = np.tile(np.arange(0, 240, 8, dtype=np.uint8), (24, 1))
-    points = {"points": [{"x": 15, "y": 12, "color": "#d02020", "size": 8}]}
-    for hints in (None, points):
-        a = ours.decode(ours.predict([ours.prepare(photo, hints)])[0])
-        b = ort.decode(ort.predict([ort.prepare(photo, hints)])[0])
-        assert (a - b).abs().max() <= 1e-3
+    assert_same_colours(ours, ort, photo)
     # The points' geodesic search is traced at the export's size: another size is refused.
     with pytest.raises(ValueError, match="runs at 32×32 only"):
         Colorizer.load(onnx, size=64, backend="onnx").colorize(photo)
@@ -160,26 +171,17 @@ def test_a_guided_model_on_the_onnx_backend_runs_photos_without_points_in_onnxru
     """backend onnx (and auto, where it picks onnx) exports a guided torch model's graph
     without points, quick to export and to run; photos with points run its torch network."""
     pytest.importorskip("onnxruntime")
-    from zhangcolor.bins import ab_bins
     from zhangcolor.model_file import GuidedOnnx
 
     monkeypatch.setenv("ZHANGCOLOR_CACHE", str(tmp_path / "cache"))
-    torch.manual_seed(0)
-    config = TrainConfig(model=ModelConfig(**GUIDED))
-    path = tmp_path / "guided.safetensors"
-    bins = {"centers": ab_bins(), "weights": torch.ones(313)}
-    save_model(path, calibrated(build_model(config.model)), config, bins, step=0)
+    path = saved_guided(tmp_path / "guided.safetensors")
     ours = Colorizer.load(path, size=32, precision="fp32")
     ort = Colorizer.load(path, size=32, backend="onnx")
     assert isinstance(ort.model, GuidedOnnx) and ort.takes_hints and ort.backend == "onnx"
     [export] = (tmp_path / "cache").glob("*.onnx")
     assert export.name.endswith("-automatic.onnx")
     photo = np.tile(np.arange(0, 240, 8, dtype=np.uint8), (24, 1))
-    points = {"points": [{"x": 15, "y": 12, "color": "#d02020", "size": 8}]}
-    for hints in (None, points):
-        a = ours.decode(ours.predict([ours.prepare(photo, hints)])[0])
-        b = ort.decode(ort.predict([ort.prepare(photo, hints)])[0])
-        assert (a - b).abs().max() <= 1e-3
+    assert_same_colours(ours, ort, photo)
     assert ort.model._torch is not None  # the photo with points ran in torch
 
 

@@ -9,11 +9,9 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from test_guided_training import GUIDED, calibrated
+from test_guided_training import saved_guided
 from test_train import invoke
 
-from zhangcolor.bins import ab_bins
-from zhangcolor.checkpoint import save_model
 from zhangcolor.constants import AB_NORM
 from zhangcolor.evaluate import GRAY
 from zhangcolor.hint_sweep import (
@@ -24,8 +22,6 @@ from zhangcolor.hint_sweep import (
     point_hints,
     sweep,
 )
-from zhangcolor.models import ModelConfig, build_model
-from zhangcolor.options import TrainConfig
 
 
 def test_points_are_fixed_by_the_photos_name_and_the_first_n_are_shared():
@@ -93,12 +89,7 @@ def _photos(folder, n=3, size=64):
 
 @pytest.fixture
 def guided_model(tmp_path):
-    torch.manual_seed(0)
-    config = TrainConfig(model=ModelConfig(**GUIDED))
-    path = tmp_path / "guided.safetensors"
-    bins = {"centers": ab_bins(), "weights": torch.ones(313)}
-    save_model(path, calibrated(build_model(config.model)), config, bins, step=0)
-    return path
+    return saved_guided(tmp_path / "guided.safetensors")
 
 
 def test_the_sweep_scores_gray_the_fill_and_the_models_at_each_count(tmp_path, guided_model):

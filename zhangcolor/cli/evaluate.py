@@ -74,7 +74,6 @@ def evaluate_command(
     """
     from zhangcolor.decode import check_colorize_temperature
     from zhangcolor.evaluate import evaluate, write_report
-    from zhangcolor.progress import progress_bar
 
     try:
         temps = tuple(check_colorize_temperature(float(t)) for t in temperatures.split(","))
@@ -93,28 +92,43 @@ def evaluate_command(
             models, paths, _counts(hint_counts), temps[0] if chosen else None, config, out_dir
         )
         return
-    with progress_bar(console) as progress:
-        task = progress.add_task("evaluating", total=len(paths))
-        try:
-            report = evaluate(
-                data,
-                list(models),
-                temperatures=temps,
-                split=split,
-                paths=paths,
-                on_image=lambda _: progress.advance(task),
-                size=config.size,
-                device=config.device,
-                precision=config.precision,
-            )
-        except (ValueError, FileNotFoundError) as e:
-            raise click.ClickException(str(e)) from None
+    report = _scored(
+        "evaluating",
+        paths,
+        lambda on_image: evaluate(
+            data,
+            list(models),
+            temperatures=temps,
+            split=split,
+            paths=paths,
+            on_image=on_image,
+            **_loading(config),
+        ),
+    )
     write_report(report, out_dir)
     _print_report(report, split)
     out.print(
         f"wrote {out_dir}/report.json, report.md, metrics.json, auc_curves.csv/.png and "
         "temperature_sweep.csv/.png"
     )
+
+
+def _loading(config: ColorizeConfig) -> dict:
+    """What Colorizer.load takes from the inference options."""
+    return {"size": config.size, "device": config.device, "precision": config.precision}
+
+
+def _scored(what: str, paths: list[Path], score):
+    """``score(on_image)`` under a progress bar of ``paths``; a ValueError or a missing file
+    (a bad model, no usable photo) is a clean error."""
+    from zhangcolor.progress import progress_bar
+
+    with progress_bar(console) as progress:
+        task = progress.add_task(what, total=len(paths))
+        try:
+            return score(lambda _: progress.advance(task))
+        except (ValueError, FileNotFoundError) as e:
+            raise click.ClickException(str(e)) from None
 
 
 def _counts(text: str) -> tuple[int, ...]:
@@ -137,23 +151,19 @@ def _counts(text: str) -> tuple[int, ...]:
 def _sweep_points(models, paths, counts, temperature, config: ColorizeConfig, out_dir) -> None:
     """evaluate --hints: the colour-point sweep, written and shown (PSNR by count)."""
     from zhangcolor.hint_sweep import sweep, write_sweep
-    from zhangcolor.progress import progress_bar
 
-    with progress_bar(console) as progress:
-        task = progress.add_task("sweeping points", total=len(paths))
-        try:
-            report = sweep(
-                list(models),
-                paths,
-                counts=counts,
-                temperature=temperature,
-                on_image=lambda _: progress.advance(task),
-                size=config.size,
-                device=config.device,
-                precision=config.precision,
-            )
-        except (ValueError, FileNotFoundError) as e:
-            raise click.ClickException(str(e)) from None
+    report = _scored(
+        "sweeping points",
+        paths,
+        lambda on_image: sweep(
+            list(models),
+            paths,
+            counts=counts,
+            temperature=temperature,
+            on_image=on_image,
+            **_loading(config),
+        ),
+    )
     write_sweep(report, out_dir)
     table = Table(title=f"PSNR (dB) against colour points: {report['images']} images")
     table.add_column("model")
@@ -215,25 +225,16 @@ def calibrate_command(data, model, split, out_path, max_images, **flags) -> None
     and colorize and serve then use it by default. Fewer than 50 photos give an uncertain T.
     """
     from zhangcolor.calibrate import FEW_IMAGES, calibrate, write_calibration
-    from zhangcolor.progress import progress_bar
 
     config = build(ColorizeConfig, model=model, **flags)
     paths = _scored_images(data, split, max_images)
-    with progress_bar(console) as progress:
-        task = progress.add_task("calibrating", total=len(paths))
-        try:
-            result = calibrate(
-                data,
-                config.model,
-                split=split,
-                paths=paths,
-                on_image=lambda _: progress.advance(task),
-                size=config.size,
-                device=config.device,
-                precision=config.precision,
-            )
-        except (ValueError, FileNotFoundError) as e:
-            raise click.ClickException(str(e)) from None
+    result = _scored(
+        "calibrating",
+        paths,
+        lambda on_image: calibrate(
+            data, config.model, split=split, paths=paths, on_image=on_image, **_loading(config)
+        ),
+    )
     _print_calibration(result, split)
     about = {"model": str(model), "data": Path(data).resolve().name, "split": split}
     out_path = out_path or _calibration_path(model)
