@@ -68,7 +68,7 @@ def export_onnx(
         names.append("hints")
 
     def write(tmp: Path) -> None:
-        # The TorchScript exporter needs nothing beyond torch and traces this plain CNN
+        # The TorchScript exporter needs nothing beyond torch and traces these networks
         # exactly; the newer torch.export one would add onnxscript. Silence its deprecation.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
@@ -85,7 +85,7 @@ def export_onnx(
             )
         proto = onnx.load(str(tmp))
         entries = {RECORD_KEY: record.to_json(), PROVENANCE_KEY: json.dumps(provenance or {})}
-        if len(names) > 1:  # the points' nearest-point search is traced at this size
+        if has_point_vote(network):  # the points' geodesic search is traced at this size
             entries[SIZE_KEY] = str(size)
         for key, value in entries.items():
             entry = proto.metadata_props.add()
@@ -94,6 +94,12 @@ def export_onnx(
 
     atomic_write(target, write, durable=True)
     return target
+
+
+def has_point_vote(network: nn.Module) -> bool:
+    """Whether ``network`` has the points' vote (a guided classification network of ours), whose
+    geodesic search unrolls into an ONNX graph of one size."""
+    return getattr(network, "hint_prior", None) is not None
 
 
 def onnx_record(metadata: dict[str, str], path: Path) -> tuple[ModelRecord, dict]:

@@ -132,12 +132,12 @@ def file_digest(path: Path) -> str:
 
 def onnx_export_of(model: ModelFile, size: int = WORKING_SIZE, *, automatic: bool = False) -> Path:
     """The ONNX export of a torch model file in the cache folder, made on first use; an .onnx
-    file is itself. ``size`` is the working size it will run at (a guided network's export
-    runs at the size it was made at only); ``automatic`` exports a guided network's graph
-    without points (lightness in, as an automatic model's), which any size runs.
+    file is itself. ``size`` is the working size it will run at (the export of a network with
+    the points' vote runs at the size it was made at only); ``automatic`` exports such a
+    network's graph without points (lightness in, as an automatic model's), which any size runs.
 
     Named by the file's hash, so a changed file (or a new default model) gets a new export. The
-    first use pays the export (about a second for the default model on a 2-core CPU). Where
+    first use pays the export (about 1.5 s for the default model on a 2-core CPU). Where
     the cache folder cannot be written (a file, read-only, full), the export goes into a
     temporary folder deleted at exit, with a warning; a RuntimeError when that fails too.
     """
@@ -145,14 +145,14 @@ def onnx_export_of(model: ModelFile, size: int = WORKING_SIZE, *, automatic: boo
         return model.path
     from zhangcolor.export import export_onnx
 
-    guided = model.record.network.hints
-    at = ("-automatic" if automatic else f"-{size}") if guided else ""
+    voted = takes_point_vote(model)  # its graph with points runs at one size
+    at = ("-automatic" if automatic else f"-{size}") if voted else ""
     name = f"{model.label}-{file_digest(model.path)[:16]}{at}.onnx"
     path = cache_dir() / name
     if path.is_file():
         return path
     network = load_network(model)
-    if guided and automatic:
+    if voted and automatic:
         network = _WithoutPoints(network)
     provenance = {"source": model.label}
     try:
@@ -187,10 +187,11 @@ class _WithoutPoints(nn.Module):
 
 
 class GuidedOnnx:
-    """A guided torch model on the onnx backend: photos without points run its automatic graph
-    in onnxruntime (as fast as an automatic model's), photos with points its torch network on
-    the CPU in fp32, loaded on first use. The points' geodesic search would unroll into an ONNX
-    graph that takes over a minute to export and runs slower than torch."""
+    """A guided classification model of ours on the onnx backend: photos without points run its
+    automatic graph in onnxruntime (as fast as an automatic model's), photos with points its
+    torch network on the CPU in fp32, loaded on first use. The points' geodesic search would
+    unroll into an ONNX graph that takes over a minute to export, runs at one size only and
+    slower than torch."""
 
     takes_hints = True
 
@@ -217,10 +218,17 @@ def onnx_network(model: ModelFile, onnx_path: Path | None = None, size: int = WO
         return model.session
     from zhangcolor.export import OnnxNetwork
 
-    if model.record.network.hints:
+    if takes_point_vote(model):
         automatic = OnnxNetwork(onnx_path or onnx_export_of(model, size, automatic=True))
         return GuidedOnnx(automatic, model)
     return OnnxNetwork(onnx_path or onnx_export_of(model, size))
+
+
+def takes_point_vote(model: ModelFile) -> bool:
+    """Whether a torch model file's network has the points' vote: our guided classification
+    networks (siggraph17, the authors', takes points without it)."""
+    network = model.record.network
+    return network.hints and network.backbone != "siggraph17" and network.head.uses_temperature
 
 
 def export_model_onnx(model: str | Path, target: str | Path, *, size: int) -> Path:

@@ -56,8 +56,9 @@ def geodesic_fill(
     to one of the eight neighbours costs its length (1 or √2) times 1 + :data:`EDGE_COST` ·
     |ΔL| / 100. The shortest paths from the hinted cells are found by relaxation (Bellman-Ford,
     each round a step further, at most 2 × the grid's longer side rounds, ending early once
-    nothing changes outside an ONNX trace), so the shapes never depend on how many points there
-    are, and it exports to ONNX as it is. Runs in float32 whatever the input's dtype.
+    nothing changes outside an ONNX trace; a path of more steps than that, around many edges,
+    is approximated by a longer one), so the shapes never depend on how many points there are,
+    and it exports to ONNX as it is. Runs in float32 whatever the input's dtype.
 
     Args:
         hints: ``(B, 3, H, W)`` hint channels (a / 110, b / 110, mask); a cell is hinted when
@@ -122,12 +123,12 @@ class HintPrior(nn.Module):
 
     def forward(self, hints: Tensor, lightness: Tensor, features: Tensor) -> Tensor:
         """``hints (B, 3, H, W)``, ``lightness (B, 1, H, W)`` and the network's ``features (B,
-        C, h, w)`` -> logit offsets ``(B, Q, h, w)``."""
+        C, h, w)`` -> logit offsets ``(B, Q, h, w)``, float32."""
         size = (features.shape[-2], features.shape[-1])
-        fill, distance, reached = geodesic_fill(hints, lightness, size)
-        fill, distance, reached = (x.to(features.dtype) for x in (fill, distance, reached))
-        confidence = self.confidence(torch.cat([features, distance, reached], 1))
-        confidence = confidence * self.GAIN * reached  # (B, 1, h, w)
-        centers = self.centers.to(fill.dtype)  # (Q, 2)
-        squared = (fill[:, None] - centers[None, :, :, None, None]).square().sum(2)  # (B, Q, h, w)
-        return -confidence * squared / (2 * VOTE_SIGMA**2)
+        fill, distance, reached = geodesic_fill(hints, lightness, size)  # float32
+        inputs = torch.cat([features, distance.to(features.dtype), reached.to(features.dtype)], 1)
+        # The vote in float32 whatever the network's dtype: its offsets reach hundreds of logits,
+        # which bf16 would round to a quarter of a logit and fp16 could overflow.
+        confidence = self.confidence(inputs).float() * self.GAIN * reached  # (B, 1, h, w)
+        squared = (fill[:, None] - self.centers.float()[None, :, :, None, None]).square().sum(2)
+        return -confidence * (squared / (2 * VOTE_SIGMA**2))  # (B, Q, h, w)
