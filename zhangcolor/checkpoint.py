@@ -53,7 +53,7 @@ def write_model(
 ) -> None:
     """Weights ``state`` with their record and provenance, as .safetensors, atomically and
     durably. The file is made in memory and written by Python, so a full disk is an OSError
-    naming ``path`` (safetensors' own writer raised its SafetensorError)."""
+    naming ``path`` (safetensors' own writer raises its SafetensorError)."""
     metadata = {
         "format": FORMAT,
         "model": record.to_json(),
@@ -260,6 +260,9 @@ def package_model(
     state = load_file(str(source))
     if point_strength is not None:
         state = scale_point_vote(state, point_strength)
+        # The vote's scale so far, so that packaging a packaged model again says it compounds.
+        point_strength *= float(provenance.get("point_strength", 1.0))
+        provenance = {**provenance, "point_strength": point_strength}
     if half:
         state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -291,7 +294,7 @@ def portable(provenance: dict) -> dict:
     """``provenance`` with the absolute paths its training options name (the run folder, the
     bins, the model it started from) cut to their names: such a path means something only on
     the machine that trained (the photos are named by :func:`describe_photos` already). A
-    relative path, within the run's own folder, stays."""
+    relative path (to where training ran, as a DVC stage's are) stays."""
     training = provenance.get("training")
     if not isinstance(training, dict):
         return provenance
@@ -334,7 +337,7 @@ _STATE_KEYS = frozenset({"optimizer", "scheduler", "progress", "rng"})
 def save_training_state(path: Path, state: dict) -> None:
     """The trainer's half of a checkpoint (optimizer, scheduler, RNG, progress), atomically.
     Serialised in memory and written by Python, so a full disk is an OSError naming ``path``
-    (torch's own writer raised RuntimeError: [enforce fail ...])."""
+    (torch's own writer raises RuntimeError: [enforce fail ...])."""
     buffer = io.BytesIO()
     torch.save(state, buffer)
     atomic_write(path, lambda tmp: tmp.write_bytes(buffer.getbuffer()), durable=True)

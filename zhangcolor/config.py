@@ -22,7 +22,7 @@ import yaml
 C = TypeVar("C")
 
 #: The deepest nesting a config file may have: configs have two levels (a section, its keys); a
-#: file nested 20,000 deep used to end in a RecursionError.
+#: deeper file (20,000 levels) would end in a RecursionError.
 MAX_DEPTH = 32
 #: The most characters of a value, or of a list of names, that a message shows.
 SHOWN = 60

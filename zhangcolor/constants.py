@@ -60,7 +60,7 @@ MIN_TEMPERATURE = 1e-3
 MAX_TEMPERATURE = 1.0
 #: The temperatures ``evaluate`` sweeps by default (1 is the mean, 0.01 nearly the mode).
 TEMPERATURES = (1.0, 0.77, 0.58, 0.38, 0.29, 0.14, 0.01)
-#: The numbers of colour points ``evaluate --hints`` sweeps by default.
+#: The numbers of colour points ``evaluate --hints`` suggests (the SIGGRAPH 2017 sweep's).
 HINT_COUNTS = (0, 1, 2, 5, 10, 20, 50)
 
 # --- Data and inference ---------------------------------------------------------------------

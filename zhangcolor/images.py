@@ -38,7 +38,7 @@ DECODERS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF")
 
 #: The most pixels a file is decoded at unless the caller says otherwise (``max_pixels``): a 50 MP
 #: photo costs colorize about 1.4 GB at its peak, and a 1 KB JPEG whose header says 9000×9000
-#: (81 MP, which used to take 1.95 GB) is refused before any pixel is decoded.
+#: (81 MP, about 1.95 GB to decode) is refused before any pixel is decoded.
 MAX_DECODED_PIXELS = 50_000_000
 #: A resize to a short side s makes at most this many s² pixels: a 50:1 panorama keeps its shape,
 #: and a thinner strip gets a shorter side than s (a 274-byte 65535×1 PNG at s = 256 becomes

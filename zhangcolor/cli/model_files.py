@@ -36,7 +36,7 @@ from zhangcolor.options import ColorizeConfig
 )
 @click.option(
     "--point-strength",
-    type=float,
+    type=click.FloatRange(min=0, min_open=True),
     help="Guided classification models: multiply the points' vote confidence by this (> 0), "
     "so that colorize follows the points more closely than training's cross-entropy hedges "
     "(calibrated with evaluate --hints). [default: 1]",
