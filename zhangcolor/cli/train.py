@@ -74,6 +74,7 @@ def recipe_option(cls: type, name: str, *decls: str, **kwargs):
 @recipe_option(TrainConfig, "precision", "--precision", type=click.Choice(PRECISIONS))
 @recipe_option(TrainConfig, "workers", "--workers", type=int)
 @recipe_option(TrainConfig, "seed", "--seed", type=int)
+@recipe_option(TrainConfig, "init_from", "--init-from")
 @recipe_option(TrainConfig, "select_on", "--select-on", type=click.Choice(SELECT_ON))
 @recipe_option(TrainConfig, "patience", "--patience", type=int)
 @recipe_option(TrainConfig, "ema_decay", "--ema-decay", type=float)
