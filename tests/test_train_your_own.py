@@ -87,3 +87,14 @@ def test_the_pages_five_commands_train_calibrate_package_and_colorize(tmp_path, 
     with Image.open("colorized/old-photo.png") as result:
         assert result.size == (56, 40) and result.mode == "RGB"
     assert outputs["colorize"].strip().endswith("colorized/old-photo.png")
+
+    # The page's colour-point commands add the point layers to that model and package both.
+    block = re.findall(r"```sh\n(.*?)```", PAGE.read_text(), re.S)[1]
+    points = [shlex.split(line) for line in block.splitlines() if line.startswith("zhangcolor ")]
+    assert [c[1] for c in points] == ["train", "package-model"]
+    for command in points:
+        result = runner.invoke(main, [*command[1:], *FAST[command[1]]])
+        assert result.exit_code == 0, f"{shlex.join(command)}:\n{result.output}"
+    guided = read_model("mine-points.safetensors")
+    assert guided.record.network.hints and guided.record.temperature == calibration["temperature"]
+    assert json.loads(Path("mine-points.json").read_text())["point_strength"] == 3
