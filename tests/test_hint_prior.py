@@ -168,3 +168,34 @@ def test_package_model_weights_the_vote_by_the_point_strength(tmp_path):
     again = tmp_path / "again.safetensors"
     assert invoke("package-model", target, "-o", again, "--point-strength", 2).exit_code == 0
     assert json.loads(again.with_suffix(".json").read_text())["point_strength"] == 6
+
+
+def test_the_vote_is_float32_for_a_half_precision_network():
+    torch.manual_seed(0)
+    prior = HintPrior(torch.tensor([[0.0, 0.0], [60.0, 60.0]]), features=4).to(torch.bfloat16)
+    with torch.no_grad():
+        prior.confidence[-1].bias.fill_(10.0)  # offsets of hundreds of logits
+    hints = torch.zeros(1, 3, 16, 16, dtype=torch.bfloat16)
+    hints[0, :, 4:8, 4:8] = torch.tensor([0.5, 0.5, 1.0])[:, None, None]
+    lightness = torch.full((1, 1, 16, 16), 50.0, dtype=torch.bfloat16)
+    offsets = prior(hints, lightness, torch.zeros(1, 4, 4, 4, dtype=torch.bfloat16))
+    assert offsets.dtype == torch.float32 and torch.isfinite(offsets).all()
+
+
+def test_the_authors_siggraph17_runs_on_the_onnx_backend_at_any_size(tmp_path, monkeypatch):
+    """siggraph17 takes points without our vote: its export has no fixed size, so a second
+    working size does not meet the first one's export."""
+    pytest.importorskip("onnxruntime")
+    from test_authors_weights import siggraph17_state
+
+    from zhangcolor.colorize import Colorizer
+
+    monkeypatch.setenv("ZHANGCOLOR_CACHE", str(tmp_path / "cache"))
+    path = tmp_path / "siggraph17-df00044c.pth"
+    torch.save(siggraph17_state(), path)
+    photo = np.tile(np.arange(0, 240, 8, dtype=np.uint8), (24, 1))
+    points = {"points": [{"x": 15, "y": 12, "color": "#d02020"}]}
+    for size in (32, 64):
+        colorizer = Colorizer.load(path, size=size, backend="onnx")
+        assert colorizer.takes_hints and colorizer.colorize(photo, hints=points).size == (30, 24)
+    assert len(list((tmp_path / "cache").glob("*.onnx"))) == 1
