@@ -71,11 +71,7 @@ def save_model(
     training ``config`` and ``step`` as provenance. The training photos are named by what they
     are (:func:`describe_photos`), not by a path that means something only on the machine that
     trained."""
-    training = config_dict(config)
-    photos = None
-    if config.data is not None:
-        photos = describe_photos(Path(config.data))
-        training["data"] = photos["folder"]
+    training, photos = training_provenance(config)
     provenance = {
         "step": step,
         "zhangcolor_version": __version__,
@@ -84,6 +80,18 @@ def save_model(
     }
     record = make_record(config.model, bins)
     write_model(path, unwrap(model).state_dict(), record, provenance)
+
+
+def training_provenance(config: TrainConfig) -> tuple[dict, dict | None]:
+    """How a checkpoint records the ``config`` it was trained with: its options as plain data,
+    the data folder by its name, and the photos as :func:`describe_photos` names them (None
+    without a data folder)."""
+    training = config_dict(config)
+    photos = None
+    if config.data is not None:
+        photos = describe_photos(Path(config.data))
+        training["data"] = photos["folder"]
+    return training, photos
 
 
 @functools.lru_cache(maxsize=4)

@@ -44,9 +44,10 @@ from zhangcolor.checkpoint import (
     read_checkpoint,
     save_model,
     save_training_state,
+    training_provenance,
 )
 from zhangcolor.config import config_dict, short
-from zhangcolor.files import as_text, atomic_write, remove_stale_temps
+from zhangcolor.files import atomic_write, remove_stale_temps
 from zhangcolor.options import TrainConfig
 
 
@@ -551,11 +552,7 @@ def resume_plan(point: ResumePoint, config: TrainConfig, *, override: bool) -> R
     """Compare ``config`` with the options ``point`` was trained with. A change outside
     :data:`RESUME_SAFE` (the seed, the batch size, the learning rate, the network, ...) breaks
     the exact continuation, and is a TrainingError that lists them all unless ``override``."""
-    changes = [
-        c
-        for c in option_changes(point.trained_with, config_dict(config))
-        if not _same_photos_folder(c)
-    ]
+    changes = option_changes(point.trained_with, training_provenance(config)[0])
     breaking = [c for c in changes if c.name.split(".")[0] not in RESUME_SAFE]
     if breaking and not override:
         raise TrainingError(
@@ -568,14 +565,6 @@ def resume_plan(point: ResumePoint, config: TrainConfig, *, override: bool) -> R
     saved = int(point.state["progress"].get("total_steps") or 0)
     keep = saved > 0 and not any(c.name in _LENGTH for c in changes)
     return ResumePlan(point, changes, saved if keep else None)
-
-
-def _same_photos_folder(change: Change) -> bool:
-    """Whether ``change`` is only the data folder named as a checkpoint names it (by its name,
-    :func:`~zhangcolor.checkpoint.describe_photos`) against its path."""
-    if change.name != "data" or not isinstance(change.new, str):
-        return False
-    return change.old == as_text(Path(change.new).resolve().name)
 
 
 def option_changes(old: dict, new: dict, prefix: str = "") -> list[Change]:
