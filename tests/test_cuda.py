@@ -191,6 +191,37 @@ def test_colorize_on_the_device_is_within_one_ab_level_of_the_cpu():
         assert np.abs(rgb_dev - rgb_cpu).max() <= 2
 
 
+def test_the_points_geodesic_fill_on_the_device_equals_the_cpus():
+    """The points' search (sweeps of running minima in float64, the points found by unique) and
+    the shipped model's colours with points, on the device against the CPU."""
+    from zhangcolor.colorize import Colorizer
+    from zhangcolor.models.hint_prior import geodesic_fill
+
+    generator = torch.Generator().manual_seed(0)
+    lightness = torch.nn.functional.avg_pool2d(
+        torch.rand(2, 1, 128, 128, generator=generator) * 100, 9, 1, 4
+    )
+    hints = torch.zeros(2, 3, 128, 128)
+    for i, (y, x) in enumerate(((10, 20), (90, 40), (60, 100), (20, 110))):
+        hints[i % 2, :2, y : y + 6, x : x + 6] = torch.rand(2, 1, 1, generator=generator) - 0.5
+        hints[i % 2, 2, y : y + 6, x : x + 6] = 1.0
+    cpu = geodesic_fill(hints, lightness, (32, 32))
+    dev = geodesic_fill(hints.to(DEVICE), lightness.to(DEVICE), (32, 32))
+    for a, b in zip(cpu, dev, strict=True):
+        torch.testing.assert_close(b.cpu(), a, rtol=1e-4, atol=1e-3)
+
+    points = {
+        "points": [{"x": 60, "y": 40, "color": "#c03020"}, {"x": 200, "y": 300, "color": "#2050c0"}]
+    }
+    image = data.astronaut()
+    on_cpu = Colorizer.load("default", device="cpu", precision="fp32").colorize(image, hints=points)
+    on_dev = Colorizer.load("default", device=DEVICE.type, precision="fp32").colorize(
+        image, hints=points
+    )
+    difference = np.abs(np.asarray(on_dev, dtype=int) - np.asarray(on_cpu, dtype=int))
+    assert np.percentile(difference, 99.9) <= 2 and difference.mean() < 0.1
+
+
 @pytest.mark.parametrize("size", [(480, 640), (1500, 900)])  # one device band, two
 def test_join_on_the_device_equals_the_cpu_join(size):
     """The ab upsampling and Lab -> sRGB8 on the device give the banded CPU join's pixels, but

@@ -130,23 +130,31 @@ def test_train_starts_from_a_model_file(tmp_path):
 
 
 def saved_guided(path):
-    """A small guided eccv16 (:func:`calibrated`) saved at ``path``."""
+    """A small guided eccv16 (:func:`calibrated`, its points' vote as if trained) saved at
+    ``path``."""
     from zhangcolor.bins import ab_bins
 
     torch.manual_seed(0)
     config = TrainConfig(model=ModelConfig(**GUIDED))
     bins = {"centers": ab_bins(), "weights": torch.ones(313)}
-    save_model(path, calibrated(build_model(config.model)), config, bins, step=0)
+    network = calibrated(build_model(config.model))
+    with torch.no_grad():
+        for p in network.hint_prior.confidence.parameters():
+            p.normal_(0, 0.03)
+    save_model(path, network, config, bins, step=0)
     return path
 
 
 def assert_same_colours(ours: Colorizer, other: Colorizer, photo) -> None:
-    """The two colorizers' ab agree within 1e-3, without points and with one."""
-    points = {"points": [{"x": 15, "y": 12, "color": "#d02020", "size": 8}]}
-    for hints in (None, points):
+    """The two colorizers' ab agree within 0.01 (of ab units ±110), without points, with one and
+    with two. The points' vote makes logits of hundreds, whose float32 rounding (a few 1e-4)
+    moves the annealed mean by a few thousandths."""
+    red = {"x": 15, "y": 12, "color": "#d02020", "size": 8}
+    blue = {"x": 4, "y": 20, "color": "#2040d0", "size": 3}
+    for hints in (None, {"points": [red]}, {"points": [red, blue]}):
         a = ours.decode(ours.predict([ours.prepare(photo, hints)])[0])
         b = other.decode(other.predict([other.prepare(photo, hints)])[0])
-        assert (a - b).abs().max() <= 1e-3
+        assert (a - b).abs().max() <= 0.01, hints
 
 
 def test_a_guided_network_exports_to_onnx_with_its_hint_input(tmp_path):

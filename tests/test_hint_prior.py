@@ -1,5 +1,6 @@
 """The points' own vote of a guided classification network (models/hint_prior.py): its
-geodesic fill against a float64 Dijkstra written here, and the vote's product of experts."""
+geodesic fill against a float64 Dijkstra and Shepard's weights written here, and the vote's
+product of experts."""
 
 from __future__ import annotations
 
@@ -12,20 +13,24 @@ import pytest
 import torch
 
 from zhangcolor.constants import AB_NORM, STRIDE
-from zhangcolor.models.hint_prior import EDGE_COST, VOTE_SIGMA, HintPrior, geodesic_fill
+from zhangcolor.models.hint_prior import (
+    EDGE_COST,
+    POWER,
+    VOTE_SIGMA,
+    HintPrior,
+    geodesic_fill,
+)
 
 
-def dijkstra(light: np.ndarray, sources: dict[tuple[int, int], tuple[float, float]]):
-    """Shortest paths on a grid of cells with 8 neighbours, a step from cell u to cell v
-    costing |uv| (1 or √2) × (1 + EDGE_COST × |L(u) − L(v)|), ``light`` being L / 100 per cell:
-    each cell's distance and its source's ab."""
+def dijkstra(light: np.ndarray, sources: list[tuple[int, int]]) -> np.ndarray:
+    """Shortest paths on a grid of cells with 8 neighbours from the ``sources`` cells, a step
+    from cell u to cell v costing |uv| (1 or √2) × (1 + EDGE_COST × |L(u) − L(v)|), ``light``
+    being L / 100 per cell: each cell's distance (float64)."""
     h, w = light.shape
     distance = np.full((h, w), np.inf)
-    owner = np.zeros((h, w, 2))
     heap = []
-    for (y, x), ab in sources.items():
+    for y, x in sources:
         distance[y, x] = 0.0
-        owner[y, x] = ab
         heapq.heappush(heap, (0.0, y, x))
     while heap:
         d, y, x = heapq.heappop(heap)
@@ -39,36 +44,103 @@ def dijkstra(light: np.ndarray, sources: dict[tuple[int, int], tuple[float, floa
                 cost = math.hypot(dy, dx) * (1 + EDGE_COST * abs(light[y, x] - light[v]))
                 if d + cost < distance[v] - 1e-9:
                     distance[v] = d + cost
-                    owner[v] = owner[y, x]
                     heapq.heappush(heap, (d + cost, *v))
-    return distance, owner
+    return distance
 
 
-def test_the_fill_follows_the_shortest_paths_of_a_float64_dijkstra():
-    rng = np.random.default_rng(0)
-    h, w = 9, 12
-    # regions of flat lightness (so that paths are unique) separated by edges
+def shepard(light: np.ndarray, points: dict[tuple[int, int], tuple[float, float]]) -> tuple:
+    """The geodesic fill in float64: each cell's distance to its nearest point, and the points'
+    ab weighted by their distances to the power −POWER (a point's own cell: its ab)."""
+    distances = np.stack([dijkstra(light, [cell]) for cell in points])  # (K, h, w)
+    colours = np.array(list(points.values()))  # (K, 2)
+    with np.errstate(divide="ignore"):
+        weights = distances**-POWER
+    own = distances == 0
+    weights = np.where(own.any(0), own, weights)
+    ab = np.einsum("khw,kc->hwc", weights, colours) / weights.sum(0)[..., None]
+    return distances.min(0), ab
+
+
+def grid_hints(h: int, w: int, points: dict, batch: int = 1, image: int = 0):
+    """Hint channels ``(batch, 3, h·STRIDE, w·STRIDE)`` painting each point's ab on a 2×2 patch
+    of its cell in ``image``."""
+    hints = torch.zeros(batch, 3, h * STRIDE, w * STRIDE, dtype=torch.float64)
+    for (y, x), ab in points.items():
+        pixels = (slice(y * STRIDE, y * STRIDE + 2), slice(x * STRIDE + 1, x * STRIDE + 3))
+        hints[image, 0][pixels], hints[image, 1][pixels] = ab[0] / AB_NORM, ab[1] / AB_NORM
+        hints[image, 2][pixels] = 1.0
+    return hints
+
+
+def regions(h: int, w: int) -> np.ndarray:
+    """L per cell: flat regions (so that paths are unique) separated by edges."""
     cells = np.where(np.arange(w)[None] < 5, 30.0, 70.0) * np.ones((h, 1))
     cells[6:, :] = 50.0
+    return cells
+
+
+def test_the_fill_weights_the_points_by_their_shortest_paths_as_a_float64_dijkstra():
+    rng = np.random.default_rng(0)
+    h, w = 9, 12
+    cells = regions(h, w)
     lightness = torch.from_numpy(np.kron(cells, np.ones((STRIDE, STRIDE))))[None, None]
-    hints = torch.zeros(1, 3, h * STRIDE, w * STRIDE, dtype=torch.float64)
-    sources = {}
-    for y, x in ((1, 1), (2, 9), (8, 6)):
-        ab = tuple(rng.uniform(-60, 60, 2))
-        sources[(y, x)] = ab
-        pixels = (slice(y * STRIDE, y * STRIDE + 2), slice(x * STRIDE + 1, x * STRIDE + 3))
-        hints[0, 0][pixels], hints[0, 1][pixels] = ab[0] / AB_NORM, ab[1] / AB_NORM
-        hints[0, 2][pixels] = 1.0
-    ab, distance, reached = geodesic_fill(hints, lightness, (h, w))
-    expected_distance, expected_ab = dijkstra(cells / 100, sources)
+    # two points in the left region, one in each of the others
+    points = {cell: tuple(rng.uniform(-60, 60, 2)) for cell in ((1, 1), (1, 3), (2, 9), (8, 6))}
+    ab, distance, reached = geodesic_fill(grid_hints(h, w, points), lightness, (h, w))
+    expected_distance, expected_ab = shepard(cells / 100, points)
     np.testing.assert_allclose(
         distance[0, 0].numpy(), np.minimum(expected_distance / w, 1), rtol=1e-5
     )
-    np.testing.assert_allclose(ab[0].permute(1, 2, 0).numpy(), expected_ab, rtol=1e-4, atol=1e-4)
+    # within 0.02 ab units: the fill holds colours to a hundredth of a unit and adds a
+    # thousandth of a cell to each distance
+    np.testing.assert_allclose(ab[0].permute(1, 2, 0).numpy(), expected_ab, rtol=0, atol=0.02)
     assert reached.min() == 1
-    # each region takes its own point's colour: the edges cost more than the way round
-    assert np.allclose(ab[0, :, 0, 0].numpy(), sources[(1, 1)], atol=1e-4)
-    assert np.allclose(ab[0, :, 8, 0].numpy(), sources[(8, 6)], atol=1e-4)
+    # a point's cell takes its colour; a region's cells take its own points' colours, the
+    # others lying across edges, and halfway between its two points, their mean
+    for cell, colour in points.items():
+        assert np.allclose(ab[0, :, cell[0], cell[1]].numpy(), colour, atol=0.006)
+    assert np.allclose(ab[0, :, 8, 0].numpy(), points[(8, 6)], atol=0.1)
+    middle = np.mean([points[(1, 1)], points[(1, 3)]], 0)
+    assert np.allclose(ab[0, :, 1, 2].numpy(), middle, atol=0.1)
+    assert not np.allclose(middle, points[(1, 1)], atol=5.0)
+
+
+def test_each_image_of_a_batch_is_filled_from_its_own_points_and_edges():
+    h, w = 9, 12
+    first, second = regions(h, w), np.where(np.arange(w)[None] < 8, 20.0, 80.0) * np.ones((h, 1))
+    cells = np.stack([first, second, second])
+    lightness = torch.from_numpy(np.kron(cells, np.ones((1, STRIDE, STRIDE))))[:, None]
+    points = [
+        {(1, 1): (40.0, 10.0), (8, 6): (-20.0, 30.0), (1, 4): (5.0, 5.0)},
+        {(2, 9): (0.0, -50.0), (1, 1): (-20.0, 30.0), (7, 6): (60.0, 0.0)},  # shared colour, cell
+    ]
+    hints = grid_hints(h, w, points[0], batch=3) + grid_hints(h, w, points[1], batch=3, image=2)
+    together = geodesic_fill(hints, lightness, (h, w))
+    for i, ours in ((0, points[0]), (2, points[1])):
+        alone = geodesic_fill(grid_hints(h, w, ours), lightness[i : i + 1], (h, w))
+        for x, y in zip(together, alone, strict=True):
+            torch.testing.assert_close(x[i : i + 1], y)
+    assert not together[0][1].any() and (together[1][1] == 1).all()  # the image without points
+
+
+def test_the_sweeps_and_the_onnx_form_find_the_same_paths_through_texture(monkeypatch):
+    """The eager search (sweeps of running minima) and the one an ONNX trace unrolls
+    (Bellman-Ford) agree with each other and with the float64 Dijkstra on a random grid, whose
+    shortest paths turn at almost every cell."""
+    from zhangcolor.models import hint_prior
+
+    monkeypatch.setattr(hint_prior, "SWEEPS", 1000)  # to convergence
+    rng = np.random.default_rng(1)
+    light = rng.uniform(0, 1, (1, 1, 10, 13))
+    start = np.full(light.shape, hint_prior._FAR)
+    start[0, 0, 2, 3] = start[0, 0, 7, 11] = 0.0
+    threads = torch.get_num_threads()
+    swept = hint_prior._shortest(torch.from_numpy(start).float(), torch.from_numpy(light).float())
+    assert torch.get_num_threads() == threads  # the search's single thread is given back
+    relaxed = hint_prior._relaxed(torch.from_numpy(start).float(), torch.from_numpy(light).float())
+    expected = dijkstra(light[0, 0], [(2, 3), (7, 11)])
+    np.testing.assert_allclose(swept[0, 0].numpy(), expected, rtol=1e-5)
+    np.testing.assert_allclose(relaxed[0, 0].numpy(), expected, rtol=1e-5)
 
 
 def test_without_points_nothing_is_reached():

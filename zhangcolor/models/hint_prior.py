@@ -1,23 +1,26 @@
 """The points' own vote on each pixel's colour, for a guided classification network.
 
-A user's points say the colour of a few pixels. Spread to every pixel from its geodesically
-nearest point (:func:`geodesic_fill`: the nearest along a path that pays for every change of
-lightness it crosses, so a point's colour stays within its region), they make a distribution of
-their own over the bins: a Gaussian around that point's ab. The network's distribution and this
-one are combined as a product of experts,
+A user's points say the colour of a few pixels. Spread to every pixel along geodesic paths
+(:func:`geodesic_fill`: paths that pay for every change of lightness they cross, so a point's
+colour stays within its region, each pixel taking the points' colours weighted by the inverse of
+their distances), they make a distribution of their own over the bins: a Gaussian around that
+blend of the points' ab. The network's distribution and this one are combined as a product of
+experts,
 
     log p(q | x) = logits(q | x) + c(x) · log N(q; fill(x), σ²)   (up to a constant),
 
 where the confidence c of each pixel is learnt from the network's features and the geodesic
-distance to its point: high near a point and within its object, low across an edge or far away.
-Without points, or where c = 0, the network decides alone; with c large, the pixel takes its
-point's colour. c starts at zero (and is free to learn any sign), so a guided network starts out
-as the automatic one.
+distance to its nearest point: high near a point and within its object, low across an edge or
+far away. Without points, or where c = 0, the network decides alone; with c large, the pixel
+takes the points' colour. c starts at zero (and is free to learn any sign), so a guided network
+starts out as the automatic one.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import Tensor, nn
@@ -32,9 +35,21 @@ VOTE_SIGMA = 10.0
 #: On 40 validation photos with 10 true-colour points, the fill alone scores 1.1 dB PSNR above
 #: the plain nearest point's at 1000 (+0.8 at 100, +0.4 at 10, and no more at 3000).
 EDGE_COST = 1000.0
+#: The power of the inverse distances that weight the points' colours at a cell. On 80
+#: validation photos with 10 true-colour points, the shipped model (point strength 6) scores
+#: 27.13 dB PSNR at 3 (27.06 at 2, 27.09 at 4), where the nearest point's colour alone scored
+#: 26.39–26.46 at point strengths 3–10.
+POWER = 3.0
+#: Added to every distance (in cells) before it is inverted, so that a point's own cells (at 0)
+#: take its colour: a tiny fraction of a cell.
+_OFFSET = 1e-3
+#: The most rounds of sweeps (:func:`_swept`). Paths through texture turn often, so running
+#: to convergence takes tens of rounds; on 80 validation photos with 10 true-colour points, 16
+#: rounds score 27.12 dB against 27.15 for convergence (8: 27.09), in a third of the time.
+SWEEPS = 16
 #: The eight neighbours of a cell, as (dy, dx).
 _NEIGHBOURS = ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1))
-#: The distance of a cell no point reaches: the search's infinity (it runs in float32).
+#: The distance of a cell no point reaches: the search's infinity (within float32's range).
 _FAR = 1e30
 
 
@@ -46,19 +61,89 @@ def _from(x: Tensor, dy: int, dx: int, fill: float) -> Tensor:
     return padded[..., 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w]
 
 
+def _relaxed(distance: Tensor, light: Tensor) -> Tensor:
+    """:func:`_shortest` by Bellman-Ford: each round a step further, 2 × the grid's longer side
+    rounds (a path of more steps, around many edges, is approximated by a longer one). The form
+    an ONNX trace unrolls."""
+    steps = [
+        math.hypot(dy, dx) * (1 + EDGE_COST * (light - _from(light, dy, dx, 0.0)).abs())
+        for dy, dx in _NEIGHBOURS
+    ]  # each (N, 1, h, w): the cost of the step from that neighbour
+    for _ in range(2 * max(distance.shape[-2:])):
+        for (dy, dx), step in zip(_NEIGHBOURS, steps, strict=True):
+            distance = torch.minimum(distance, _from(distance, dy, dx, _FAR) + step)
+    return distance
+
+
+def _swept(distance: Tensor, light: Tensor) -> Tensor:
+    """:func:`_shortest` by sweeps, in float64: each round relaxes whole rows and columns in
+    both directions at once, as a running minimum (the cost from column j to column x being
+    C(x) − C(j) for the running sum C of the steps' costs along the row), then the four diagonal
+    steps. A round carries a path through all its straight runs, so it takes as many rounds as
+    the path turns rather than steps; at most :data:`SWEEPS`, ending early once nothing
+    changes."""
+    distance, light = distance.double(), light.double()
+    across = F.pad((1 + EDGE_COST * light.diff(dim=-1).abs()).cumsum(-1), (1, 0))  # (N,1,h,w)
+    down = F.pad((1 + EDGE_COST * light.diff(dim=-2).abs()).cumsum(-2), (0, 0, 1, 0))
+    diagonals = [(dy, dx) for dy, dx in _NEIGHBOURS if dy and dx]
+    steps = [
+        math.sqrt(2) * (1 + EDGE_COST * (light - _from(light, dy, dx, 0.0)).abs())
+        for dy, dx in diagonals
+    ]
+    for _ in range(SWEEPS):
+        before = distance
+        for dim, run in ((-1, across), (-2, down)):
+            forward = run + (distance - run).cummin(dim).values
+            backward = (distance + run).flip(dim).cummin(dim).values.flip(dim) - run
+            distance = torch.minimum(distance, torch.minimum(forward, backward))
+        for (dy, dx), step in zip(diagonals, steps, strict=True):
+            distance = torch.minimum(distance, _from(distance, dy, dx, _FAR) + step)
+        if torch.equal(before, distance):
+            break
+    return distance.float()
+
+
+@contextmanager
+def _one_thread() -> Iterator[None]:
+    """The calling thread's CPU ops on one thread meanwhile. The search's tensors are small (tens
+    of thousands of numbers) and its ops many: spread over two threads, each op costs more in
+    waking the other than it saves (46 ms against 19 ms for 10 points at 256 px)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _shortest(distance: Tensor, light: Tensor) -> Tensor:
+    """Shortest-path costs ``distance (N, 1, h, w)`` from its sources (0 there, :data:`_FAR`
+    elsewhere) on a grid of cells of lightness ``light (N, 1, h, w)`` (L / 100), a step to one
+    of the eight neighbours costing its length (1 or √2) × (1 + :data:`EDGE_COST` · |ΔL|).
+    Sweeps (:func:`_swept`) in eager mode; Bellman-Ford (:func:`_relaxed`), of fixed shapes,
+    in an ONNX trace. Both find the shortest paths (up to the latter's number of rounds)."""
+    if torch.jit.is_tracing():
+        return _relaxed(distance, light)
+    with _one_thread():
+        return _swept(distance, light)
+
+
 def geodesic_fill(
     hints: Tensor, lightness: Tensor, size: tuple[int, int]
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Every cell of a ``size`` grid (the network's output) filled from its geodesically nearest
-    point.
+    """Every cell of a ``size`` grid (the network's output) filled from the points, weighted by
+    their geodesic distances.
 
     On cells of :data:`~zhangcolor.constants.STRIDE` input pixels (the mean L of each), a step
     to one of the eight neighbours costs its length (1 or √2) times 1 + :data:`EDGE_COST` ·
-    |ΔL| / 100. The shortest paths from the hinted cells are found by relaxation (Bellman-Ford,
-    each round a step further, at most 2 × the grid's longer side rounds, ending early once
-    nothing changes outside an ONNX trace; a path of more steps than that, around many edges,
-    is approximated by a longer one), so the shapes never depend on how many points there are,
-    and it exports to ONNX as it is. Runs in float32 whatever the input's dtype.
+    |ΔL| / 100. Each point (the hinted cells of one colour in one image) has its own shortest
+    paths (:func:`_shortest`), and a cell takes the mean of the points' colours weighted by the
+    inverse of their distances to the power :data:`POWER` (Shepard's interpolation, geodesic):
+    its nearest point's colour where the others lie across edges, a blend where several are
+    about as near, and a point's own colour on its cells. It exports to ONNX as it is, the
+    number of points a dynamic dimension. The time grows with the number of points (about 20
+    ms for 10 points at 64 × 64 cells on a 2-core CPU). Runs in float32 (the paths in float64)
+    whatever the input's dtype.
 
     Args:
         hints: ``(B, 3, H, W)`` hint channels (a / 110, b / 110, mask); a cell is hinted when
@@ -68,34 +153,47 @@ def geodesic_fill(
 
     Returns:
         ``ab (B, 2, h, w)`` in ab units (0 where there is no point at all), ``distance (B, 1, h,
-        w)``: the path's cost in cells divided by the grid's longer side, at most 1 (1 where
-        there is no point), and ``reached (B, 1, h, w)``, 1 where there is a point anywhere.
+        w)``: the path's cost to the nearest point in cells divided by the grid's longer side,
+        at most 1 (1 where there is no point), and ``reached (B, 1, h, w)``, 1 where there is a
+        point anywhere.
     """
     pooled = F.avg_pool2d(hints.float(), STRIDE, ceil_mode=True)  # (B, 3, gh, gw)
     light = F.avg_pool2d(lightness.float() / L_MAX, STRIDE, ceil_mode=True)  # (B, 1, gh, gw)
     if tuple(pooled.shape[-2:]) != tuple(size):
         pooled = F.interpolate(pooled, size=size, mode="nearest")
         light = F.interpolate(light, size=size, mode="nearest")
-    covered = pooled[:, 2:] > 0
-    ab = torch.where(covered, pooled[:, :2] / pooled[:, 2:].clamp_min(1e-6), 0.0)
-    steps = [
-        math.hypot(dy, dx) * (1 + EDGE_COST * (light - _from(light, dy, dx, 0.0)).abs())
-        for dy, dx in _NEIGHBOURS
-    ]  # each (B, 1, h, w): the cost of the step from that neighbour
-    distance = torch.where(covered, 0.0, _FAR)
+    batch, h, w = pooled.shape[0], size[0], size[1]
     longer = max(size)
-    for round_ in range(2 * longer):
-        before = distance
-        for (dy, dx), step in zip(_NEIGHBOURS, steps, strict=True):
-            through = _from(distance, dy, dx, _FAR) + step
-            shorter = through < distance
-            distance = torch.where(shorter, through, distance)
-            ab = torch.where(shorter, _from(ab, dy, dx, 0.0), ab)
-        if round_ % 8 == 7 and not torch.jit.is_tracing() and torch.equal(before, distance):
-            break
-    reached = covered.flatten(1).any(1)[:, None, None, None].expand_as(distance)
-    distance = torch.where(reached, (distance / longer).clamp_max(1.0), 1.0)
-    return ab * AB_NORM * reached, distance, reached.float()
+    covered = pooled[:, 2:] > 0  # (B, 1, h, w)
+    ab = torch.where(covered, pooled[:, :2] / pooled[:, 2:].clamp_min(1e-6), 0.0)
+    # The points: the distinct (image, a, b) of the hinted cells, S of them in the batch.
+    image = torch.arange(batch, device=ab.device)[:, None, None].expand(batch, h, w)
+    # A point's cells hold its colour up to the rounding of the pooling; in hundredths of an ab
+    # unit they hold the same.
+    key = torch.round(ab * (AB_NORM * 100))  # (B, 2, h, w)
+    cells = torch.stack([image.float(), key[:, 0], key[:, 1]], -1).reshape(-1, 3)  # (B·h·w, 3)
+    hinted = covered.reshape(-1)
+    points, which = torch.unique(cells[hinted], dim=0, return_inverse=True)  # (S, 3), (n,)
+    owner = points[:, 0].long()  # (S,) each point's image
+    place = torch.full((batch * h * w,), -1, dtype=torch.long, device=ab.device)
+    place[hinted] = which
+    place = place.reshape(batch, h, w)[owner]  # (S, h, w) the point of each cell of its image
+    index = torch.arange(points.shape[0], device=ab.device)[:, None, None]
+    sources = (place == index)[:, None]  # (S, 1, h, w)
+    distance = _shortest(torch.where(sources, 0.0, _FAR), light[owner])  # (S, 1, h, w)
+    belongs = owner[None] == torch.arange(batch, device=ab.device)[:, None]  # (B, S)
+    mine = torch.where(belongs[:, :, None, None], distance[:, 0][None], _FAR)  # (B, S, h, w)
+    none = torch.full_like(covered, _FAR, dtype=mine.dtype)  # (B, 1, h, w) for images without
+    nearest = torch.cat([mine, none], 1).amin(1, keepdim=True)  # (B, 1, h, w)
+    # Relative to the nearest, so that the weights lie in [0, 1] (the nearest's is 1).
+    weight = ((nearest[owner] + _OFFSET) / (distance + _OFFSET)).pow(POWER)[:, 0]  # (S, h, w)
+    total = torch.einsum("bs,shw->bhw", belongs.float(), weight)[:, None]  # (B, 1, h, w)
+    colours = points[:, 1:] / (AB_NORM * 100)  # (S, 2) as the hint channels hold them
+    blend = torch.einsum("bs,shw,sc->bchw", belongs.float(), weight, colours)  # (B, 2, h, w)
+    reached = covered.flatten(1).any(1)[:, None, None, None].expand_as(nearest)
+    blend = torch.where(reached, blend / total.clamp_min(1e-12), 0.0)
+    distance = torch.where(reached, (nearest / longer).clamp_max(1.0), 1.0)
+    return blend * AB_NORM, distance, reached.float()
 
 
 class HintPrior(nn.Module):
