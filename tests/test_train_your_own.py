@@ -97,4 +97,4 @@ def test_the_pages_five_commands_train_calibrate_package_and_colorize(tmp_path, 
         assert result.exit_code == 0, f"{shlex.join(command)}:\n{result.output}"
     guided = read_model("mine-points.safetensors")
     assert guided.record.network.hints and guided.record.temperature == calibration["temperature"]
-    assert json.loads(Path("mine-points.json").read_text())["point_strength"] == 3
+    assert json.loads(Path("mine-points.json").read_text())["point_strength"] == 6
