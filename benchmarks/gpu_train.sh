@@ -76,6 +76,6 @@ echo "calibrated T = $t" | tee -a "$details/calibrate.txt"
 timeout 120 python3 -m zhangcolor evaluate "$pool" --split val --model "$best" --model default \
     --temperatures "$t,0.38" --out "$details/eval" 2>&1 | tail -20 || status=1
 timeout 30 python3 -m zhangcolor package-model "$best" --half --temperature "$t" \
-    -o "$out/default.safetensors" || status=1
+    -o "$out/default.safetensors" --overwrite || status=1
 pack
 exit $status

@@ -457,6 +457,8 @@ def test_the_cli_converts_the_release_and_colorizes_with_it_directly(release_fil
     target = tmp_path / "eccv16-authors.safetensors"
     result = runner.invoke(main, ["convert-weights", str(release_file), "-o", str(target)])
     assert result.exit_code == 0 and "classification head, 313 bins" in result.output
+    again = runner.invoke(main, ["convert-weights", str(release_file), "-o", str(target)])
+    assert again.exit_code == 1 and f"{target} exists: give --overwrite" in again.output
     photo = tmp_path / "old.png"
     Image.fromarray(np.linspace(0, 255, 64 * 48).reshape(48, 64).astype(np.uint8)).save(photo)
     outputs = {}

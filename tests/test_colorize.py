@@ -481,6 +481,35 @@ def test_package_model_never_writes_its_provenance_over_the_model(checkpoint, tm
     assert sorted(p.name for p in tmp_path.iterdir()) == ["source.safetensors"]
 
 
+def test_model_file_commands_never_write_over_an_existing_target(checkpoint, tmp_path):
+    """package-model (the model and its provenance JSON) and export onnx refuse a target that
+    exists, leaving it as it was, and replace it with --overwrite."""
+    target = tmp_path / "model.safetensors"
+    provenance = target.with_suffix(".json")
+    assert invoke("package-model", checkpoint, "-o", target).exit_code == 0
+    kept = {p: p.read_bytes() for p in (target, provenance)}
+    result = invoke("package-model", checkpoint, "-o", target, "--half")
+    assert result.exit_code == 1, result.output
+    assert f"{target} exists: give --overwrite to replace it" in result.output
+    assert {p: p.read_bytes() for p in kept} == kept
+    target.unlink()  # the provenance alone is refused too
+    result = invoke("package-model", checkpoint, "-o", target, "--half")
+    assert result.exit_code == 1 and f"{provenance} exists" in result.output, result.output
+    result = invoke("package-model", checkpoint, "-o", target, "--half", "--overwrite")
+    assert result.exit_code == 0, result.output
+    assert json.loads(target.with_suffix(".json").read_text())["dtype"] == "float16"
+
+    pytest.importorskip("onnx")
+    onnx = tmp_path / "model.onnx"
+    onnx.write_bytes(b"mine")
+    result = invoke("export", "onnx", "--model", checkpoint, "-o", onnx, "--size", "32")
+    assert result.exit_code == 1 and "exists" in result.output and onnx.read_bytes() == b"mine"
+    result = invoke(
+        "export", "onnx", "--model", checkpoint, "-o", onnx, "--size", "32", "--overwrite"
+    )
+    assert result.exit_code == 0 and onnx.read_bytes() != b"mine", result.output
+
+
 def test_the_shipped_default_model_colorizes_offline():
     import zhangcolor
 

@@ -12,6 +12,23 @@ from zhangcolor.cli.common import build, console, field_option, out
 from zhangcolor.options import ColorizeConfig
 
 
+def overwrite_option(command):
+    """``--overwrite``: a model-file command writes over an existing target only when asked."""
+    return click.option(
+        "--overwrite",
+        is_flag=True,
+        help="Replace the target if it exists (otherwise refused).",
+    )(command)
+
+
+def refuse_existing(overwrite: bool, *targets: Path) -> None:
+    """A clear error when any of ``targets`` exists and ``--overwrite`` was not given."""
+    if not overwrite:
+        for target in targets:
+            if target.exists() or target.is_symlink():
+                raise click.ClickException(f"{target} exists: give --overwrite to replace it")
+
+
 @click.command("package-model")
 @click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option(
@@ -41,6 +58,7 @@ from zhangcolor.options import ColorizeConfig
     "so that colorize follows the points more closely than training's cross-entropy hedges "
     "(calibrated with evaluate --hints). [default: 1]",
 )
+@overwrite_option
 def package_model_command(
     checkpoint: Path,
     target: Path,
@@ -48,6 +66,7 @@ def package_model_command(
     temperature: float | None,
     calibration: Path | None,
     point_strength: float | None,
+    overwrite: bool,
 ) -> None:
     """Copy a trained checkpoint for shipping, with its calibrated T and a provenance JSON
     beside it.
@@ -69,6 +88,7 @@ def package_model_command(
             check_colorize_temperature(temperature)
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint=hint) from None
+    refuse_existing(overwrite, target, target.with_suffix(".json"))
     try:
         info = package_model(
             checkpoint, target, half=half, temperature=temperature, point_strength=point_strength
@@ -99,7 +119,8 @@ def package_model_command(
     help="siggraph17: the output to keep, regression (ab, their demo's; the default) or "
     "classification (its 529 classes). eccv16 has classification only.",
 )
-def convert_weights_command(source: Path, target: Path, head: str | None) -> None:
+@overwrite_option
+def convert_weights_command(source: Path, target: Path, head: str | None, overwrite: bool) -> None:
     """Convert the authors' released weights into a zhangcolor checkpoint: eccv16
     (colorization_release_v2-9b330a0b.pth: the paper's network, classification head and 313
     bins) or siggraph17 (siggraph17-df00044c.pth: their network with user points).
@@ -111,6 +132,7 @@ def convert_weights_command(source: Path, target: Path, head: str | None) -> Non
 
     from zhangcolor.model_file import convert_weights
 
+    refuse_existing(overwrite, target)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)  # only ours: the bin centres' warning
         try:
@@ -156,7 +178,8 @@ def export() -> None:
     type=int,
     help="Example input size for tracing; the batch and image sizes stay dynamic.",
 )
-def export_onnx_command(model: str, target: Path, size: int | None) -> None:
+@overwrite_option
+def export_onnx_command(model: str, target: Path, size: int | None, overwrite: bool) -> None:
     """Export the network alone to ONNX (dynamic batch; decoding stays outside, so T is free).
 
     Run it with `zhangcolor colorize --backend onnx --model model.onnx`.
@@ -164,6 +187,7 @@ def export_onnx_command(model: str, target: Path, size: int | None) -> None:
     from zhangcolor.model_file import export_model_onnx
 
     config = build(ColorizeConfig, model=model, size=size)
+    refuse_existing(overwrite, target)
     try:
         export_model_onnx(config.model, target, size=config.size)
     except (FileNotFoundError, ValueError, RuntimeError) as e:
