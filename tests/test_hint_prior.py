@@ -134,13 +134,45 @@ def test_the_sweeps_and_the_onnx_form_find_the_same_paths_through_texture(monkey
     light = rng.uniform(0, 1, (1, 1, 10, 13))
     start = np.full(light.shape, hint_prior._FAR)
     start[0, 0, 2, 3] = start[0, 0, 7, 11] = 0.0
-    threads = torch.get_num_threads()
-    swept = hint_prior._shortest(torch.from_numpy(start).float(), torch.from_numpy(light).float())
-    assert torch.get_num_threads() == threads  # the search's single thread is given back
-    relaxed = hint_prior._relaxed(torch.from_numpy(start).float(), torch.from_numpy(light).float())
-    expected = dijkstra(light[0, 0], [(2, 3), (7, 11)])
+    start, light = torch.from_numpy(start).float(), torch.from_numpy(light).float()
+    expected = dijkstra(light[0, 0].double().numpy(), [(2, 3), (7, 11)])
+    swept = hint_prior._shortest(start, light)
     np.testing.assert_allclose(swept[0, 0].numpy(), expected, rtol=1e-5)
+    relaxed = hint_prior._relaxed(start, light)
     np.testing.assert_allclose(relaxed[0, 0].numpy(), expected, rtol=1e-5)
+    # capped at a few rounds, the sweeps find paths, never shorter than the shortest
+    monkeypatch.setattr(hint_prior, "SWEEPS", 2)
+    capped = hint_prior._shortest(start, light)[0, 0].numpy()
+    assert (capped >= expected * (1 - 1e-6)).all() and (capped > expected * 1.001).any()
+
+
+def test_the_sweeps_take_the_points_a_few_at_a_time_with_the_same_result(monkeypatch):
+    from zhangcolor.models import hint_prior
+
+    h, w = 9, 12
+    cells = regions(h, w)
+    lightness = torch.from_numpy(np.kron(cells, np.ones((STRIDE, STRIDE))))[None, None]
+    rng = np.random.default_rng(2)
+    points = {(y, x): tuple(rng.uniform(-60, 60, 2)) for y, x in ((0, 0), (3, 7), (8, 2), (5, 11))}
+    hints = grid_hints(h, w, points)
+    whole = geodesic_fill(hints, lightness, (h, w))
+    monkeypatch.setattr(hint_prior, "_CHUNK", h * w)  # one point at a time
+    for x, y in zip(geodesic_fill(hints, lightness, (h, w)), whole, strict=True):
+        torch.testing.assert_close(x, y)
+
+
+def test_the_fill_is_float32_under_autocast():
+    """The blend's sums are matrix products, which autocast would run in bf16."""
+    h, w = 9, 12
+    lightness = torch.from_numpy(np.kron(regions(h, w), np.ones((STRIDE, STRIDE))))[None, None]
+    points = {(1, 1): (47.3, -21.9), (1, 3): (-13.1, 35.7), (8, 6): (5.5, 60.2)}
+    hints = grid_hints(h, w, points).float()
+    plain = geodesic_fill(hints, lightness.float(), (h, w))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        autocast = geodesic_fill(hints, lightness.float(), (h, w))
+    for x, y in zip(autocast, plain, strict=True):
+        assert x.dtype == torch.float32
+        torch.testing.assert_close(x, y)
 
 
 def test_without_points_nothing_is_reached():
