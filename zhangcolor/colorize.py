@@ -47,7 +47,6 @@ from zhangcolor.model_file import (
     onnx_export_of,
     onnx_network,
     read_model,
-    takes_point_vote,
 )
 from zhangcolor.model_record import ModelRecord
 from zhangcolor.options import BACKENDS, ColorizeConfig, Head, ServeConfig
@@ -101,7 +100,7 @@ def _auto_backend(
     if any(importlib.util.find_spec(m) is None for m in ("onnx", "onnxruntime")):
         return "torch", None
     try:
-        return "onnx", onnx_export_of(file, size, automatic=takes_point_vote(file))
+        return "onnx", onnx_export_of(file, size, automatic=file.record.network.point_vote)
     except Exception:  # the exporter raises many kinds (unsupported op, tracer errors, ...)
         return "torch", None
 

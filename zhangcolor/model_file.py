@@ -145,7 +145,7 @@ def onnx_export_of(model: ModelFile, size: int = WORKING_SIZE, *, automatic: boo
         return model.path
     from zhangcolor.export import export_onnx
 
-    voted = takes_point_vote(model)  # its graph with points runs at one size
+    voted = model.record.network.point_vote  # its graph with points runs at one size
     at = ("-automatic" if automatic else f"-{size}") if voted else ""
     name = f"{model.label}-{file_digest(model.path)[:16]}{at}.onnx"
     path = cache_dir() / name
@@ -218,17 +218,10 @@ def onnx_network(model: ModelFile, onnx_path: Path | None = None, size: int = WO
         return model.session
     from zhangcolor.export import OnnxNetwork
 
-    if takes_point_vote(model):
+    if model.record.network.point_vote:
         automatic = OnnxNetwork(onnx_path or onnx_export_of(model, size, automatic=True))
         return GuidedOnnx(automatic, model)
     return OnnxNetwork(onnx_path or onnx_export_of(model, size))
-
-
-def takes_point_vote(model: ModelFile) -> bool:
-    """Whether a torch model file's network has the points' vote: our guided classification
-    networks (siggraph17, the authors', takes points without it)."""
-    network = model.record.network
-    return network.hints and network.backbone != "siggraph17" and network.head.uses_temperature
 
 
 def export_model_onnx(model: str | Path, target: str | Path, *, size: int) -> Path:

@@ -233,6 +233,12 @@ class ModelConfig:
         self.head = Head.parse(self.head)
         check_config(self)
 
+    @property
+    def point_vote(self) -> bool:
+        """Whether the network has the points' own vote (models/hint_prior.py): our guided
+        classification networks (the authors' siggraph17 takes points without it)."""
+        return self.hints and self.backbone != "siggraph17" and self.head is Head.CLASSIFICATION
+
 
 @dataclass
 class HintConfig:

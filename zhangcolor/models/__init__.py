@@ -40,12 +40,11 @@ class ColorizationNet(nn.Module):
 
     out_stride = STRIDE
 
-    def __init__(self, *, backbone: nn.Module, head: Head) -> None:
+    def __init__(self, *, backbone: nn.Module, head: Head, point_vote: bool = False) -> None:
         super().__init__()
         self.backbone = backbone
         self.head = build_head(Head.parse(head), backbone.out_channels)
-        if backbone.takes_hints and self.head.kind is Head.CLASSIFICATION:
-            # The points' own vote on each pixel's bins (models/hint_prior.py).
+        if point_vote:  # the points' own vote on each pixel's bins (ModelConfig.point_vote)
             self.hint_prior = HintPrior(ab_bins(), backbone.out_channels)
 
     @property
@@ -77,7 +76,7 @@ def build_model(config: ModelConfig) -> ColorizationNet | SIGGRAPH17:
         backbone: nn.Module = ECCV16(width=config.width, hints=config.hints)
     else:
         backbone = UNet(encoder=config.encoder, pretrained=config.pretrained, hints=config.hints)
-    return ColorizationNet(backbone=backbone, head=config.head)
+    return ColorizationNet(backbone=backbone, head=config.head, point_vote=config.point_vote)
 
 
 def feature_encoder(device: torch.device | str = "cpu") -> nn.Module:

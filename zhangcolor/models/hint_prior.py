@@ -49,7 +49,7 @@ SWEEPS = 16
 #: The most numbers (sources × cells) the sweeps take on at once (:func:`_shortest`).
 _CHUNK = 16384
 #: The eight neighbours of a cell, as (dy, dx).
-_NEIGHBOURS = ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1))
+_NEIGHBOURS = [(-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1)]
 #: The distance of a cell no point reaches: the search's infinity (within float32's range).
 _FAR = 1e30
 
@@ -62,17 +62,30 @@ def _from(x: Tensor, dy: int, dx: int, fill: float) -> Tensor:
     return padded[..., 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w]
 
 
+def _step_costs(light: Tensor, neighbours: list[tuple[int, int]]) -> list[Tensor]:
+    """The cost of the step from each of ``neighbours`` (dy, dx) to every cell of a grid of
+    lightness ``light (N, 1, h, w)``: its length × (1 + :data:`EDGE_COST` · |ΔL|), each
+    ``(N, 1, h, w)``."""
+    return [
+        math.hypot(dy, dx) * (1 + EDGE_COST * (light - _from(light, dy, dx, 0.0)).abs())
+        for dy, dx in neighbours
+    ]
+
+
+def _step(distance: Tensor, neighbours: list[tuple[int, int]], costs: list[Tensor]) -> Tensor:
+    """``distance`` shortened by one step from each of ``neighbours`` in turn, at ``costs``."""
+    for (dy, dx), cost in zip(neighbours, costs, strict=True):
+        distance = torch.minimum(distance, _from(distance, dy, dx, _FAR) + cost)
+    return distance
+
+
 def _relaxed(distance: Tensor, light: Tensor) -> Tensor:
     """:func:`_shortest` by Bellman-Ford: each round a step further, 2 × the grid's longer side
     rounds (a path of more steps, around many edges, is approximated by a longer one). The form
     an ONNX trace unrolls."""
-    steps = [
-        math.hypot(dy, dx) * (1 + EDGE_COST * (light - _from(light, dy, dx, 0.0)).abs())
-        for dy, dx in _NEIGHBOURS
-    ]  # each (N, 1, h, w): the cost of the step from that neighbour
+    costs = _step_costs(light, _NEIGHBOURS)
     for _ in range(2 * max(distance.shape[-2:])):
-        for (dy, dx), step in zip(_NEIGHBOURS, steps, strict=True):
-            distance = torch.minimum(distance, _from(distance, dy, dx, _FAR) + step)
+        distance = _step(distance, _NEIGHBOURS, costs)
     return distance
 
 
@@ -87,18 +100,14 @@ def _swept(distance: Tensor, light: Tensor) -> Tensor:
     across = F.pad((1 + EDGE_COST * light.diff(dim=-1).abs()).cumsum(-1), (1, 0))  # (N,1,h,w)
     down = F.pad((1 + EDGE_COST * light.diff(dim=-2).abs()).cumsum(-2), (0, 0, 1, 0))
     diagonals = [(dy, dx) for dy, dx in _NEIGHBOURS if dy and dx]
-    steps = [
-        math.sqrt(2) * (1 + EDGE_COST * (light - _from(light, dy, dx, 0.0)).abs())
-        for dy, dx in diagonals
-    ]
+    costs = _step_costs(light, diagonals)
     for _ in range(SWEEPS):
         before = distance
         for dim, run in ((-1, across), (-2, down)):
             forward = run + (distance - run).cummin(dim).values
             backward = (distance + run).flip(dim).cummin(dim).values.flip(dim) - run
             distance = torch.minimum(distance, torch.minimum(forward, backward))
-        for (dy, dx), step in zip(diagonals, steps, strict=True):
-            distance = torch.minimum(distance, _from(distance, dy, dx, _FAR) + step)
+        distance = _step(distance, diagonals, costs)
         if torch.equal(before, distance):
             break
     return distance.float()
