@@ -72,6 +72,12 @@ def grid_hints(h: int, w: int, points: dict, batch: int = 1, image: int = 0):
     return hints
 
 
+def pixels_of(cells: np.ndarray) -> torch.Tensor:
+    """L per pixel ``(N, 1, h·STRIDE, w·STRIDE)`` of cells' L ``(h, w)`` or ``(N, h, w)``."""
+    cells = cells.reshape(-1, *cells.shape[-2:])
+    return torch.from_numpy(np.kron(cells, np.ones((1, STRIDE, STRIDE))))[:, None]
+
+
 def regions(h: int, w: int) -> np.ndarray:
     """L per cell: flat regions (so that paths are unique) separated by edges."""
     cells = np.where(np.arange(w)[None] < 5, 30.0, 70.0) * np.ones((h, 1))
@@ -83,7 +89,7 @@ def test_the_fill_weights_the_points_by_their_shortest_paths_as_a_float64_dijkst
     rng = np.random.default_rng(0)
     h, w = 9, 12
     cells = regions(h, w)
-    lightness = torch.from_numpy(np.kron(cells, np.ones((STRIDE, STRIDE))))[None, None]
+    lightness = pixels_of(cells)
     # two points in the left region, one in each of the others
     points = {cell: tuple(rng.uniform(-60, 60, 2)) for cell in ((1, 1), (1, 3), (2, 9), (8, 6))}
     ab, distance, reached = geodesic_fill(grid_hints(h, w, points), lightness, (h, w))
@@ -109,7 +115,7 @@ def test_each_image_of_a_batch_is_filled_from_its_own_points_and_edges():
     h, w = 9, 12
     first, second = regions(h, w), np.where(np.arange(w)[None] < 8, 20.0, 80.0) * np.ones((h, 1))
     cells = np.stack([first, second, second])
-    lightness = torch.from_numpy(np.kron(cells, np.ones((1, STRIDE, STRIDE))))[:, None]
+    lightness = pixels_of(cells)
     points = [
         {(1, 1): (40.0, 10.0), (8, 6): (-20.0, 30.0), (1, 4): (5.0, 5.0)},
         {(2, 9): (0.0, -50.0), (1, 1): (-20.0, 30.0), (7, 6): (60.0, 0.0)},  # shared colour, cell
@@ -151,7 +157,7 @@ def test_the_sweeps_take_the_points_a_few_at_a_time_with_the_same_result(monkeyp
 
     h, w = 9, 12
     cells = regions(h, w)
-    lightness = torch.from_numpy(np.kron(cells, np.ones((STRIDE, STRIDE))))[None, None]
+    lightness = pixels_of(cells)
     rng = np.random.default_rng(2)
     points = {(y, x): tuple(rng.uniform(-60, 60, 2)) for y, x in ((0, 0), (3, 7), (8, 2), (5, 11))}
     hints = grid_hints(h, w, points)
@@ -164,7 +170,7 @@ def test_the_sweeps_take_the_points_a_few_at_a_time_with_the_same_result(monkeyp
 def test_the_fill_is_float32_under_autocast():
     """The blend's sums are matrix products, which autocast would run in bf16."""
     h, w = 9, 12
-    lightness = torch.from_numpy(np.kron(regions(h, w), np.ones((STRIDE, STRIDE))))[None, None]
+    lightness = pixels_of(regions(h, w))
     points = {(1, 1): (47.3, -21.9), (1, 3): (-13.1, 35.7), (8, 6): (5.5, 60.2)}
     hints = grid_hints(h, w, points).float()
     plain = geodesic_fill(hints, lightness.float(), (h, w))
